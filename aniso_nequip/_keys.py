@@ -1,0 +1,22 @@
+"""Field names that aniso-nequip adds to nequip's registry.
+
+nequip already registers the electronic dielectric tensor
+(``AtomicDataDict.DIELECTRIC_KEY = "dielectric_tensor"``, graph field, Cartesian ``ij=ji``) and the
+Born effective charges (``AtomicDataDict.BORN_CHARGE_KEY = "born_effective_charges"``, node field,
+Cartesian ``ij``); those names are reused, never redefined. Only what is missing is registered here.
+"""
+
+from typing import Final
+
+from nequip.data import register_fields
+
+DIELECTRIC_IONIC_KEY: Final[str] = "dielectric_ionic_tensor"
+"""Ionic contribution to the static dielectric tensor (graph field, symmetric 3x3)."""
+
+DIELECTRIC_IRREPS_KEY: Final[str] = "dielectric_tensor_irreps"
+"""Model-internal: the pooled ``1x0e+1x2e`` (or ``6x0e``) coefficients of ``dielectric_tensor``."""
+
+register_fields(
+    graph_fields=[DIELECTRIC_IONIC_KEY, DIELECTRIC_IRREPS_KEY],
+    cartesian_tensor_fields={DIELECTRIC_IONIC_KEY: "ij=ji"},
+)

@@ -1,0 +1,232 @@
+"""Model builders: AnisoNet (equivariant ``0e+2e`` readout) and its ``6x0e`` ablation."""
+
+import warnings
+from typing import Dict, Optional, Sequence, Union
+
+from e3nn import o3
+from nequip.data import AtomicDataDict
+from nequip.model import model_builder
+from nequip.nn import AtomwiseLinear, ConvNetLayer, GraphModel, SequentialGraphNetwork
+from nequip.nn.embedding import (
+    BesselEdgeLengthEncoding,
+    EdgeLengthNormalizer,
+    NodeTypeEmbed,
+    PolynomialCutoff,
+    SphericalHarmonicEdgeAttrs,
+)
+
+from .. import _keys
+from ..nn import GaussianEdgeLengthEncoding, GraphMeanPool, SymmetricTensorReadout
+from ..tensors import change_of_basis
+
+_RADIAL_BASES = ("gaussian", "bessel")
+
+
+def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
+    return repr(
+        o3.Irreps(
+            [
+                (num_features, (l, p))
+                for l in range(l_max + 1)
+                for p in ((1, -1) if parity else ((-1) ** l,))
+            ]
+        )
+    )
+
+
+def _build(
+    readout_irreps: str,
+    last_layer_irreps: str,
+    r_max: float,
+    type_names: Sequence[str],
+    l_max: int,
+    num_layers: int,
+    num_features: int,
+    parity: bool,
+    type_embed_num_features: Optional[int],
+    radial_basis: str,
+    num_basis: int,
+    polynomial_cutoff_p: int,
+    radial_mlp_depth: int,
+    radial_mlp_width: int,
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    isotropic_shift: float,
+    isotropic_scale: float,
+    anisotropic_scale: float,
+) -> SequentialGraphNetwork:
+    """Trunk shared by both models; only the per-atom readout irreps differ."""
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
+    if l_max < 0:
+        raise ValueError(f"`l_max` must be >= 0, got {l_max}")
+    if radial_basis not in _RADIAL_BASES:
+        raise ValueError(f"`radial_basis` must be one of {_RADIAL_BASES}, got `{radial_basis}`")
+    if not all(tn.isalnum() for tn in type_names):
+        raise ValueError(f"`type_names` must be alphanumeric, got {list(type_names)}")
+
+    type_embed = NodeTypeEmbed(
+        type_names=type_names,
+        num_features=type_embed_num_features or num_features,
+    )
+    spharm = SphericalHarmonicEdgeAttrs(
+        irreps_edge_sh=repr(o3.Irreps.spherical_harmonics(lmax=l_max)),
+        irreps_in=type_embed.irreps_out,
+    )
+    edge_norm = EdgeLengthNormalizer(
+        r_max=r_max, type_names=type_names, irreps_in=spharm.irreps_out
+    )
+    cutoff = PolynomialCutoff(polynomial_cutoff_p)
+    if radial_basis == "gaussian":
+        radial = GaussianEdgeLengthEncoding(
+            cutoff=cutoff, num_basis=num_basis, irreps_in=edge_norm.irreps_out
+        )
+    else:
+        radial = BesselEdgeLengthEncoding(
+            cutoff=cutoff, num_bessels=num_basis, irreps_in=edge_norm.irreps_out
+        )
+    modules = {
+        "type_embed": type_embed,
+        "spharm": spharm,
+        "edge_norm": edge_norm,
+        "radial_basis": radial,
+    }
+    prev_irreps = radial.irreps_out
+
+    hidden = [_hidden_irreps(num_features, l_max, parity)] * (num_layers - 1)
+    for layer_i, irreps in enumerate(hidden + [last_layer_irreps]):
+        layer = ConvNetLayer(
+            irreps_in=prev_irreps,
+            feature_irreps_hidden=irreps,
+            convolution_kwargs={
+                "radial_mlp_depth": radial_mlp_depth,
+                "radial_mlp_width": radial_mlp_width,
+                "use_sc": layer_i != 0,
+                "is_first_layer": layer_i == 0,
+                "avg_num_neighbors": avg_num_neighbors,
+                "type_names": type_names,
+            },
+        )
+        prev_irreps = layer.irreps_out
+        modules[f"layer{layer_i}_convnet"] = layer
+
+    node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
+    if "2e" in readout_irreps and o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
+        warnings.warn(
+            f"with l_max={l_max} and num_layers={num_layers} no 2e feature reaches the readout, "
+            "so the predicted tensors are isotropic; raise l_max or num_layers to learn anisotropy"
+        )
+    per_atom = AtomwiseLinear(
+        field=AtomicDataDict.NODE_FEATURES_KEY,
+        out_field=AtomicDataDict.NODE_FEATURES_KEY,
+        irreps_in=prev_irreps,
+        irreps_out=readout_irreps,
+    )
+    pool = GraphMeanPool(
+        field=AtomicDataDict.NODE_FEATURES_KEY,
+        out_field=_keys.DIELECTRIC_IRREPS_KEY,
+        irreps_in=per_atom.irreps_out,
+    )
+    readout = SymmetricTensorReadout(
+        field=_keys.DIELECTRIC_IRREPS_KEY,
+        out_field=AtomicDataDict.DIELECTRIC_KEY,
+        change_of_basis=change_of_basis(),
+        isotropic_shift=isotropic_shift,
+        isotropic_scale=isotropic_scale,
+        anisotropic_scale=anisotropic_scale,
+        irreps_in=pool.irreps_out,
+    )
+    modules.update({"per_atom_readout": per_atom, "mean_pool": pool, "tensor_readout": readout})
+    return SequentialGraphNetwork(modules)
+
+
+@model_builder
+def AnisoNetModel(
+    r_max: float,
+    type_names: Sequence[str],
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    l_max: int = 3,
+    num_layers: int = 2,
+    num_features: int = 48,
+    parity: bool = True,
+    type_embed_num_features: Optional[int] = None,
+    radial_basis: str = "gaussian",
+    num_basis: int = 15,
+    polynomial_cutoff_p: int = 6,
+    radial_mlp_depth: int = 1,
+    radial_mlp_width: int = 64,
+    isotropic_shift: float = 0.0,
+    isotropic_scale: float = 1.0,
+    anisotropic_scale: float = 1.0,
+) -> GraphModel:
+    """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
+
+    Type embedding (node features and node attributes), spherical harmonics up to ``l_max``,
+    Gaussian (or Bessel) radial basis with a polynomial cutoff, ``num_layers`` gated NequIP
+    convolutions with ``num_features`` channels per irrep (both parities if ``parity``), the last
+    layer keeping only ``0e`` and ``2e``, a per-atom linear map to ``1x0e+1x2e``, mean pooling over
+    atoms and a symmetric Cartesian readout into ``dielectric_tensor``. Because the readout is
+    built from irreps, the predicted tensor obeys the crystal's point-group symmetry exactly
+    (Neumann's principle) for any weights.
+
+    Args:
+        seed (int): seed for reproducibility
+        model_dtype (str): ``float32`` or ``float64``
+        r_max (float): cutoff radius (Angstrom)
+        type_names (Sequence[str]): atom type names
+        avg_num_neighbors (float): normalization of the neighbour sums (from data statistics,
+            ``${training_data_stats:num_neighbors_mean}``)
+        l_max (int): maximum rotation order of edge and node features (default ``3``)
+        num_layers (int): number of gated convolutions (default ``2``)
+        num_features (int): multiplicity of every hidden irrep (default ``48``)
+        parity (bool): keep features of both parities (default ``True``)
+        type_embed_num_features (int): type embedding length (default ``num_features``)
+        radial_basis (str): ``gaussian`` (the paper's) or ``bessel`` (nequip's)
+        num_basis (int): number of radial basis functions (default ``15``)
+        polynomial_cutoff_p (int): exponent of the polynomial cutoff envelope (default ``6``)
+        radial_mlp_depth (int): hidden layers of the radial MLPs (default ``1``)
+        radial_mlp_width (int): width of the radial MLPs (default ``64``)
+        isotropic_shift (float): shift of ``tr(eps)/3``, e.g. the training mean of ``eps_poly``
+        isotropic_scale (float): scale of ``tr(eps)/3``, e.g. the training std of ``eps_poly``
+        anisotropic_scale (float): scale of the traceless part, e.g. the training RMS of its
+            ``2e`` coefficients
+    """
+    return _build(
+        readout_irreps="1x0e+1x2e",
+        last_layer_irreps=f"{num_features}x0e+{num_features}x2e",
+        **locals(),
+    )
+
+
+@model_builder
+def ScalarAnisoNetModel(
+    r_max: float,
+    type_names: Sequence[str],
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    l_max: int = 3,
+    num_layers: int = 2,
+    num_features: int = 48,
+    parity: bool = True,
+    type_embed_num_features: Optional[int] = None,
+    radial_basis: str = "gaussian",
+    num_basis: int = 15,
+    polynomial_cutoff_p: int = 6,
+    radial_mlp_depth: int = 1,
+    radial_mlp_width: int = 64,
+    isotropic_shift: float = 0.0,
+    isotropic_scale: float = 1.0,
+    anisotropic_scale: float = 1.0,
+) -> GraphModel:
+    """The paper's non-equivariant ``6x0e`` ablation of :func:`AnisoNetModel`.
+
+    Same trunk, but the last layer keeps only scalars and the per-atom readout is ``6x0e``: six
+    rotation-*invariant* numbers taken as the six independent components of the tensor (in the
+    orthonormal basis of :func:`aniso_nequip.tensors.change_of_basis`). The prediction therefore
+    does not rotate with the crystal and need not obey its point-group symmetry.
+
+    Arguments are those of :func:`AnisoNetModel`.
+    """
+    return _build(
+        readout_irreps="6x0e",
+        last_layer_irreps=f"{num_features}x0e",
+        **locals(),
+    )

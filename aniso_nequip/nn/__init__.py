@@ -1,0 +1,10 @@
+"""Graph modules of the aniso-nequip models.
+
+These modules end up inside ``nequip-package`` archives, so they import only what nequip's own
+``nn`` imports (``nequip.data``, ``nequip.nn`` and e3nn submodules).
+"""
+
+from .radial import GaussianEdgeLengthEncoding
+from .readout import GraphMeanPool, SymmetricTensorReadout
+
+__all__ = ["GaussianEdgeLengthEncoding", "GraphMeanPool", "SymmetricTensorReadout"]
