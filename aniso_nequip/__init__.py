@@ -1,10 +1,27 @@
 """aniso-nequip: equivariant prediction of dielectric tensors as a nequip extension.
 
 This module is imported by nequip's ``nequip.extension`` entry point *inside* nequip's own
-``__init__``: it must only register data fields (importing ``nequip.model`` or ``nequip.train``
-here would be a circular import).
+``__init__``: it only registers data fields (importing ``nequip.model`` or ``nequip.train`` here
+would be a circular import). The inference API is loaded lazily on first use::
+
+    import aniso_nequip
+    eps = aniso_nequip.predict(structures, "best.ckpt")   # (N, 3, 3)
 """
 
 from . import _keys  # noqa: F401  (registers the fields nequip lacks)
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "predict": "inference",
+    "load_model": "inference",
+    "DielectricCalculator": "calculator",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,15 +6,22 @@ Born effective charges (``AtomicDataDict.BORN_CHARGE_KEY = "born_effective_charg
 Cartesian ``ij``); those names are reused, never redefined. Only what is missing is registered here.
 """
 
-from typing import Final
+from typing import Final, Tuple
 
-from nequip.data import register_fields
+from nequip.data import AtomicDataDict, register_fields
 
 DIELECTRIC_IONIC_KEY: Final[str] = "dielectric_ionic_tensor"
 """Ionic contribution to the static dielectric tensor (graph field, symmetric 3x3)."""
 
 DIELECTRIC_IRREPS_KEY: Final[str] = "dielectric_tensor_irreps"
 """Model-internal: the pooled ``1x0e+1x2e`` (or ``6x0e``) coefficients of ``dielectric_tensor``."""
+
+PREDICTED_FIELDS: Final[Tuple[str, ...]] = (
+    AtomicDataDict.DIELECTRIC_KEY,
+    DIELECTRIC_IONIC_KEY,
+    AtomicDataDict.BORN_CHARGE_KEY,
+)
+"""Physical fields a model may predict (what inference returns and evaluation writes)."""
 
 register_fields(
     graph_fields=[DIELECTRIC_IONIC_KEY, DIELECTRIC_IRREPS_KEY],

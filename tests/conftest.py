@@ -1,4 +1,8 @@
+import csv
+import os
 import pathlib
+import subprocess
+import sys
 
 import ase.build
 import ase.io
@@ -12,6 +16,7 @@ from aniso_nequip.data import atoms_to_graphs
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ROOT / "datasets"
 CONFIGS = ROOT / "configs"
+BIN = pathlib.Path(sys.executable).parent
 R_MAX = 4.0
 
 
@@ -101,3 +106,60 @@ def build_model(type_names):
         return _build(builder, **{"type_names": type_names, **kwargs})
 
     return _make
+
+
+def run_command(args, cwd=ROOT):
+    """Run a console script; fail the test with its output if it exits non-zero."""
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def epoch_values(metrics_csv, column):
+    """Logged values of one column of a Lightning CSVLogger metrics.csv."""
+    with open(metrics_csv) as f:
+        return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few epochs on 48 crystals of the bundled MP training split."""
+    tmp = tmp_path_factory.mktemp("train")
+    files = {}
+    for split, n in (("train", 48), ("val", 16)):
+        files[split] = tmp / f"{split}.extxyz"
+        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    # 12 test crystals of other systems and 4 cubic ones
+    test = bundled("mp_subset_test")
+    files["test"] = tmp / "test.extxyz"
+    ase.io.write(
+        files["test"],
+        [f for f in test if f.info["crystal_system"] != "cubic"][:12]
+        + [f for f in test if f.info["crystal_system"] == "cubic"][:4],
+    )
+    run_dir = tmp / "run"
+    run_command(
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/tiny.yaml",
+            f"train_file={files['train']}",
+            f"val_file={files['val']}",
+            f"test_file={files['test']}",
+            "max_epochs=8",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
+    return {"dir": run_dir, "files": files, "metrics_csv": metrics_csv}
+
+
+@pytest.fixture(scope="session")
+def packaged(trained):
+    """The trained tiny model as a ``nequip-package`` archive."""
+    package = trained["dir"] / "model.nequip.zip"
+    run_command(
+        [str(BIN / "nequip-package"), "build", str(trained["dir"] / "best.ckpt"), str(package)]
+    )
+    return package

@@ -1,0 +1,125 @@
+"""Loading trained models and predicting dielectric tensors from Python.
+
+import aniso_nequip
+model = aniso_nequip.load_model("outputs/.../best.ckpt")      # or a nequip-package .nequip.zip
+eps = aniso_nequip.predict(structures, model)                # (N, 3, 3) numpy array
+"""
+
+import os
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+import ase
+import numpy as np
+import torch
+from nequip.data import AtomicDataDict
+
+from ._keys import PREDICTED_FIELDS
+from .data import atoms_to_graphs
+
+_PACKAGE_SUFFIX = ".nequip.zip"
+
+
+class ModelLoadError(RuntimeError):
+    """A model file is missing or is not a readable nequip checkpoint/package."""
+
+
+def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"):
+    """Load a trained ``GraphModel`` from a ``.ckpt`` checkpoint or a ``.nequip.zip`` package.
+
+    The model is put in eval mode on ``device``; its ``type_names`` and ``metadata["r_max"]`` say
+    which elements it knows and which cutoff its graphs need.
+    """
+    from nequip.model import ModelFromCheckpoint, ModelFromPackage
+    from nequip.utils.global_state import set_global_state
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"model file `{path}` does not exist")
+    set_global_state()
+    loader = ModelFromPackage if path.endswith(_PACKAGE_SUFFIX) else ModelFromCheckpoint
+    try:
+        model = loader(path)["sole_model"]
+    except Exception as err:  # anything torch/zip/pickle may raise on a bad file
+        raise ModelLoadError(
+            f"`{path}` is not a readable nequip checkpoint (.ckpt) or package "
+            f"({_PACKAGE_SUFFIX}): {type(err).__name__}: {err}"
+        ) from err
+    return model.to(device).eval()
+
+
+def _as_model(model, device):
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device)
+    return model.to(device).eval()
+
+
+def _as_atoms(structure) -> ase.Atoms:
+    if isinstance(structure, ase.Atoms):
+        return structure
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if isinstance(structure, Structure):
+        return AseAtomsAdaptor.get_atoms(structure)
+    raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(structure).__name__}")
+
+
+def output_fields(model) -> List[str]:
+    """The physical fields a model predicts, e.g. ``["dielectric_tensor"]``."""
+    return [k for k in PREDICTED_FIELDS if k in model.irreps_out]
+
+
+def unknown_elements(structures: Iterable[ase.Atoms], type_names: Sequence[str]) -> Dict[int, list]:
+    """``{index: [symbols]}`` for the structures holding elements that a model does not know."""
+    known = set(type_names)
+    out = {}
+    for i, atoms in enumerate(structures):
+        missing = sorted(set(atoms.get_chemical_symbols()) - known)
+        if missing:
+            out[i] = missing
+    return out
+
+
+def predict_batches(
+    structures: Sequence, model, batch_size: int = 32, device: Union[str, torch.device] = "cpu"
+) -> Iterator[Dict[str, np.ndarray]]:
+    """Yield ``{field: array}`` for consecutive batches of ``structures`` (graph fields
+    ``(B, ...)``, per-atom fields concatenated over the batch's atoms)."""
+    model = _as_model(model, device)
+    fields = output_fields(model)
+    r_max = float(model.metadata["r_max"])
+    for start in range(0, len(structures), batch_size):
+        atoms = [_as_atoms(s) for s in structures[start : start + batch_size]]
+        missing = unknown_elements(atoms, model.type_names)
+        if missing:
+            described = "; ".join(
+                f"structure {start + i}: {', '.join(e)}" for i, e in missing.items()
+            )
+            raise ValueError(f"elements the model was not trained on: {described}")
+        graphs = atoms_to_graphs(atoms, model.type_names, r_max, with_references=False)
+        data = AtomicDataDict.to_(graphs, device)
+        with torch.no_grad():
+            out = model(data)
+        yield {f: out[f].detach().cpu().to(torch.float64).numpy() for f in fields}
+
+
+def predict(
+    structures: Sequence,
+    model,
+    batch_size: int = 32,
+    device: Optional[Union[str, torch.device]] = None,
+) -> np.ndarray:
+    """Predicted dielectric tensors, an ``(N, 3, 3)`` float64 array.
+
+    Args:
+        structures: ``ase.Atoms`` or pymatgen ``Structure`` objects
+        model: a loaded model (:func:`load_model`) or the path of a checkpoint/package
+        batch_size: structures per forward pass
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available)
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if len(structures) == 0:
+        return np.zeros((0, 3, 3))
+    batches = predict_batches(structures, model, batch_size=batch_size, device=device)
+    return np.concatenate([b[AtomicDataDict.DIELECTRIC_KEY] for b in batches])

@@ -1,0 +1,39 @@
+"""Safe output: results appear complete or not at all, and nothing existing is overwritten
+unless asked."""
+
+import contextlib
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Iterator, Union
+
+
+class OutputExistsError(FileExistsError):
+    """The output already exists and overwriting was not requested."""
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: Union[str, os.PathLike], force: bool = False) -> Iterator[pathlib.Path]:
+    """Yield a fresh staging folder beside ``out``; on success move its files into ``out``.
+
+    Files are written into the staging folder and only moved (``os.replace``, atomic per file)
+    into ``out`` once the block finishes without error; on error the staging folder is removed and
+    ``out`` is left as it was. An ``out`` that exists and is not empty is refused unless ``force``.
+    """
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output `{out}` exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExistsError(
+            f"output directory `{out}` is not empty; choose another or pass --force to overwrite"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+        out.mkdir(exist_ok=True)
+        for item in stage.iterdir():
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""Error metrics of predicted dielectric tensors against references (nequip-evaluate's figures).
+
+Definitions match the MetricsManager hooks used during training (``aniso_nequip.train``), so the
+MAEs of ``nequip-train``'s test run and of ``nequip-evaluate`` agree for the same model and data.
+"""
+
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+
+from . import tensors
+
+MAE_KEYS = (
+    "eps_poly_mae",
+    "anisotropy_ratio_mae",
+    "eigenvalue_mae",
+    "component_mae",
+    "frobenius_mae",
+)
+
+
+def derived(eps: np.ndarray) -> Dict[str, np.ndarray]:
+    """``eps_poly`` (N,), ``a_r`` (N,), ascending ``eigenvalues`` (N, 3) of (N, 3, 3) tensors."""
+    t = torch.as_tensor(eps, dtype=torch.float64)
+    return {
+        "eps_poly": tensors.polycrystalline(t).numpy(),
+        "a_r": tensors.anisotropy_ratio(t).numpy(),
+        "eigenvalues": tensors.eigenvalues(t).numpy(),
+    }
+
+
+def _maes(ref: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
+    r, p = derived(ref), derived(pred)
+    err = np.abs(p["eps_poly"] - r["eps_poly"])
+    ss_res = float(((p["eps_poly"] - r["eps_poly"]) ** 2).sum())
+    ss_tot = float(((r["eps_poly"] - r["eps_poly"].mean()) ** 2).sum())
+    return {
+        "n": int(len(ref)),
+        "eps_poly_mae": float(err.mean()),
+        "eps_poly_rmse": float(np.sqrt((err**2).mean())),
+        "eps_poly_r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "anisotropy_ratio_mae": float(np.abs(p["a_r"] - r["a_r"]).mean()),
+        "eigenvalue_mae": float(np.abs(p["eigenvalues"] - r["eigenvalues"]).mean()),
+        "component_mae": float(np.abs(pred - ref).mean()),
+        "frobenius_mae": float(np.linalg.norm(pred - ref, axis=(1, 2)).mean()),
+    }
+
+
+def tensor_metrics(
+    reference: np.ndarray, predicted: np.ndarray, crystal_systems: Sequence[str]
+) -> Dict:
+    """All metrics of ``predicted`` against ``reference`` (both ``(N, 3, 3)``, N >= 1), overall
+    and per crystal system; ``cubic_anisotropy_ratio_mae`` is NaN when there is no cubic crystal."""
+    reference, predicted = np.asarray(reference), np.asarray(predicted)
+    systems = np.asarray(crystal_systems)
+    out = _maes(reference, predicted)
+    cubic = systems == "cubic"
+    out["cubic_anisotropy_ratio_mae"] = (
+        _maes(reference[cubic], predicted[cubic])["anisotropy_ratio_mae"]
+        if cubic.any()
+        else float("nan")
+    )
+    out["per_crystal_system"] = {
+        system: _maes(reference[systems == system], predicted[systems == system])
+        for system in sorted(set(systems.tolist()))
+    }
+    return out
+
+
+def metrics_table(metrics: Dict) -> str:
+    """A Markdown table: one row for all crystals, then one per crystal system."""
+    columns = ("n",) + MAE_KEYS
+    header = "| crystals | " + " | ".join(columns) + " |"
+    lines = [header, "|" + " --- |" * (len(columns) + 1)]
+    rows = [("all", metrics)] + list(metrics["per_crystal_system"].items())
+    for name, m in rows:
+        cells = [str(m["n"])] + [f"{m[k]:.4f}" for k in MAE_KEYS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"eps_poly RMSE {metrics['eps_poly_rmse']:.4f}, R^2 {metrics['eps_poly_r2']:.4f}; "
+        f"cubic a_r MAE {metrics['cubic_anisotropy_ratio_mae']:.2e}"
+    )
+    return "\n".join(lines) + "\n"

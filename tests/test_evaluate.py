@@ -1,0 +1,200 @@
+"""nequip-evaluate, aniso_nequip.predict and the ASE calculator on the tiny trained model."""
+
+import csv
+import json
+
+import ase.build
+import ase.io
+import numpy as np
+import pytest
+
+import aniso_nequip
+from aniso_nequip.scripts.evaluate import main as evaluate_main
+from conftest import BIN, epoch_values, run_command
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+OUTPUTS = {
+    "predictions.extxyz",
+    "predictions.csv",
+    "metrics.json",
+    "metrics.md",
+    "parity_eps_poly.png",
+    "parity_anisotropy_ratio.png",
+}
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "out"
+    proc = run_command(
+        [
+            str(BIN / "nequip-evaluate"),
+            "--model", str(trained["dir"] / "best.ckpt"),
+            "--data", str(trained["files"]["test"]),
+            "--out", str(out),
+            "--batch-size", "5",
+        ]
+    )  # fmt: skip
+    return out, proc.stdout
+
+
+def _eigs(t):
+    return np.linalg.eigvalsh(t)
+
+
+def test_outputs_and_printed_table(evaluated):
+    out, stdout = evaluated
+    assert {p.name for p in out.iterdir()} == OUTPUTS
+    assert "| all | 16 |" in stdout and "eps_poly_mae" in stdout
+    assert (out / "metrics.md").read_text().count("| cubic | 4 |") == 1
+    for png in ("parity_eps_poly.png", "parity_anisotropy_ratio.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 5000
+        import matplotlib.image
+
+        assert matplotlib.image.imread(out / png).ndim == 3
+
+
+def test_metrics_recomputed_independently(evaluated, trained):
+    out, _ = evaluated
+    frames = ase.io.read(out / "predictions.extxyz", ":")
+    inputs = ase.io.read(trained["files"]["test"], ":")
+    assert len(frames) == len(inputs) == 16
+    ref = np.stack([np.reshape(a.calc.results["dielectric_tensor"], (3, 3)) for a in frames])
+    pred = np.stack([np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in frames])
+    # the input frames come back unchanged, with predictions added
+    for a, b in zip(frames, inputs):
+        np.testing.assert_allclose(a.positions, b.positions)
+        assert a.info["entry_id"] == b.info["entry_id"]
+    ev_r, ev_p = _eigs(ref), _eigs(pred)
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = {
+        "eps_poly_mae": np.abs(ev_p.mean(1) - ev_r.mean(1)).mean(),
+        "eps_poly_rmse": np.sqrt(((ev_p.mean(1) - ev_r.mean(1)) ** 2).mean()),
+        "anisotropy_ratio_mae": np.abs(ev_p[:, 2] / ev_p[:, 0] - ev_r[:, 2] / ev_r[:, 0]).mean(),
+        "eigenvalue_mae": np.abs(ev_p - ev_r).mean(),
+        "component_mae": np.abs(pred - ref).mean(),
+        "frobenius_mae": np.sqrt(((pred - ref) ** 2).sum(axis=(1, 2))).mean(),
+    }
+    r2 = 1 - ((ev_p.mean(1) - ev_r.mean(1)) ** 2).sum() / ((ev_r.mean(1) - ev_r.mean()) ** 2).sum()
+    assert metrics["n"] == 16 and metrics["n_without_reference"] == 0
+    assert metrics["eps_poly_r2"] == pytest.approx(r2, rel=1e-6)
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6), key
+    cubic = [a.info["crystal_system"] == "cubic" for a in frames]
+    per = metrics["per_crystal_system"]
+    assert per["cubic"]["n"] == 4 and sum(m["n"] for m in per.values()) == 16
+    sel = np.array(cubic)
+    assert per["cubic"]["eps_poly_mae"] == pytest.approx(
+        np.abs(ev_p[sel].mean(1) - ev_r[sel].mean(1)).mean(), rel=1e-6
+    )
+    # equivariant model: cubic crystals are predicted isotropic (float32 rounding only)
+    assert metrics["cubic_anisotropy_ratio_mae"] < 1e-5
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16
+    assert [r["id"] for r in rows] == [a.info["entry_id"] for a in inputs]
+    np.testing.assert_allclose([float(r["eps_poly_pred"]) for r in rows], ev_p.mean(1), atol=1e-5)
+    np.testing.assert_allclose(
+        [float(r["a_r_ref"]) for r in rows], ev_r[:, 2] / ev_r[:, 0], atol=1e-5
+    )
+
+
+def test_same_maes_as_nequip_train_test_run(evaluated, trained):
+    out, _ = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    csv_path = trained["metrics_csv"]
+    pairs = {
+        "eps_poly_mae": "eps_poly_mae",
+        "a_r_mae": "anisotropy_ratio_mae",
+        "eigenvalue_mae": "eigenvalue_mae",
+        "component_mae": "component_mae",
+    }
+    for logged, ours in pairs.items():
+        (value,) = epoch_values(csv_path, f"test0_epoch/{logged}")
+        assert metrics[ours] == pytest.approx(value, rel=1e-5), logged
+
+
+def test_package_and_missing_references(trained, packaged, tmp_path):
+    frames = ase.io.read(trained["files"]["test"], ":4")
+    frames[1].calc = None  # no reference tensor for this one
+    data = tmp_path / "partial.extxyz"
+    ase.io.write(data, frames)
+    out = tmp_path / "out"
+    assert evaluate_main(["--model", str(packaged), "--data", str(data), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["n_without_reference"] == 1
+    assert "1 frame(s) without a reference" in (out / "metrics.md").read_text()
+    pred = ase.io.read(out / "predictions.extxyz", ":")
+    assert all("dielectric_tensor_pred" in a.info for a in pred)
+    # package and checkpoint agree through the Python API as well
+    np.testing.assert_allclose(
+        aniso_nequip.predict(frames, packaged, device="cpu"),
+        np.stack([np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in pred]),
+        atol=1e-6,
+    )
+
+
+def test_predict_api_and_ase_calculator(trained):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    ckpt = trained["dir"] / "best.ckpt"
+    model = aniso_nequip.load_model(ckpt)
+    frames = ase.io.read(trained["files"]["test"], ":5")
+    eps = aniso_nequip.predict(frames, model, batch_size=2, device="cpu")
+    assert eps.shape == (5, 3, 3) and eps.dtype == np.float64
+    structures = [AseAtomsAdaptor.get_structure(a) for a in frames]
+    np.testing.assert_allclose(
+        aniso_nequip.predict(structures, model, device="cpu"), eps, atol=1e-5
+    )
+    assert aniso_nequip.predict([], model).shape == (0, 3, 3)
+    atoms = frames[2].copy()
+    atoms.calc = aniso_nequip.DielectricCalculator(str(ckpt))
+    np.testing.assert_allclose(
+        atoms.get_properties(["dielectric_tensor"])["dielectric_tensor"], eps[2], atol=1e-5
+    )
+    np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor"), eps[2], atol=1e-5)
+    assert atoms.calc.implemented_properties == ["dielectric_tensor"]
+
+
+def _fails(argv, capsys, match):
+    assert evaluate_main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err, err
+
+
+def test_errors_are_clear_and_leave_nothing(trained, tmp_path, capsys):
+    ckpt = str(trained["dir"] / "best.ckpt")
+    data = str(trained["files"]["test"])
+    out = tmp_path / "out"
+    _fails(["--model", ckpt, "--data", str(tmp_path / "nope.extxyz"), "--out", str(out)],
+           capsys, "nope.extxyz` does not exist")  # fmt: skip
+    empty = tmp_path / "empty.extxyz"
+    empty.write_text("")
+    _fails(["--model", ckpt, "--data", str(empty), "--out", str(out)], capsys, "no frames")
+    bad_model = tmp_path / "bad.ckpt"
+    bad_model.write_bytes(b"not a checkpoint")
+    _fails(["--model", str(bad_model), "--data", data, "--out", str(out)], capsys,
+           "is not a readable nequip checkpoint")  # fmt: skip
+    _fails(["--model", str(tmp_path / "missing.ckpt"), "--data", data, "--out", str(out)],
+           capsys, "does not exist")  # fmt: skip
+    francium = ase.build.bulk("NaCl", "rocksalt", a=5.6)
+    francium.symbols[0] = "Fr"
+    unknown = tmp_path / "unknown.extxyz"
+    ase.io.write(unknown, [ase.io.read(data, 0), francium])
+    _fails(["--model", ckpt, "--data", str(unknown), "--out", str(out)], capsys,
+           f"{unknown} frame 1 (ClFr): Fr")  # fmt: skip
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_existing_output_is_not_overwritten(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("keep me")
+    argv = ["--model", str(trained["dir"] / "best.ckpt"), "--data",
+            str(trained["files"]["test"]), "--out", str(out)]  # fmt: skip
+    _fails(argv, capsys, "not empty")
+    assert (out / "metrics.json").read_text() == "keep me"
+    assert evaluate_main(argv + ["--force"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["n"] == 16
