@@ -17,8 +17,11 @@ import torch
 @functools.lru_cache(maxsize=None)
 def _change_of_basis_float64() -> torch.Tensor:
     from e3nn.io import CartesianTensor
+    from nequip.utils import torch_default_dtype
 
-    return CartesianTensor("ij=ji").reduced_tensor_products().change_of_basis.to(torch.float64)
+    # e3nn computes in the default dtype, which model building may have set to float32
+    with torch_default_dtype(torch.float64):
+        return CartesianTensor("ij=ji").reduced_tensor_products().change_of_basis
 
 
 def change_of_basis(dtype: torch.dtype = torch.float64) -> torch.Tensor:

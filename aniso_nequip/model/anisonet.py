@@ -34,27 +34,65 @@ def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
     )
 
 
-def _build(
-    readout_irreps: str,
-    last_layer_irreps: str,
+@model_builder
+def AnisoNetModel(
     r_max: float,
     type_names: Sequence[str],
-    l_max: int,
-    num_layers: int,
-    num_features: int,
-    parity: bool,
-    type_embed_num_features: Optional[int],
-    radial_basis: str,
-    num_basis: int,
-    polynomial_cutoff_p: int,
-    radial_mlp_depth: int,
-    radial_mlp_width: int,
     avg_num_neighbors: Union[float, Dict[str, float]],
-    isotropic_shift: float,
-    isotropic_scale: float,
-    anisotropic_scale: float,
-) -> SequentialGraphNetwork:
-    """Trunk shared by both models; only the per-atom readout irreps differ."""
+    l_max: int = 3,
+    num_layers: int = 2,
+    num_features: int = 48,
+    parity: bool = True,
+    type_embed_num_features: Optional[int] = None,
+    radial_basis: str = "gaussian",
+    num_basis: int = 15,
+    polynomial_cutoff_p: int = 6,
+    radial_mlp_depth: int = 1,
+    radial_mlp_width: int = 64,
+    isotropic_shift: float = 0.0,
+    isotropic_scale: float = 1.0,
+    anisotropic_scale: float = 1.0,
+    equivariant_readout: bool = True,
+) -> GraphModel:
+    """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
+
+    Type embedding (node features and node attributes), spherical harmonics up to ``l_max``,
+    Gaussian (or Bessel) radial basis with a polynomial cutoff, ``num_layers`` gated NequIP
+    convolutions with ``num_features`` channels per irrep (both parities if ``parity``), the last
+    layer keeping only ``0e`` and ``2e``, a per-atom linear map to ``1x0e+1x2e``, mean pooling over
+    atoms and a symmetric Cartesian readout into ``dielectric_tensor``. Because the readout is
+    built from irreps, the predicted tensor obeys the crystal's point-group symmetry exactly
+    (Neumann's principle) for any weights.
+
+    Args:
+        seed (int): seed for reproducibility
+        model_dtype (str): ``float32`` or ``float64``
+        r_max (float): cutoff radius (Angstrom)
+        type_names (Sequence[str]): atom type names
+        avg_num_neighbors (float): normalization of the neighbour sums (from data statistics,
+            ``${training_data_stats:num_neighbors_mean}``)
+        l_max (int): maximum rotation order of edge and node features (default ``3``)
+        num_layers (int): number of gated convolutions (default ``2``)
+        num_features (int): multiplicity of every hidden irrep (default ``48``)
+        parity (bool): keep features of both parities (default ``True``)
+        type_embed_num_features (int): type embedding length (default ``num_features``)
+        radial_basis (str): ``gaussian`` (the paper's) or ``bessel`` (nequip's)
+        num_basis (int): number of radial basis functions (default ``15``)
+        polynomial_cutoff_p (int): exponent of the polynomial cutoff envelope (default ``6``)
+        radial_mlp_depth (int): hidden layers of the radial MLPs (default ``1``)
+        radial_mlp_width (int): width of the radial MLPs (default ``64``)
+        isotropic_shift (float): shift of ``tr(eps)/3``, e.g. the training mean of ``eps_poly``
+        isotropic_scale (float): scale of ``tr(eps)/3``, e.g. the training std of ``eps_poly``
+        anisotropic_scale (float): scale of the traceless part, e.g. the training RMS of its
+            ``2e`` coefficients
+        equivariant_readout (bool): ``True`` for the ``1x0e+1x2e`` readout; ``False`` gives the
+            ``6x0e`` ablation (see :func:`ScalarAnisoNetModel`)
+    """
+    if equivariant_readout:
+        readout_irreps = "1x0e+1x2e"
+        last_layer_irreps = f"{num_features}x0e+{num_features}x2e"
+    else:
+        readout_irreps, last_layer_irreps = "6x0e", f"{num_features}x0e"
     if num_layers < 1:
         raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
     if l_max < 0:
@@ -140,82 +178,7 @@ def _build(
 
 
 @model_builder
-def AnisoNetModel(
-    r_max: float,
-    type_names: Sequence[str],
-    avg_num_neighbors: Union[float, Dict[str, float]],
-    l_max: int = 3,
-    num_layers: int = 2,
-    num_features: int = 48,
-    parity: bool = True,
-    type_embed_num_features: Optional[int] = None,
-    radial_basis: str = "gaussian",
-    num_basis: int = 15,
-    polynomial_cutoff_p: int = 6,
-    radial_mlp_depth: int = 1,
-    radial_mlp_width: int = 64,
-    isotropic_shift: float = 0.0,
-    isotropic_scale: float = 1.0,
-    anisotropic_scale: float = 1.0,
-) -> GraphModel:
-    """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
-
-    Type embedding (node features and node attributes), spherical harmonics up to ``l_max``,
-    Gaussian (or Bessel) radial basis with a polynomial cutoff, ``num_layers`` gated NequIP
-    convolutions with ``num_features`` channels per irrep (both parities if ``parity``), the last
-    layer keeping only ``0e`` and ``2e``, a per-atom linear map to ``1x0e+1x2e``, mean pooling over
-    atoms and a symmetric Cartesian readout into ``dielectric_tensor``. Because the readout is
-    built from irreps, the predicted tensor obeys the crystal's point-group symmetry exactly
-    (Neumann's principle) for any weights.
-
-    Args:
-        seed (int): seed for reproducibility
-        model_dtype (str): ``float32`` or ``float64``
-        r_max (float): cutoff radius (Angstrom)
-        type_names (Sequence[str]): atom type names
-        avg_num_neighbors (float): normalization of the neighbour sums (from data statistics,
-            ``${training_data_stats:num_neighbors_mean}``)
-        l_max (int): maximum rotation order of edge and node features (default ``3``)
-        num_layers (int): number of gated convolutions (default ``2``)
-        num_features (int): multiplicity of every hidden irrep (default ``48``)
-        parity (bool): keep features of both parities (default ``True``)
-        type_embed_num_features (int): type embedding length (default ``num_features``)
-        radial_basis (str): ``gaussian`` (the paper's) or ``bessel`` (nequip's)
-        num_basis (int): number of radial basis functions (default ``15``)
-        polynomial_cutoff_p (int): exponent of the polynomial cutoff envelope (default ``6``)
-        radial_mlp_depth (int): hidden layers of the radial MLPs (default ``1``)
-        radial_mlp_width (int): width of the radial MLPs (default ``64``)
-        isotropic_shift (float): shift of ``tr(eps)/3``, e.g. the training mean of ``eps_poly``
-        isotropic_scale (float): scale of ``tr(eps)/3``, e.g. the training std of ``eps_poly``
-        anisotropic_scale (float): scale of the traceless part, e.g. the training RMS of its
-            ``2e`` coefficients
-    """
-    return _build(
-        readout_irreps="1x0e+1x2e",
-        last_layer_irreps=f"{num_features}x0e+{num_features}x2e",
-        **locals(),
-    )
-
-
-@model_builder
-def ScalarAnisoNetModel(
-    r_max: float,
-    type_names: Sequence[str],
-    avg_num_neighbors: Union[float, Dict[str, float]],
-    l_max: int = 3,
-    num_layers: int = 2,
-    num_features: int = 48,
-    parity: bool = True,
-    type_embed_num_features: Optional[int] = None,
-    radial_basis: str = "gaussian",
-    num_basis: int = 15,
-    polynomial_cutoff_p: int = 6,
-    radial_mlp_depth: int = 1,
-    radial_mlp_width: int = 64,
-    isotropic_shift: float = 0.0,
-    isotropic_scale: float = 1.0,
-    anisotropic_scale: float = 1.0,
-) -> GraphModel:
+def ScalarAnisoNetModel(**kwargs) -> GraphModel:
     """The paper's non-equivariant ``6x0e`` ablation of :func:`AnisoNetModel`.
 
     Same trunk, but the last layer keeps only scalars and the per-atom readout is ``6x0e``: six
@@ -223,10 +186,6 @@ def ScalarAnisoNetModel(
     orthonormal basis of :func:`aniso_nequip.tensors.change_of_basis`). The prediction therefore
     does not rotate with the crystal and need not obey its point-group symmetry.
 
-    Arguments are those of :func:`AnisoNetModel`.
+    Arguments are those of :func:`AnisoNetModel` (``equivariant_readout`` is fixed to ``False``).
     """
-    return _build(
-        readout_irreps="6x0e",
-        last_layer_irreps=f"{num_features}x0e",
-        **locals(),
-    )
+    return AnisoNetModel(**kwargs, equivariant_readout=False)
