@@ -37,3 +37,28 @@ def staged_output_dir(out: Union[str, os.PathLike], force: bool = False) -> Iter
             os.replace(item, out / item.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Union[str, os.PathLike], force: bool = False) -> Iterator[pathlib.Path]:
+    """Yield a temporary path beside ``path`` (same suffixes); rename it to ``path`` on success.
+
+    A failure inside the block removes the temporary file and leaves ``path`` untouched; an
+    existing ``path`` is refused unless ``force``. The file gets the usual permissions (umask).
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"`{path}` exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield pathlib.Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -87,7 +87,7 @@ def test_metrics_manager_accumulates_exact_maes(pair):
     assert out["weighted_sum"].item() == pytest.approx(out["irreps_mse"].item())
 
 
-@pytest.mark.parametrize("name", ["anisonet", "anisonet_scalar", "tiny"])
+@pytest.mark.parametrize("name", ["anisonet", "anisonet_scalar", "anisonet_single_file", "tiny"])
 def test_config_metrics_and_stats_instantiate(name):
     """Each shipped config composes, names our builder and its hooks instantiate."""
     from hydra import compose, initialize_config_dir

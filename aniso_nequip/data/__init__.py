@@ -1,5 +1,6 @@
-"""Data utilities: turning crystals into nequip graphs."""
+"""Data: Materials Project documents -> cleaned, split extxyz/HDF5 files -> nequip graphs."""
 
+from .files import dataset_from_file, read_frames, write_frames
 from .graphs import atoms_to_graphs
 
-__all__ = ["atoms_to_graphs"]
+__all__ = ["atoms_to_graphs", "dataset_from_file", "read_frames", "write_frames"]

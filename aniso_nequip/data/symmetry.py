@@ -14,3 +14,27 @@ def crystal_system(atoms: ase.Atoms, symprec: float = SYMPREC) -> str:
 
     structure = AseAtomsAdaptor.get_structure(atoms)
     return SpacegroupAnalyzer(structure, symprec=symprec).get_crystal_system()
+
+
+def point_group_deviation(atoms: ase.Atoms, tensor, symprec: float = SYMPREC) -> float:
+    """How far a rank-2 tensor is from being invariant under the structure's point group.
+
+    ``max_R max|R T R^T - T| / max|T|`` over the Cartesian point-group operations ``R`` of
+    ``atoms`` (pymatgen ``SpacegroupAnalyzer``): ~0 when the tensor is expressed in the frame of
+    this structure; large when the structure was rotated or had its axes swapped relative to the
+    calculation the tensor came from.
+    """
+    import numpy as np
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    tensor = np.asarray(tensor, dtype=float).reshape(3, 3)
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    ops = SpacegroupAnalyzer(structure, symprec=symprec).get_point_group_operations(cartesian=True)
+    scale = np.abs(tensor).max()
+    if scale == 0:
+        return 0.0
+    return max(
+        float(np.abs(op.rotation_matrix @ tensor @ op.rotation_matrix.T - tensor).max())
+        for op in ops
+    ) / float(scale)

@@ -1,0 +1,87 @@
+"""Cleaning rules of the AnisoNet paper, each switchable, with a report of what each removed."""
+
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
+
+import ase
+import numpy as np
+
+
+def _eps(atoms: ase.Atoms) -> np.ndarray:
+    return np.reshape(atoms.calc.results["dielectric_tensor"], (3, 3))
+
+
+def _id(atoms: ase.Atoms) -> str:
+    return str(atoms.info.get("material_id", atoms.info.get("entry_id", "?")))
+
+
+def clean(
+    frames: List[ase.Atoms],
+    frame_tolerance: Optional[float] = 0.05,
+    min_diagonal: Optional[float] = 1.0,
+    max_eps_poly: Optional[float] = 15.0,
+    drop_duplicate_ids: bool = True,
+    drop_duplicate_structures: bool = True,
+) -> Tuple[List[ase.Atoms], Dict]:
+    """Apply the rules in order; a rule set to ``None``/``False`` is skipped.
+
+    Rules: ``frame`` (tensor not invariant under the structure's point group by more than
+    ``frame_tolerance`` of its largest component, see ``info["frame_deviation"]``),
+    ``duplicate_id`` (repeated material id, first kept), ``min_diagonal`` (a diagonal element
+    below ``min_diagonal``), ``max_eps_poly`` (mean eigenvalue above ``max_eps_poly``),
+    ``duplicate_structure`` (pymatgen ``StructureMatcher`` match of an earlier kept crystal).
+
+    Returns the kept frames and a report ``{"input": n, "kept": m, "removed": {rule: [ids]},
+    "rules": {...}}``.
+    """
+    rules = {
+        "frame": frame_tolerance,
+        "duplicate_id": drop_duplicate_ids,
+        "min_diagonal": min_diagonal,
+        "max_eps_poly": max_eps_poly,
+        "duplicate_structure": drop_duplicate_structures,
+    }
+    removed = {rule: [] for rule, setting in rules.items() if setting not in (None, False)}
+    seen_ids = set()
+    candidates = []
+    for atoms in frames:
+        eps = _eps(atoms)
+        if "frame" in removed and atoms.info.get("frame_deviation", 0.0) > frame_tolerance:
+            removed["frame"].append(_id(atoms))
+        elif "duplicate_id" in removed and _id(atoms) in seen_ids:
+            removed["duplicate_id"].append(_id(atoms))
+        elif "min_diagonal" in removed and np.diag(eps).min() < min_diagonal:
+            removed["min_diagonal"].append(_id(atoms))
+        elif "max_eps_poly" in removed and np.trace(eps) / 3 > max_eps_poly:
+            removed["max_eps_poly"].append(_id(atoms))
+        else:
+            candidates.append(atoms)
+        seen_ids.add(_id(atoms))
+    kept = (
+        _drop_duplicate_structures(candidates, removed) if drop_duplicate_structures else candidates
+    )
+    report = {
+        "input": len(frames),
+        "kept": len(kept),
+        "removed": removed,
+        "removed_counts": {rule: len(ids) for rule, ids in removed.items()},
+        "rules": rules,
+    }
+    return kept, report
+
+
+def _drop_duplicate_structures(frames: List[ase.Atoms], removed: Dict) -> List[ase.Atoms]:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    matcher = StructureMatcher()
+    kept, by_formula = [], defaultdict(list)
+    for atoms in frames:
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        group = by_formula[structure.composition.reduced_formula]
+        if any(matcher.fit(structure, other) for other in group):
+            removed["duplicate_structure"].append(_id(atoms))
+            continue
+        group.append(structure)
+        kept.append(atoms)
+    return kept

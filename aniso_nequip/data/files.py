@@ -1,0 +1,162 @@
+"""Reading and writing crystal datasets: extended XYZ (default) and HDF5.
+
+Writes are atomic: data go to a temporary file beside the target, renamed over it only once
+complete, so a failure never leaves a half-written file; an existing file is only replaced with
+``force=True``.
+
+HDF5 layout (readable by nequip's ``HDF5Dataset``, see :func:`dataset_from_file`): one group per
+atom count ``natoms_<NNNNN>``, each with arrays over its ``n`` frames: ``pos`` (n, N, 3),
+``atomic_numbers`` (n, N), ``cell`` (n, 3, 3), ``pbc`` (n, 3), ``dielectric_tensor``
+(n, 1, 3, 3), and where every frame has them ``dielectric_ionic_tensor`` (n, 1, 3, 3) and
+``born_effective_charges`` (n, N, 3, 3); ``frame`` (n,) keeps the original order, and scalar
+``atoms.info`` entries (ids, crystal system, ...) are stored as ``info_<key>`` arrays.
+"""
+
+import os
+from collections import defaultdict
+from typing import Callable, List, Optional
+
+import ase
+import ase.io
+import numpy as np
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from .._keys import DIELECTRIC_IONIC_KEY
+from ..io import atomic_file
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+_EPS, _BORN = "dielectric_tensor", "born_effective_charges"
+HDF5_KEY_MAPPING = {
+    "pos": "pos",
+    "atomic_numbers": "atomic_numbers",
+    "cell": "cell",
+    "pbc": "pbc",
+    _EPS: _EPS,
+    DIELECTRIC_IONIC_KEY: DIELECTRIC_IONIC_KEY,
+    _BORN: _BORN,
+}
+
+
+def is_hdf5(path) -> bool:
+    return str(path).lower().endswith(HDF5_SUFFIXES)
+
+
+def write_frames(frames: List[ase.Atoms], path, force: bool = False) -> None:
+    """Write ``frames`` to ``path`` (``.h5``/``.hdf5``: HDF5; otherwise extxyz, ``.gz`` allowed)."""
+    with atomic_file(path, force=force) as tmp:
+        if is_hdf5(path):
+            _write_hdf5(frames, tmp)
+        else:
+            ase.io.write(tmp, frames, format="extxyz")
+
+
+def read_frames(path) -> List[ase.Atoms]:
+    """Frames of an extxyz (or any ASE-readable) file or of an HDF5 file written here."""
+    return _read_hdf5(path) if is_hdf5(path) else ase.io.read(path, ":")
+
+
+def _scalar_info_keys(frames: List[ase.Atoms]) -> List[str]:
+    keys = set.intersection(*(set(a.info) for a in frames)) if frames else set()
+    return sorted(
+        k
+        for k in keys
+        if all(isinstance(a.info[k], (str, int, float, np.integer, np.floating)) for a in frames)
+    )
+
+
+def _write_hdf5(frames: List[ase.Atoms], path) -> None:
+    import h5py
+
+    groups = defaultdict(list)
+    for i, atoms in enumerate(frames):
+        groups[len(atoms)].append(i)
+    info_keys = _scalar_info_keys(frames)
+    with h5py.File(path, "w") as f:
+        for n_atoms, indices in sorted(groups.items()):
+            sub = [frames[i] for i in indices]
+            g = f.create_group(f"natoms_{n_atoms:05d}")  # sorted by name = by atom count
+            g["frame"] = np.asarray(indices)
+            g["pos"] = np.stack([a.positions for a in sub])
+            g["atomic_numbers"] = np.stack([a.numbers for a in sub])
+            g["cell"] = np.stack([a.cell.array for a in sub])
+            g["pbc"] = np.stack([a.pbc for a in sub])
+            results = [a.calc.results if a.calc is not None else {} for a in sub]
+            if all(_EPS in r for r in results):
+                g[_EPS] = np.stack([np.reshape(r[_EPS], (1, 3, 3)) for r in results])
+            if all(_BORN in r for r in results):
+                g[_BORN] = np.stack([np.reshape(r[_BORN], (n_atoms, 3, 3)) for r in results])
+            if all(DIELECTRIC_IONIC_KEY in a.info for a in sub):
+                g[DIELECTRIC_IONIC_KEY] = np.stack(
+                    [np.reshape(a.info[DIELECTRIC_IONIC_KEY], (1, 3, 3)) for a in sub]
+                )
+            for key in info_keys:
+                values = [a.info[key] for a in sub]
+                g[f"info_{key}"] = (
+                    np.asarray(values, dtype=h5py.string_dtype())
+                    if isinstance(values[0], str)
+                    else np.asarray(values)
+                )
+
+
+def _read_hdf5(path) -> List[ase.Atoms]:
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        for g in f.values():
+            arrays = {k: g[k][()] for k in g}
+            for j, index in enumerate(arrays["frame"]):
+                atoms = ase.Atoms(
+                    numbers=arrays["atomic_numbers"][j],
+                    positions=arrays["pos"][j],
+                    cell=arrays["cell"][j],
+                    pbc=arrays["pbc"][j],
+                )
+                results = {}
+                if _EPS in arrays:
+                    results[_EPS] = arrays[_EPS][j].reshape(9)
+                if _BORN in arrays:
+                    results[_BORN] = arrays[_BORN][j].reshape(len(atoms), 9)
+                if DIELECTRIC_IONIC_KEY in arrays:
+                    atoms.info[DIELECTRIC_IONIC_KEY] = arrays[DIELECTRIC_IONIC_KEY][j].reshape(9)
+                for key, values in arrays.items():
+                    if key.startswith("info_"):
+                        value = values[j]
+                        atoms.info[key[5:]] = value.decode() if isinstance(value, bytes) else value
+                if results:
+                    atoms.calc = SinglePointCalculator(atoms, **results)
+                out[int(index)] = atoms
+    return [out[i] for i in sorted(out)]
+
+
+def dataset_from_file(
+    file_path: str,
+    transforms: Optional[List[Callable]] = None,
+    include_keys: Optional[List[str]] = None,
+    exclude_keys: Optional[List[str]] = None,
+):
+    """A nequip dataset for ``file_path``: ``HDF5Dataset`` for ``.h5``/``.hdf5`` files written by
+    :func:`write_frames`, else ``ASEDataset`` (extxyz, ``.gz`` allowed). Used as the ``_target_``
+    of the datasets in ``configs/anisonet.yaml``, so ``train_file=...`` may name either format.
+
+    ``include_keys`` adds ``atoms.info`` fields to load (e.g. ``dielectric_ionic_tensor``);
+    ``exclude_keys`` drops fields the model does not use (e.g. ``born_effective_charges``)."""
+    from nequip.data.dataset import ASEDataset, HDF5Dataset
+
+    transforms = list(transforms or [])
+    include_keys = list(include_keys or [])
+    exclude_keys = list(exclude_keys or [])
+    if not os.path.isfile(file_path):
+        raise FileNotFoundError(f"dataset file `{file_path}` does not exist")
+    if is_hdf5(file_path):
+        optional = {DIELECTRIC_IONIC_KEY} - set(include_keys)
+        mapping = {
+            k: v for k, v in HDF5_KEY_MAPPING.items() if v not in exclude_keys and v not in optional
+        }
+        return HDF5Dataset(file_name=file_path, transforms=transforms, key_mapping=mapping)
+    return ASEDataset(
+        file_path=file_path,
+        transforms=transforms,
+        include_keys=include_keys,
+        exclude_keys=exclude_keys,
+    )

@@ -1,0 +1,320 @@
+"""``aniso-nequip``: the package's command line (``aniso-nequip data ...``)."""
+
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import sys
+
+from ..io import OutputExistsError, atomic_file
+
+DATA_EXAMPLES = """examples:
+  aniso-nequip data mp --out datasets/mp_dielectric.extxyz      # needs MP_API_KEY and network
+  aniso-nequip data convert docs.json.gz --out datasets/mp_dielectric.extxyz --stratify
+  aniso-nequip data convert docs.json --out data/mp.h5 --split 0.7 0.15 0.15 --seed 1
+  aniso-nequip data stats datasets/mp_subset_train.extxyz.gz --png mp_train_stats.png
+
+convert and mp write OUT (all kept crystals), OUT's <stem>_{train,val,test} splits and
+<stem>_report.json (what each cleaning rule removed); then train with
+  nequip-train -cn configs/anisonet.yaml train_file=<stem>_train.extxyz \\
+      val_file=<stem>_val.extxyz test_file=<stem>_test.extxyz
+"""
+
+DEFAULT_CACHE = "datasets/raw/mp_dielectric_docs.json.gz"
+
+
+class CommandError(RuntimeError):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def _add_pipeline_options(p):
+    p.add_argument("--out", required=True, help="output file (.extxyz[.gz], or .h5 for HDF5)")
+    p.add_argument(
+        "--split",
+        nargs=3,
+        type=float,
+        default=[0.8, 0.1, 0.1],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="split fractions (default 0.8 0.1 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--stratify", action="store_true", help="stratify the split by crystal system")
+    p.add_argument("--no-split", action="store_true", help="write only OUT, no splits")
+    p.add_argument(
+        "--frame-tolerance",
+        type=float,
+        default=0.05,
+        help="max point-group deviation of the tensor, relative (default 0.05)",
+    )
+    p.add_argument(
+        "--keep-frame-mismatch",
+        action="store_true",
+        help="keep entries failing the frame check (reported all the same)",
+    )
+    p.add_argument("--min-diagonal", type=float, default=1.0, help="default 1.0")
+    p.add_argument("--max-eps-poly", type=float, default=15.0, help="default 15.0")
+    p.add_argument("--no-min-diagonal", action="store_true", help="skip the diagonal rule")
+    p.add_argument("--no-max-eps-poly", action="store_true", help="skip the eps_poly rule")
+    p.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="skip both duplicate rules (material id and StructureMatcher)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def _outputs(out: pathlib.Path, split: bool):
+    suffix = "".join(out.suffixes[-2:]) if out.suffix == ".gz" else out.suffix
+    stem = out.name[: -len(suffix)] if suffix else out.name
+    paths = {"all": out, "report": out.with_name(f"{stem}_report.json")}
+    if split:
+        paths.update({s: out.with_name(f"{stem}_{s}{suffix}") for s in ("train", "val", "test")})
+    return paths
+
+
+def _run_pipeline(docs, args) -> None:
+    from ..data.cleaning import clean
+    from ..data.files import write_frames
+    from ..data.mp import convert_documents
+    from ..data.splits import split_frames
+
+    paths = _outputs(pathlib.Path(args.out), split=not args.no_split)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.force:
+        raise CommandError(f"outputs exist: {', '.join(existing)} (pass --force to overwrite)")
+    frames, skipped = convert_documents(_progress(docs, "converting"))
+    kept, report = clean(
+        frames,
+        frame_tolerance=None if args.keep_frame_mismatch else args.frame_tolerance,
+        min_diagonal=None if args.no_min_diagonal else args.min_diagonal,
+        max_eps_poly=None if args.no_max_eps_poly else args.max_eps_poly,
+        drop_duplicate_ids=not args.keep_duplicates,
+        drop_duplicate_structures=not args.keep_duplicates,
+    )
+    flagged = sorted(
+        (a.info["material_id"], round(float(a.info["frame_deviation"]), 4))
+        for a in frames
+        if a.info["frame_deviation"] > args.frame_tolerance
+    )
+    report = {"documents": len(docs), "skipped": skipped, "frame_check_failed": flagged, **report}
+    if not kept:
+        raise CommandError(f"no crystal left after conversion and cleaning: {_summary(report)}")
+    outputs = {"all": kept}
+    if not args.no_split:
+        outputs.update(
+            split_frames(
+                kept,
+                args.split,
+                seed=args.seed,
+                stratify_by="crystal_system" if args.stratify else None,
+            )
+        )
+        report["split"] = {
+            "fractions": args.split,
+            "seed": args.seed,
+            "stratify": args.stratify,
+            **{s: len(outputs[s]) for s in ("train", "val", "test")},
+        }
+    for name, frames_out in outputs.items():
+        write_frames(frames_out, paths[name], force=args.force)
+    _write_json(report, paths["report"], force=args.force)
+    print(_summary(report))
+    for name, path in paths.items():
+        print(f"  {name:>6}: {path}")
+
+
+def _summary(report) -> str:
+    lines = [f"{report['documents']} documents, {len(report['skipped'])} skipped as malformed"]
+    for material_id, problem in list(report["skipped"].items())[:20]:
+        lines.append(f"  skipped {material_id}: {problem}")
+    if len(report["skipped"]) > 20:
+        lines.append(f"  ... and {len(report['skipped']) - 20} more (see the report file)")
+    if "removed_counts" in report:
+        lines.append(f"cleaning: {report['input']} converted -> {report['kept']} kept")
+        for rule, count in report["removed_counts"].items():
+            ids = report["removed"][rule]
+            shown = ", ".join(ids[:8]) + (" ..." if len(ids) > 8 else "")
+            lines.append(f"  {rule:>19}: {count} removed" + (f" ({shown})" if ids else ""))
+    if report.get("split"):
+        s = report["split"]
+        lines.append(
+            f"split (seed {s['seed']}): train {s['train']}, val {s['val']}, test {s['test']}"
+        )
+    return "\n".join(lines)
+
+
+def _progress(items, desc):
+    from tqdm import tqdm
+
+    return list(tqdm(items, desc=desc, unit="doc", disable=not sys.stderr.isatty()))
+
+
+def _write_json(obj, path, force=False) -> None:
+    compress = str(path).endswith(".gz")
+    with atomic_file(path, force=force) as tmp:
+        with gzip.open(tmp, "wt") if compress else open(tmp, "w") as f:
+            json.dump(obj, f, indent=None if compress else 2)
+
+
+def _cmd_convert(args) -> None:
+    from ..data.mp import read_documents
+
+    try:
+        docs = read_documents(args.documents)
+    except (FileNotFoundError, ValueError) as err:
+        raise CommandError(str(err)) from err
+    _run_pipeline(docs, args)
+
+
+def _fetch_documents():
+    from ..data.mp import DOCUMENT_FIELDS, document_to_dict
+
+    key = os.environ.get("MP_API_KEY", "").strip()
+    if not key:
+        raise CommandError(
+            "MP_API_KEY is not set: create an API key at https://materialsproject.org/api and "
+            "`export MP_API_KEY=...`, or convert a saved dump with `aniso-nequip data convert`"
+        )
+    try:
+        from mp_api.client import MPRester
+
+        with MPRester(api_key=key) as mpr:
+            docs = mpr.materials.dielectric.search(fields=DOCUMENT_FIELDS)
+    except Exception as err:  # network, authentication, server errors
+        message = str(err).replace(key, "***")
+        raise CommandError(
+            f"could not download from the Materials Project ({type(err).__name__}: {message}); "
+            "check the network and MP_API_KEY"
+        ) from None
+    return [document_to_dict(d) for d in docs]
+
+
+def _cmd_mp(args) -> None:
+    from ..data.mp import read_documents
+
+    cache = pathlib.Path(args.cache)
+    if cache.exists() and not args.refresh:
+        print(f"using cached documents {cache} (--refresh to download again)")
+        docs = read_documents(str(cache))
+    else:
+        docs = _fetch_documents()
+        _write_json(docs, cache, force=args.refresh)
+        print(f"downloaded {len(docs)} documents, cached in {cache}")
+    _run_pipeline(docs, args)
+
+
+def _cmd_stats(args) -> None:
+    import numpy as np
+
+    from ..data.files import read_frames
+    from ..data.symmetry import crystal_system
+    from ..metrics import derived
+
+    if not os.path.isfile(args.file):
+        raise CommandError(f"`{args.file}` does not exist")
+    frames = read_frames(args.file)
+    eps = [a.calc.results.get("dielectric_tensor") if a.calc else None for a in frames]
+    with_ref = [i for i, e in enumerate(eps) if e is not None]
+    if not with_ref:
+        raise CommandError(f"`{args.file}` has no frame with a `dielectric_tensor`")
+    d = derived(np.stack([np.reshape(eps[i], (3, 3)) for i in with_ref]))
+    systems = [crystal_system(frames[i]) for i in with_ref]
+    print(f"{args.file}: {len(frames)} crystals, {len(with_ref)} with dielectric tensors")
+    print("crystal systems:")
+    for system in sorted(set(systems), key=lambda s: -systems.count(s)):
+        print(f"  {system:>13}: {systems.count(system)}")
+    for name, values in (("eps_poly", d["eps_poly"]), ("a_r", d["a_r"])):
+        q = np.percentile(values, [50, 90, 99])
+        print(
+            f"{name:>9}: mean {values.mean():.3f}, median {q[0]:.3f}, p90 {q[1]:.3f}, "
+            f"p99 {q[2]:.3f}, max {values.max():.3f}"
+        )
+    png = (
+        pathlib.Path(args.png)
+        if args.png
+        else pathlib.Path(args.file).with_suffix("").with_suffix(".stats.png")
+    )
+    _stats_plot(d["eps_poly"], d["a_r"], png, title=pathlib.Path(args.file).name)
+    print(f"wrote {png}")
+
+
+def _stats_plot(eps_poly, a_r, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=150)
+    axes[0].hist(eps_poly, bins=40, color="tab:blue")
+    axes[0].set(xlabel="polycrystalline eps_inf (mean eigenvalue)", ylabel="crystals")
+    axes[1].hist(a_r, bins=40, color="tab:orange", log=True)
+    axes[1].set(xlabel="anisotropy ratio a_r", ylabel="crystals (log)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_file(path, force=True) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aniso-nequip", description="aniso-nequip tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser(
+        "data",
+        help="Materials Project data: download, convert, stats",
+        epilog=DATA_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = data.add_subparsers(dest="action", required=True)
+
+    mp = actions.add_parser(
+        "mp",
+        help="download MP dielectric documents (MP_API_KEY), convert",
+        epilog=DATA_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mp.add_argument("--cache", default=DEFAULT_CACHE, help=f"raw document cache ({DEFAULT_CACHE})")
+    mp.add_argument("--refresh", action="store_true", help="download again despite the cache")
+    _add_pipeline_options(mp)
+    mp.set_defaults(func=_cmd_mp)
+
+    convert = actions.add_parser(
+        "convert",
+        help="convert a saved JSON(.gz) dump of documents",
+        epilog=DATA_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("documents", help="JSON or JSON.gz list of MP dielectric documents")
+    _add_pipeline_options(convert)
+    convert.set_defaults(func=_cmd_convert)
+
+    stats = actions.add_parser(
+        "stats",
+        help="crystal systems, eps_poly and a_r distributions",
+        epilog=DATA_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stats.add_argument("file", help="extxyz(.gz) or .h5 dataset")
+    stats.add_argument("--png", help="histogram output (default: FILE.stats.png)")
+    stats.set_defaults(func=_cmd_stats)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "split", None) and (min(args.split) < 0 or abs(sum(args.split) - 1) > 1e-6):
+        parser.error(f"--split fractions must be non-negative and sum to 1, got {args.split}")
+    try:
+        args.func(args)
+    except (CommandError, OutputExistsError) as err:
+        print(f"aniso-nequip: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
