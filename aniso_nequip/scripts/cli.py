@@ -259,6 +259,14 @@ def _stats_plot(eps_poly, a_r, path, title):
         plt.close(fig)
 
 
+def _command(subparsers, name: str, help: str, func) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name, help=help, epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aniso-nequip", description="aniso-nequip tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -270,36 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions = data.add_subparsers(dest="action", required=True)
 
-    mp = actions.add_parser(
-        "mp",
-        help="download MP dielectric documents (MP_API_KEY), convert",
-        epilog=DATA_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    mp = _command(actions, "mp", "download MP dielectric documents (MP_API_KEY), convert", _cmd_mp)
     mp.add_argument("--cache", default=DEFAULT_CACHE, help=f"raw document cache ({DEFAULT_CACHE})")
     mp.add_argument("--refresh", action="store_true", help="download again despite the cache")
     _add_pipeline_options(mp)
-    mp.set_defaults(func=_cmd_mp)
 
-    convert = actions.add_parser(
-        "convert",
-        help="convert a saved JSON(.gz) dump of documents",
-        epilog=DATA_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    convert = _command(actions, "convert", "convert a saved JSON(.gz) dump", _cmd_convert)
     convert.add_argument("documents", help="JSON or JSON.gz list of MP dielectric documents")
     _add_pipeline_options(convert)
-    convert.set_defaults(func=_cmd_convert)
 
-    stats = actions.add_parser(
-        "stats",
-        help="crystal systems, eps_poly and a_r distributions",
-        epilog=DATA_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    stats = _command(
+        actions, "stats", "crystal systems, eps_poly and a_r distributions", _cmd_stats
     )
     stats.add_argument("file", help="extxyz(.gz) or .h5 dataset")
     stats.add_argument("--png", help="histogram output (default: FILE.stats.png)")
-    stats.set_defaults(func=_cmd_stats)
     return parser
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from nequip.data import AtomicDataDict
 from nequip.data._key_registry import get_field_type
 
+from ..data.files import read_frames
 from ..data.symmetry import crystal_system
 from ..inference import ModelLoadError, load_model, predict_batches, unknown_elements
 from ..io import OutputExistsError, staged_output_dir
@@ -44,7 +45,7 @@ def _read_frames(paths: List[str]):
         if os.path.getsize(path) == 0:
             raise InputError(f"data file `{path}` contains no frames")
         try:
-            these = ase.io.read(path, ":")
+            these = read_frames(path)
         except Exception as err:
             raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
         if len(these) == 0:
@@ -110,13 +111,11 @@ def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=Fal
             atoms = atoms.copy()
             atoms.calc = frames[i].calc
             for field, values in outputs.items():
-                flat = (
-                    np.asarray(values[i]).reshape(len(atoms), -1)
-                    if get_field_type(field) == "node"
-                    else np.asarray(values[i]).reshape(-1)
-                )
-                target = atoms.arrays if get_field_type(field) == "node" else atoms.info
-                target[f"{field}_pred"] = flat
+                value = np.asarray(values[i])
+                if get_field_type(field) == "node":
+                    atoms.arrays[f"{field}_pred"] = value.reshape(len(atoms), -1)
+                else:
+                    atoms.info[f"{field}_pred"] = value.reshape(-1)
             annotated.append(atoms)
         ase.io.write(stage / "predictions.extxyz", annotated, format="extxyz")
 
@@ -192,7 +191,9 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="training checkpoint (.ckpt) or .nequip.zip")
-    parser.add_argument("--data", required=True, nargs="+", help="extxyz file(s), .gz allowed")
+    parser.add_argument(
+        "--data", required=True, nargs="+", help="extxyz (.gz allowed) or .h5 file(s)"
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
