@@ -259,6 +259,31 @@ def _stats_plot(eps_poly, a_r, path, title):
         plt.close(fig)
 
 
+SWEEP_EXAMPLES = """examples:
+  aniso-nequip sweep configs/sweeps/anisonet_bo.yaml                  # the paper's BO
+  aniso-nequip sweep configs/sweeps/anisonet_grid.yaml max_epochs=60  # overrides for every trial
+  aniso-nequip sweep configs/sweeps/tiny.yaml --n-trials 3
+
+Re-running the same command resumes the study. Several workers (processes or machines) share one
+study through its storage URL; give each its own GPU with CUDA_VISIBLE_DEVICES.
+"""
+
+
+def _cmd_sweep(args) -> None:
+    from ..sweep import SpecError, load_spec, run_sweep
+    from ..sweep.report import summary, write_results
+
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise CommandError(f"overrides must look like key=value: {bad}")
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        raise CommandError(str(err)) from err
+    study = run_sweep(spec, n_trials=args.n_trials, cli_overrides=args.overrides)
+    print(summary(study, spec, write_results(study, spec)))
+
+
 def _command(subparsers, name: str, help: str, func) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name, help=help, epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -292,12 +317,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("file", help="extxyz(.gz) or .h5 dataset")
     stats.add_argument("--png", help="histogram output (default: FILE.stats.png)")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="optuna hyperparameter sweep of nequip-train runs (YAML spec)",
+        epilog=SWEEP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("spec", help="sweep spec YAML, e.g. configs/sweeps/anisonet_bo.yaml")
+    sweep.add_argument("--n-trials", type=int, help="finished trials wanted in the study")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every trial")
+    sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "sweep" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # key=value given after an option such as --n-trials
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "split", None) and (min(args.split) < 0 or abs(sum(args.split) - 1) > 1e-6):
         parser.error(f"--split fractions must be non-negative and sum to 1, got {args.split}")
     try:

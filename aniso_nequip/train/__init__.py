@@ -1,13 +1,17 @@
 """Loss, metric and data-statistics hooks for nequip's training machinery."""
 
+from .logging import loggers
 from .modifiers import (
     AnisotropyRatio,
     PolycrystallineConstant,
     SortedEigenvalues,
     SymmetricTensorIrreps,
 )
+from .pruning import OptunaPruning
 
 __all__ = [
+    "loggers",
+    "OptunaPruning",
     "AnisotropyRatio",
     "PolycrystallineConstant",
     "SortedEigenvalues",

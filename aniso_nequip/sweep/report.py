@@ -1,0 +1,130 @@
+"""Sweep results: trials.csv / trials.md, best.yaml, optuna's plots, a one-screen summary."""
+
+import csv
+import os
+import pathlib
+import warnings
+
+from ..io import atomic_file
+from .runner import TRIAL_CONFIG
+
+_PRUNING_CALLBACK = "aniso_nequip.train.OptunaPruning"
+
+
+def _rows(study):
+    names = sorted({k for t in study.trials for k in t.params})
+    rows = []
+    for t in study.trials:
+        row = {"number": t.number, "state": t.state.name, "value": t.value}
+        row.update({f"param_{n}": t.params.get(n) for n in names})
+        row["best_epoch"] = t.user_attrs.get("best_epoch")
+        row["duration_s"] = t.user_attrs.get("duration_s")
+        row["error"] = t.user_attrs.get("error", "")
+        rows.append(row)
+    return rows
+
+
+def _best_trial(study):
+    from optuna.trial import TrialState
+
+    return study.best_trial if study.get_trials(states=(TrialState.COMPLETE,)) else None
+
+
+def write_results(study, spec) -> dict:
+    """Write the outputs into ``spec.output_dir``; returns their paths."""
+    out = pathlib.Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _rows(study)
+    paths = {"csv": out / "trials.csv", "md": out / "trials.md"}
+    with atomic_file(paths["csv"], force=True) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_file(paths["md"], force=True) as tmp:
+        tmp.write_text(trials_markdown(study, spec, rows))
+    best = _best_trial(study)
+    if best is not None:
+        paths["best"] = out / "best.yaml"
+        _write_best_config(best, spec.study_name, paths["best"])
+    paths.update(_plots(study, out))
+    return paths
+
+
+def trials_markdown(study, spec, rows=None) -> str:
+    rows = _rows(study) if rows is None else rows
+    columns = [c for c in (rows[0] if rows else {}) if c != "error"]
+    lines = [
+        f"# Sweep `{spec.study_name}`",
+        "",
+        f"base config `{spec.base_config.name}`, metric `{spec.metric}` ({spec.direction}), "
+        f"sampler `{spec.sampler['name']}`, {len(rows)} trials",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+    for row in rows:
+        cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        lines += ["", "Failed trials:", ""]
+        lines += [f"- trial {r['number']}: {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def _write_best_config(trial, study_name, path) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(pathlib.Path(trial.user_attrs["dir"]) / TRIAL_CONFIG)
+    cfg.trainer.callbacks = [
+        c for c in cfg.trainer.callbacks if c.get("_target_") != _PRUNING_CALLBACK
+    ]
+    header = (
+        "# @package _global_\n"
+        f"# best trial {trial.number} of sweep `{study_name}`: value {trial.value:.6g}, "
+        f"params {trial.params}\n"
+        f"# train it:  nequip-train -cn {os.path.relpath(path)}\n"
+    )
+    with atomic_file(path, force=True) as tmp:
+        tmp.write_text(header + OmegaConf.to_yaml(cfg))
+
+
+def _plots(study, out: pathlib.Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    made = {}
+    for name, plot in (("history", ovm.plot_optimization_history),
+                       ("importance", ovm.plot_param_importances)):  # fmt: skip
+        path = out / f"{name}.png"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = plot(study)
+            with atomic_file(path, force=True) as tmp:
+                ax.figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+            made[name] = path
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:
+            print(f"no {name} plot: {err}")
+        finally:
+            plt.close("all")
+    return made
+
+
+def summary(study, spec, paths) -> str:
+    from collections import Counter
+
+    states = Counter(t.state.name for t in study.trials)
+    lines = [
+        f"study `{spec.study_name}` ({spec.storage})",
+        "trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())),
+    ]
+    best = _best_trial(study)
+    if best is not None:
+        lines.append(f"best: trial {best.number}, {spec.metric} = {best.value:.5g}")
+        lines += [f"  {k} = {v}" for k, v in best.params.items()]
+    lines += [f"{k}: {v}" for k, v in paths.items()]
+    return "\n".join(lines)
