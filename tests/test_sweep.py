@@ -197,3 +197,15 @@ def test_two_workers_share_one_study(tmp_path, data_overrides):
     assert 4 <= len(complete) <= 5 and len(complete) == len(study.trials)
     assert all("[trial" in out for out in outputs), "both workers ran trials"
     assert len({t.user_attrs["dir"] for t in complete}) == len(complete)
+
+
+def test_journal_storage_for_shared_file_systems(tmp_path):
+    from aniso_nequip.sweep.storage import open_storage
+
+    url = f"journal://{tmp_path / 'shared' / 'study.log'}"
+    study = optuna.create_study(study_name="j", storage=open_storage(url))
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, 0.25)
+    # another process (here: another storage object) sees the same study
+    again = optuna.load_study(study_name="j", storage=open_storage(url))
+    assert [t.value for t in again.trials] == [0.25]
