@@ -345,6 +345,9 @@ def main(argv=None) -> int:
     except (CommandError, OutputExistsError) as err:
         print(f"aniso-nequip: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("aniso-nequip: interrupted (a sweep resumes when re-run)", file=sys.stderr)
+        return 130
     return 0
 
 
