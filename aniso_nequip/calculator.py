@@ -8,7 +8,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 from nequip.data import AtomicDataDict
 
-from .inference import load_model, output_fields, predict_batches
+from .inference import as_model, output_fields, predict_batches
 
 
 class DielectricCalculator(Calculator):
@@ -26,11 +26,7 @@ class DielectricCalculator(Calculator):
     def __init__(self, model: Union[str, os.PathLike, torch.nn.Module], device="cpu", **kwargs):
         super().__init__(**kwargs)
         self.device = device
-        self.model = (
-            load_model(model, device)
-            if isinstance(model, (str, os.PathLike))
-            else model.to(device).eval()
-        )
+        self.model = as_model(model, device)
         ase_fields = (AtomicDataDict.DIELECTRIC_KEY, AtomicDataDict.BORN_CHARGE_KEY)
         self.implemented_properties = [f for f in output_fields(self.model) if f in ase_fields]
 

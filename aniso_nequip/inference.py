@@ -47,7 +47,8 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     return model.to(device).eval()
 
 
-def _as_model(model, device):
+def as_model(model, device: Union[str, torch.device] = "cpu"):
+    """``model`` itself (moved to ``device``, eval mode) or, for a path, :func:`load_model`."""
     if isinstance(model, (str, os.PathLike)):
         return load_model(model, device)
     return model.to(device).eval()
@@ -85,7 +86,7 @@ def predict_batches(
 ) -> Iterator[Dict[str, np.ndarray]]:
     """Yield ``{field: array}`` for consecutive batches of ``structures`` (graph fields
     ``(B, ...)``, per-atom fields concatenated over the batch's atoms)."""
-    model = _as_model(model, device)
+    model = as_model(model, device)
     fields = output_fields(model)
     r_max = float(model.metadata["r_max"])
     for start in range(0, len(structures), batch_size):
