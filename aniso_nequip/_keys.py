@@ -16,6 +16,16 @@ DIELECTRIC_IONIC_KEY: Final[str] = "dielectric_ionic_tensor"
 DIELECTRIC_IRREPS_KEY: Final[str] = "dielectric_tensor_irreps"
 """Model-internal: the pooled ``1x0e+1x2e`` (or ``6x0e``) coefficients of ``dielectric_tensor``."""
 
+DIELECTRIC_IONIC_IRREPS_KEY: Final[str] = "dielectric_ionic_tensor_irreps"
+"""Model-internal: pooled ``1x0e+1x2e`` coefficients of the square root of the ionic tensor."""
+
+ATOMIC_DIELECTRIC_IRREPS_KEY: Final[str] = "atomic_dielectric_tensor_irreps"
+ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY: Final[str] = "atomic_dielectric_ionic_tensor_irreps"
+"""Model-internal per-atom contributions, before mean pooling (multi-target model)."""
+
+BORN_CHARGE_IRREPS_KEY: Final[str] = "born_effective_charges_irreps"
+"""Model-internal: per-atom ``1x0e+1x1e+1x2e`` coefficients of the Born effective charges."""
+
 PREDICTED_FIELDS: Final[Tuple[str, ...]] = (
     AtomicDataDict.DIELECTRIC_KEY,
     DIELECTRIC_IONIC_KEY,
@@ -24,6 +34,11 @@ PREDICTED_FIELDS: Final[Tuple[str, ...]] = (
 """Physical fields a model may predict (what inference returns and evaluation writes)."""
 
 register_fields(
-    graph_fields=[DIELECTRIC_IONIC_KEY, DIELECTRIC_IRREPS_KEY],
+    graph_fields=[DIELECTRIC_IONIC_KEY, DIELECTRIC_IRREPS_KEY, DIELECTRIC_IONIC_IRREPS_KEY],
+    node_fields=[
+        ATOMIC_DIELECTRIC_IRREPS_KEY,
+        ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
+        BORN_CHARGE_IRREPS_KEY,
+    ],
     cartesian_tensor_fields={DIELECTRIC_IONIC_KEY: "ij=ji"},
 )

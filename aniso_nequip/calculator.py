@@ -16,7 +16,7 @@ class DielectricCalculator(Calculator):
     ``born_effective_charges`` ((N, 3, 3)), both ASE standard properties.
 
         atoms.calc = DielectricCalculator("best.ckpt")
-        eps = atoms.calc.get_property("dielectric_tensor")   # or atoms.get_properties([...])
+        eps = atoms.calc.get_property("dielectric_tensor", atoms)  # or atoms.get_properties([...])
 
     Args:
         model: a loaded model or the path of a ``.ckpt`` / ``.nequip.zip`` file

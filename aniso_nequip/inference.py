@@ -5,6 +5,7 @@ model = aniso_nequip.load_model("outputs/.../best.ckpt")      # or a nequip-pack
 eps = aniso_nequip.predict(structures, model)                # (N, 3, 3) numpy array
 """
 
+import math
 import os
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -12,6 +13,7 @@ import ase
 import numpy as np
 import torch
 from nequip.data import AtomicDataDict
+from nequip.data._key_registry import get_field_type
 
 from ._keys import PREDICTED_FIELDS
 from .data import atoms_to_graphs
@@ -109,7 +111,9 @@ def predict(
     model,
     batch_size: int = 32,
     device: Optional[Union[str, torch.device]] = None,
-) -> np.ndarray:
+    field: str = AtomicDataDict.DIELECTRIC_KEY,
+    progress: bool = False,
+):
     """Predicted dielectric tensors, an ``(N, 3, 3)`` float64 array.
 
     Args:
@@ -117,10 +121,33 @@ def predict(
         model: a loaded model (:func:`load_model`) or the path of a checkpoint/package
         batch_size: structures per forward pass
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available)
+        field: the head to return: ``dielectric_tensor`` (default), ``dielectric_ionic_tensor``
+            (``(N, 3, 3)``), ``born_effective_charges`` (a list of ``(n_atoms, 3, 3)`` arrays),
+            or ``"all"`` for a dict of every head the model has
+        progress: show a progress bar over the batches
     """
+    from tqdm import tqdm
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if len(structures) == 0:
-        return np.zeros((0, 3, 3))
+    model = as_model(model, device)
+    fields = output_fields(model)
+    if field != "all" and field not in fields:
+        raise ValueError(f"the model predicts {fields}, not `{field}`")
+    out = {f: [] for f in fields}
     batches = predict_batches(structures, model, batch_size=batch_size, device=device)
-    return np.concatenate([b[AtomicDataDict.DIELECTRIC_KEY] for b in batches])
+    n_batches = math.ceil(len(structures) / batch_size)
+    for start, batch in zip(
+        range(0, len(structures), batch_size),
+        tqdm(batches, total=n_batches, desc="predicting", unit="batch", disable=not progress),
+    ):
+        counts = [len(_as_atoms(s)) for s in structures[start : start + batch_size]]
+        for f, value in batch.items():
+            if get_field_type(f) == "node":
+                out[f].extend(np.split(value, np.cumsum(counts)[:-1]))
+            else:
+                out[f].extend(value)
+    for f in fields:
+        if get_field_type(f) == "graph":
+            out[f] = np.asarray(out[f]).reshape(-1, 3, 3)
+    return out if field == "all" else out[field]

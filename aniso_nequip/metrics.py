@@ -23,11 +23,10 @@ MAE_KEYS = (
 def derived(eps: np.ndarray) -> Dict[str, np.ndarray]:
     """``eps_poly`` (N,), ``a_r`` (N,), ascending ``eigenvalues`` (N, 3) of (N, 3, 3) tensors."""
     t = torch.as_tensor(eps, dtype=torch.float64)
-    return {
-        "eps_poly": tensors.polycrystalline(t).numpy(),
-        "a_r": tensors.anisotropy_ratio(t).numpy(),
-        "eigenvalues": tensors.eigenvalues(t).numpy(),
-    }
+    ev = tensors.eigenvalues(t).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_r = np.where(ev[:, 0] > 0, ev[:, 2] / ev[:, 0], np.nan)  # undefined if lambda_min <= 0
+    return {"eps_poly": tensors.polycrystalline(t).numpy(), "a_r": a_r, "eigenvalues": ev}
 
 
 def _maes(ref: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
@@ -40,7 +39,7 @@ def _maes(ref: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
         "eps_poly_mae": float(err.mean()),
         "eps_poly_rmse": float(np.sqrt((err**2).mean())),
         "eps_poly_r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
-        "anisotropy_ratio_mae": float(np.abs(p["a_r"] - r["a_r"]).mean()),
+        "anisotropy_ratio_mae": float(np.nanmean(np.abs(p["a_r"] - r["a_r"]))),
         "eigenvalue_mae": float(np.abs(p["eigenvalues"] - r["eigenvalues"]).mean()),
         "component_mae": float(np.abs(pred - ref).mean()),
         "frobenius_mae": float(np.linalg.norm(pred - ref, axis=(1, 2)).mean()),

@@ -15,18 +15,20 @@ import torch
 
 
 @functools.lru_cache(maxsize=None)
-def _change_of_basis_float64() -> torch.Tensor:
+def _change_of_basis_float64(formula: str) -> torch.Tensor:
     from e3nn.io import CartesianTensor
     from nequip.utils import torch_default_dtype
 
     # e3nn computes in the default dtype, which model building may have set to float32
     with torch_default_dtype(torch.float64):
-        return CartesianTensor("ij=ji").reduced_tensor_products().change_of_basis
+        return CartesianTensor(formula).reduced_tensor_products().change_of_basis
 
 
-def change_of_basis(dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The ``(6, 3, 3)`` orthonormal map from ``1x0e+1x2e`` coefficients to symmetric tensors."""
-    return _change_of_basis_float64().to(dtype)
+def change_of_basis(dtype: torch.dtype = torch.float64, formula: str = "ij=ji") -> torch.Tensor:
+    """The orthonormal map from irreps coefficients to Cartesian 3x3 tensors: ``(6, 3, 3)`` from
+    ``1x0e+1x2e`` for symmetric tensors (``"ij=ji"``), ``(9, 3, 3)`` from ``1x0e+1x1e+1x2e`` for
+    general ones (``"ij"``, e.g. Born effective charges)."""
+    return _change_of_basis_float64(formula).to(dtype)
 
 
 def to_irreps(tensor: torch.Tensor) -> torch.Tensor:

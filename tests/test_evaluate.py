@@ -153,7 +153,9 @@ def test_predict_api_and_ase_calculator(trained):
     np.testing.assert_allclose(
         atoms.get_properties(["dielectric_tensor"])["dielectric_tensor"], eps[2], atol=1e-5
     )
-    np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor"), eps[2], atol=1e-5)
+    np.testing.assert_allclose(
+        atoms.calc.get_property("dielectric_tensor", atoms), eps[2], atol=1e-5
+    )
     assert atoms.calc.implemented_properties == ["dielectric_tensor"]
 
 

@@ -1,5 +1,6 @@
 """Model builders (``@nequip.model.model_builder``) for dielectric tensors."""
 
 from .anisonet import AnisoNetModel, ScalarAnisoNetModel
+from .static import AnisoNetStaticModel
 
-__all__ = ["AnisoNetModel", "ScalarAnisoNetModel"]
+__all__ = ["AnisoNetModel", "AnisoNetStaticModel", "ScalarAnisoNetModel"]

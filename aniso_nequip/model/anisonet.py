@@ -1,5 +1,6 @@
 """Model builders: AnisoNet (equivariant ``0e+2e`` readout) and its ``6x0e`` ablation."""
 
+import inspect
 import warnings
 from typing import Dict, Optional, Sequence, Union
 
@@ -32,6 +33,91 @@ def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
             ]
         )
     )
+
+
+def _trunk(
+    last_layer_irreps: str,
+    r_max: float,
+    type_names: Sequence[str],
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    l_max: int = 3,
+    num_layers: int = 2,
+    num_features: int = 48,
+    parity: bool = True,
+    type_embed_num_features: Optional[int] = None,
+    radial_basis: str = "gaussian",
+    num_basis: int = 15,
+    polynomial_cutoff_p: int = 6,
+    radial_mlp_depth: int = 1,
+    radial_mlp_width: int = 64,
+):
+    """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``."""
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
+    if l_max < 0:
+        raise ValueError(f"`l_max` must be >= 0, got {l_max}")
+    if radial_basis not in _RADIAL_BASES:
+        raise ValueError(f"`radial_basis` must be one of {_RADIAL_BASES}, got `{radial_basis}`")
+    if not all(tn.isalnum() for tn in type_names):
+        raise ValueError(f"`type_names` must be alphanumeric, got {list(type_names)}")
+
+    type_embed = NodeTypeEmbed(
+        type_names=type_names,
+        num_features=type_embed_num_features or num_features,
+    )
+    spharm = SphericalHarmonicEdgeAttrs(
+        irreps_edge_sh=repr(o3.Irreps.spherical_harmonics(lmax=l_max)),
+        irreps_in=type_embed.irreps_out,
+    )
+    edge_norm = EdgeLengthNormalizer(
+        r_max=r_max, type_names=type_names, irreps_in=spharm.irreps_out
+    )
+    cutoff = PolynomialCutoff(polynomial_cutoff_p)
+    if radial_basis == "gaussian":
+        radial = GaussianEdgeLengthEncoding(
+            cutoff=cutoff, num_basis=num_basis, irreps_in=edge_norm.irreps_out
+        )
+    else:
+        radial = BesselEdgeLengthEncoding(
+            cutoff=cutoff, num_bessels=num_basis, irreps_in=edge_norm.irreps_out
+        )
+    modules = {
+        "type_embed": type_embed,
+        "spharm": spharm,
+        "edge_norm": edge_norm,
+        "radial_basis": radial,
+    }
+    prev_irreps = radial.irreps_out
+
+    hidden = [_hidden_irreps(num_features, l_max, parity)] * (num_layers - 1)
+    for layer_i, irreps in enumerate(hidden + [last_layer_irreps]):
+        layer = ConvNetLayer(
+            irreps_in=prev_irreps,
+            feature_irreps_hidden=irreps,
+            convolution_kwargs={
+                "radial_mlp_depth": radial_mlp_depth,
+                "radial_mlp_width": radial_mlp_width,
+                "use_sc": layer_i != 0,
+                "is_first_layer": layer_i == 0,
+                "avg_num_neighbors": avg_num_neighbors,
+                "type_names": type_names,
+            },
+        )
+        prev_irreps = layer.irreps_out
+        modules[f"layer{layer_i}_convnet"] = layer
+
+    return modules, prev_irreps
+
+
+TRUNK_ARGS = set(inspect.signature(_trunk).parameters) - {"last_layer_irreps"}
+
+
+def _check_2e(node_irreps, l_max: int, num_layers: int) -> None:
+    if o3.Irrep("2e") not in [ir for _, ir in o3.Irreps(node_irreps)]:
+        warnings.warn(
+            f"with l_max={l_max} and num_layers={num_layers} no 2e feature reaches the readout, "
+            "so the predicted tensors are isotropic; raise l_max or num_layers to learn anisotropy"
+        )
 
 
 @model_builder
@@ -93,66 +179,10 @@ def AnisoNetModel(
         last_layer_irreps = f"{num_features}x0e+{num_features}x2e"
     else:
         readout_irreps, last_layer_irreps = "6x0e", f"{num_features}x0e"
-    if num_layers < 1:
-        raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
-    if l_max < 0:
-        raise ValueError(f"`l_max` must be >= 0, got {l_max}")
-    if radial_basis not in _RADIAL_BASES:
-        raise ValueError(f"`radial_basis` must be one of {_RADIAL_BASES}, got `{radial_basis}`")
-    if not all(tn.isalnum() for tn in type_names):
-        raise ValueError(f"`type_names` must be alphanumeric, got {list(type_names)}")
-
-    type_embed = NodeTypeEmbed(
-        type_names=type_names,
-        num_features=type_embed_num_features or num_features,
-    )
-    spharm = SphericalHarmonicEdgeAttrs(
-        irreps_edge_sh=repr(o3.Irreps.spherical_harmonics(lmax=l_max)),
-        irreps_in=type_embed.irreps_out,
-    )
-    edge_norm = EdgeLengthNormalizer(
-        r_max=r_max, type_names=type_names, irreps_in=spharm.irreps_out
-    )
-    cutoff = PolynomialCutoff(polynomial_cutoff_p)
-    if radial_basis == "gaussian":
-        radial = GaussianEdgeLengthEncoding(
-            cutoff=cutoff, num_basis=num_basis, irreps_in=edge_norm.irreps_out
-        )
-    else:
-        radial = BesselEdgeLengthEncoding(
-            cutoff=cutoff, num_bessels=num_basis, irreps_in=edge_norm.irreps_out
-        )
-    modules = {
-        "type_embed": type_embed,
-        "spharm": spharm,
-        "edge_norm": edge_norm,
-        "radial_basis": radial,
-    }
-    prev_irreps = radial.irreps_out
-
-    hidden = [_hidden_irreps(num_features, l_max, parity)] * (num_layers - 1)
-    for layer_i, irreps in enumerate(hidden + [last_layer_irreps]):
-        layer = ConvNetLayer(
-            irreps_in=prev_irreps,
-            feature_irreps_hidden=irreps,
-            convolution_kwargs={
-                "radial_mlp_depth": radial_mlp_depth,
-                "radial_mlp_width": radial_mlp_width,
-                "use_sc": layer_i != 0,
-                "is_first_layer": layer_i == 0,
-                "avg_num_neighbors": avg_num_neighbors,
-                "type_names": type_names,
-            },
-        )
-        prev_irreps = layer.irreps_out
-        modules[f"layer{layer_i}_convnet"] = layer
-
-    node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
-    if "2e" in readout_irreps and o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
-        warnings.warn(
-            f"with l_max={l_max} and num_layers={num_layers} no 2e feature reaches the readout, "
-            "so the predicted tensors are isotropic; raise l_max or num_layers to learn anisotropy"
-        )
+    trunk_args = {k: v for k, v in locals().items() if k in TRUNK_ARGS}
+    modules, prev_irreps = _trunk(**trunk_args, last_layer_irreps=last_layer_irreps)
+    if equivariant_readout:
+        _check_2e(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY], l_max, num_layers)
     per_atom = AtomwiseLinear(
         field=AtomicDataDict.NODE_FEATURES_KEY,
         out_field=AtomicDataDict.NODE_FEATURES_KEY,

@@ -5,6 +5,11 @@ These modules end up inside ``nequip-package`` archives, so they import only wha
 """
 
 from .radial import GaussianEdgeLengthEncoding
-from .readout import GraphMeanPool, SymmetricTensorReadout
+from .readout import BornChargeReadout, GraphMeanPool, SymmetricTensorReadout
 
-__all__ = ["GaussianEdgeLengthEncoding", "GraphMeanPool", "SymmetricTensorReadout"]
+__all__ = [
+    "BornChargeReadout",
+    "GaussianEdgeLengthEncoding",
+    "GraphMeanPool",
+    "SymmetricTensorReadout",
+]

@@ -60,6 +60,8 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_shift (float): added to the isotropic part (e.g. mean ``eps_poly`` of the data)
         isotropic_scale (float): scale of the isotropic coefficient (e.g. std of ``eps_poly``)
         anisotropic_scale (float): scale of the five traceless coefficients
+        square (bool): output ``S @ S`` of the tensor ``S`` above, a positive semi-definite
+            tensor (used for the ionic dielectric tensor)
     """
 
     def __init__(
@@ -70,11 +72,13 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_shift: float = 0.0,
         isotropic_scale: float = 1.0,
         anisotropic_scale: float = 1.0,
+        square: bool = False,
         irreps_in=None,
     ):
         super().__init__()
         self.field = field
         self.out_field = out_field
+        self.square = square
         self._init_irreps(
             irreps_in=irreps_in,
             required_irreps_in=[field],
@@ -94,5 +98,48 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         y = data[self.field]
-        data[self.out_field] = torch.addmm(self.shift, y, self.basis).view(-1, 3, 3)
+        tensor = torch.addmm(self.shift, y, self.basis).view(-1, 3, 3)
+        data[self.out_field] = torch.bmm(tensor, tensor) if self.square else tensor
+        return data
+
+
+class BornChargeReadout(GraphModuleMixin, torch.nn.Module):
+    """Per-atom ``1x0e+1x1e+1x2e`` coefficients -> Born effective charges ``(N, 3, 3)`` obeying
+    the acoustic sum rule exactly: the per-structure mean is subtracted, so ``sum_i Z*_i = 0``.
+
+    Args:
+        field (str): per-atom input field with 9 components
+        out_field (str): per-atom output field (3x3)
+        change_of_basis (torch.Tensor): ``(9, 3, 3)`` map to general Cartesian tensors
+        scale (float): scale of the output (e.g. the training RMS of the Born charges)
+    """
+
+    def __init__(
+        self,
+        field: str,
+        out_field: str,
+        change_of_basis: torch.Tensor,
+        scale: float = 1.0,
+        irreps_in=None,
+    ):
+        super().__init__()
+        self.field = field
+        self.out_field = out_field
+        self._init_irreps(
+            irreps_in=irreps_in, required_irreps_in=[field], irreps_out={out_field: None}
+        )
+        assert Irreps(self.irreps_in[field]).dim == 9 and change_of_basis.shape == (9, 3, 3)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("basis", scale * change_of_basis.to(dtype).reshape(9, 9))
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        z = torch.mm(data[self.field], self.basis)  # (num_atoms, 9)
+        if AtomicDataDict.BATCH_KEY in data:
+            batch = data[AtomicDataDict.BATCH_KEY]
+            total = scatter(z, batch, dim=0, dim_size=AtomicDataDict.num_frames(data), reduce="sum")
+            mean = total / data[AtomicDataDict.NUM_NODES_KEY].reshape(-1, 1).to(z.dtype)
+            z = z - torch.index_select(mean, 0, batch)
+        else:
+            z = z - z.mean(dim=0, keepdim=True)
+        data[self.out_field] = z.view(-1, 3, 3)
         return data

@@ -3,7 +3,6 @@
 import argparse
 import csv
 import json
-import math
 import os
 import pathlib
 import sys
@@ -14,9 +13,10 @@ import numpy as np
 from nequip.data import AtomicDataDict
 from nequip.data._key_registry import get_field_type
 
+from .._keys import DIELECTRIC_IONIC_KEY
 from ..data.files import read_frames
 from ..data.symmetry import crystal_system
-from ..inference import ModelLoadError, load_model, predict_batches, unknown_elements
+from ..inference import ModelLoadError, load_model, predict, unknown_elements
 from ..io import OutputExistsError, staged_output_dir
 from ..metrics import derived, metrics_table, tensor_metrics
 from ..plots import parity_heatmap
@@ -31,6 +31,8 @@ metrics.json, metrics.md, parity_eps_poly.png, parity_anisotropy_ratio.png
 """
 
 _EPS = AtomicDataDict.DIELECTRIC_KEY
+_IONIC = DIELECTRIC_IONIC_KEY
+_BORN = AtomicDataDict.BORN_CHARGE_KEY
 
 
 class InputError(ValueError):
@@ -61,6 +63,41 @@ def _reference(atoms):
     return None if value is None else np.asarray(value, dtype=np.float64).reshape(3, 3)
 
 
+def _head_metrics(frames, outputs, systems):
+    """Metrics of the heads beyond the electronic tensor, on the frames that have references."""
+    out = {}
+    if _IONIC in outputs:
+        refs = [a.info.get(_IONIC) for a in frames]
+        keep = [
+            i for i, r in enumerate(refs) if r is not None and _reference(frames[i]) is not None
+        ]
+        if keep:
+            ionic_ref = np.stack([np.reshape(refs[i], (3, 3)) for i in keep])
+            ionic_pred = outputs[_IONIC][keep]
+            kept_systems = [systems[i] for i in keep]
+            out[_IONIC] = tensor_metrics(ionic_ref, ionic_pred, kept_systems)
+            electronic_ref = np.stack([_reference(frames[i]) for i in keep])
+            out["static"] = tensor_metrics(
+                electronic_ref + ionic_ref, outputs[_EPS][keep] + ionic_pred, kept_systems
+            )
+    if _BORN in outputs:
+        pairs = [
+            (np.reshape(a.calc.results[_BORN], (-1, 3, 3)), z)
+            for a, z in zip(frames, outputs[_BORN])
+            if a.calc is not None and _BORN in a.calc.results
+        ]
+        if pairs:
+            ref = np.concatenate([r for r, _ in pairs])
+            pred = np.concatenate([p for _, p in pairs])
+            iso = np.abs(np.trace(pred, axis1=1, axis2=2) - np.trace(ref, axis1=1, axis2=2)) / 3
+            out[_BORN] = {
+                "n_atoms": int(len(ref)),
+                "component_mae": float(np.abs(pred - ref).mean()),
+                "isotropic_mae": float(iso.mean()),
+            }
+    return out
+
+
 def _identifier(atoms, index):
     for key in ("material_id", "entry_id", "mp_id", "id"):
         if key in atoms.info:
@@ -70,8 +107,6 @@ def _identifier(atoms, index):
 
 def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=False, quiet=False):
     """Run the evaluation and write the outputs; returns the metrics dict."""
-    from tqdm import tqdm
-
     frames, origin = _read_frames(data_paths)
     model = load_model(model_path, device)
     missing = unknown_elements(frames, model.type_names)
@@ -86,20 +121,8 @@ def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=Fal
             f"(model types: {len(model.type_names)} elements):\n{listed}"
         )
 
-    outputs = {}
-    n_batches = math.ceil(len(frames) / batch_size)
-    batches = predict_batches(frames, model, batch_size=batch_size, device=device)
-    for start, batch in zip(
-        range(0, len(frames), batch_size),
-        tqdm(batches, total=n_batches, desc="predicting", unit="batch", disable=quiet),
-    ):
-        chunk = frames[start : start + batch_size]
-        splits = np.cumsum([len(a) for a in chunk])[:-1]
-        for field, value in batch.items():
-            per_frame = value if get_field_type(field) == "graph" else np.split(value, splits)
-            outputs.setdefault(field, []).extend(per_frame)
-
-    pred = np.stack(outputs[_EPS])
+    outputs = predict(frames, model, batch_size, device, field="all", progress=not quiet)
+    pred = outputs[_EPS]
     refs = [_reference(a) for a in frames]
     has_ref = np.array([r is not None for r in refs])
     systems = [crystal_system(a) for a in frames]
@@ -150,6 +173,7 @@ def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=Fal
         else:
             metrics = {"n": 0}
         metrics["n_without_reference"] = n_without
+        metrics.update(_head_metrics(frames, outputs, systems))
         metrics["model"] = str(model_path)
         metrics["data"] = [str(p) for p in data_paths]
         with open(stage / "metrics.json", "w") as f:
@@ -162,6 +186,15 @@ def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=Fal
             else ""
         )
         table = metrics_table(metrics) if has_ref.any() else "No reference tensors: no metrics.\n"
+        for head in ("dielectric_ionic_tensor", "static"):
+            if head in metrics:
+                table += f"\n{head}:\n\n" + metrics_table(metrics[head])
+        if _BORN in metrics:
+            born = metrics[_BORN]
+            table += (
+                f"\nborn_effective_charges ({born['n_atoms']} atoms): component MAE "
+                f"{born['component_mae']:.4f}, isotropic-part MAE {born['isotropic_mae']:.4f}\n"
+            )
         report = f"# nequip-evaluate\n\nmodel: `{model_path}`\n\n{table}\n{note}"
         (stage / "metrics.md").write_text(report)
         if has_ref.any():

@@ -6,6 +6,7 @@ from .modifiers import (
     PolycrystallineConstant,
     SortedEigenvalues,
     SymmetricTensorIrreps,
+    TensorIsotropicPart,
 )
 from .pruning import OptunaPruning
 
@@ -16,4 +17,5 @@ __all__ = [
     "PolycrystallineConstant",
     "SortedEigenvalues",
     "SymmetricTensorIrreps",
+    "TensorIsotropicPart",
 ]

@@ -16,19 +16,29 @@ _IRREPS_SLICES = {None: slice(0, 6), "0e": slice(0, 1), "2e": slice(1, 6)}
 
 
 class _SymmetricTensorModifier(BaseModifier):
+    """Base: the symmetric graph tensor ``field`` (plus the tensor ``plus``, if given, e.g.
+    ``field=dielectric_tensor, plus=dielectric_ionic_tensor`` for the static tensor)."""
+
     name: str = ""
 
-    def __init__(self, field: str = AtomicDataDict.DIELECTRIC_KEY) -> None:
+    def __init__(
+        self, field: str = AtomicDataDict.DIELECTRIC_KEY, plus: Optional[str] = None
+    ) -> None:
         super().__init__(field)
+        self.plus = plus
 
     def _func(self, data: AtomicDataDict.Type) -> torch.Tensor:
-        return self._transform(data[self.field].reshape(-1, 3, 3))
+        tensor = data[self.field].reshape(-1, 3, 3)
+        if self.plus is not None:
+            tensor = tensor + data[self.plus].reshape(-1, 3, 3)
+        return self._transform(tensor)
 
     def _transform(self, tensor: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __str__(self) -> str:
-        return f"{self.field}_{self.name}"
+        plus = f"_plus_{self.plus}" if self.plus else ""
+        return f"{self.field}{plus}_{self.name}"
 
     @property
     def type(self) -> str:
@@ -45,11 +55,14 @@ class SymmetricTensorIrreps(_SymmetricTensorModifier):
     """
 
     def __init__(
-        self, field: str = AtomicDataDict.DIELECTRIC_KEY, irrep: Optional[str] = None
+        self,
+        field: str = AtomicDataDict.DIELECTRIC_KEY,
+        irrep: Optional[str] = None,
+        plus: Optional[str] = None,
     ) -> None:
         if irrep not in _IRREPS_SLICES:
             raise ValueError(f"`irrep` must be one of {list(_IRREPS_SLICES)}, got `{irrep}`")
-        super().__init__(field)
+        super().__init__(field, plus)
         self.irrep = irrep
         self.name = "irreps" if irrep is None else f"irreps_{irrep}"
 
@@ -67,12 +80,15 @@ class PolycrystallineConstant(_SymmetricTensorModifier):
 
 
 class AnisotropyRatio(_SymmetricTensorModifier):
-    """Anisotropy ratio ``a_r = lambda_max / lambda_min``, shape ``(N,)``."""
+    """Anisotropy ratio ``a_r = lambda_max / lambda_min``, shape ``(N,)``; NaN where
+    ``lambda_min <= 0`` (e.g. an ionic tensor without IR-active modes), so that metrics with
+    ``ignore_nan: true`` skip those crystals."""
 
     name = "a_r"
 
     def _transform(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensors.anisotropy_ratio(tensor)
+        ev = tensors.eigenvalues(tensor)
+        return torch.where(ev[..., 0] > 0, ev[..., -1] / ev[..., 0], torch.nan)
 
 
 class SortedEigenvalues(_SymmetricTensorModifier):
@@ -82,3 +98,17 @@ class SortedEigenvalues(_SymmetricTensorModifier):
 
     def _transform(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensors.eigenvalues(tensor)
+
+
+class TensorIsotropicPart(BaseModifier):
+    """Isotropic part ``tr(T) / 3`` of a per-atom 3x3 field, e.g. the Born effective charges'
+    mean diagonal, shape ``(num_atoms,)``."""
+
+    def __init__(self, field: str = AtomicDataDict.BORN_CHARGE_KEY) -> None:
+        super().__init__(field)
+
+    def _func(self, data: AtomicDataDict.Type) -> torch.Tensor:
+        return torch.diagonal(data[self.field].reshape(-1, 3, 3), dim1=-2, dim2=-1).mean(-1)
+
+    def __str__(self) -> str:
+        return f"{self.field}_isotropic"

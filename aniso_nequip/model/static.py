@@ -1,0 +1,121 @@
+"""Multi-target model: electronic and ionic dielectric tensors and Born effective charges."""
+
+from typing import Dict, Union
+
+from nequip.data import AtomicDataDict
+from nequip.model import model_builder
+from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
+
+from .. import _keys
+from ..nn import BornChargeReadout, GraphMeanPool, SymmetricTensorReadout
+from ..tensors import change_of_basis
+from .anisonet import _check_2e, _trunk
+
+
+def _tensor_head(name, prev_irreps, atomic_field, pooled_field, out_field, **readout_options):
+    per_atom = AtomwiseLinear(
+        field=AtomicDataDict.NODE_FEATURES_KEY,
+        out_field=atomic_field,
+        irreps_in=prev_irreps,
+        irreps_out="1x0e+1x2e",
+    )
+    pool = GraphMeanPool(field=atomic_field, out_field=pooled_field, irreps_in=per_atom.irreps_out)
+    readout = SymmetricTensorReadout(
+        field=pooled_field,
+        out_field=out_field,
+        change_of_basis=change_of_basis(),
+        irreps_in=pool.irreps_out,
+        **readout_options,
+    )
+    return {f"{name}_per_atom": per_atom, f"{name}_pool": pool, f"{name}_readout": readout}
+
+
+@model_builder
+def AnisoNetStaticModel(
+    r_max: float,
+    type_names,
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    electronic: bool = True,
+    ionic: bool = True,
+    born_charges: bool = True,
+    isotropic_shift: float = 0.0,
+    isotropic_scale: float = 1.0,
+    anisotropic_scale: float = 1.0,
+    ionic_mean: float = 1.0,
+    ionic_scale: float = 1.0,
+    born_scale: float = 1.0,
+    **trunk_options,
+) -> GraphModel:
+    """One :func:`~aniso_nequip.model.AnisoNetModel` trunk with up to three equivariant heads.
+
+    - ``electronic``: ``dielectric_tensor`` exactly as ``AnisoNetModel`` (``0e+2e``, mean-pooled);
+    - ``ionic``: ``dielectric_ionic_tensor = S @ S`` with ``S`` a mean-pooled ``0e+2e`` symmetric
+      tensor, so predictions are positive semi-definite like the DFPT ionic tensors; ``S`` starts
+      at ``sqrt(ionic_mean) I`` and its coefficients are scaled so that ``ionic_scale`` is the
+      scale of the ionic ``eps_poly`` (first order);
+    - ``born_charges``: per-atom ``born_effective_charges`` from ``1x0e+1x1e+1x2e`` features
+      (a general 3x3 tensor per atom), scaled by ``born_scale``, with the per-structure mean
+      removed so that the acoustic sum rule ``sum_i Z*_i = 0`` holds exactly.
+
+    The static tensor is ``dielectric_tensor + dielectric_ionic_tensor``. Other arguments
+    (``l_max``, ``num_layers``, ``num_features``, ...) are those of ``AnisoNetModel``.
+    """
+    if not (electronic or ionic or born_charges):
+        raise ValueError("at least one of `electronic`, `ionic`, `born_charges` must be enabled")
+    num_features = trunk_options.get("num_features", 48)
+    last = f"{num_features}x0e+{num_features}x2e" + (f"+{num_features}x1e" if born_charges else "")
+    modules, prev_irreps = _trunk(
+        last_layer_irreps=last,
+        r_max=r_max,
+        type_names=type_names,
+        avg_num_neighbors=avg_num_neighbors,
+        **trunk_options,
+    )
+    _check_2e(
+        prev_irreps[AtomicDataDict.NODE_FEATURES_KEY],
+        trunk_options.get("l_max", 3),
+        trunk_options.get("num_layers", 2),
+    )
+
+    # each head reads the trunk's node features; irreps chain through the heads so that the
+    # model's irreps_out lists every head's output
+    def add(head):
+        nonlocal prev_irreps
+        modules.update(head)
+        prev_irreps = list(head.values())[-1].irreps_out
+
+    if electronic:
+        add(
+            _tensor_head(
+                "electronic", prev_irreps, _keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
+                _keys.DIELECTRIC_IRREPS_KEY, AtomicDataDict.DIELECTRIC_KEY,
+                isotropic_shift=isotropic_shift, isotropic_scale=isotropic_scale,
+                anisotropic_scale=anisotropic_scale,
+            )
+        )  # fmt: skip
+    if ionic:
+        root = ionic_mean**0.5
+        add(
+            _tensor_head(
+                "ionic", prev_irreps, _keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
+                _keys.DIELECTRIC_IONIC_IRREPS_KEY, _keys.DIELECTRIC_IONIC_KEY,
+                isotropic_shift=root, isotropic_scale=ionic_scale / (2 * root),
+                anisotropic_scale=ionic_scale / (2 * root), square=True,
+            )
+        )  # fmt: skip
+    if born_charges:
+        per_atom = AtomwiseLinear(
+            field=AtomicDataDict.NODE_FEATURES_KEY,
+            out_field=_keys.BORN_CHARGE_IRREPS_KEY,
+            irreps_in=prev_irreps,
+            irreps_out="1x0e+1x1e+1x2e",
+        )
+        readout = BornChargeReadout(
+            field=_keys.BORN_CHARGE_IRREPS_KEY,
+            out_field=AtomicDataDict.BORN_CHARGE_KEY,
+            change_of_basis=change_of_basis(formula="ij"),
+            scale=born_scale,
+            irreps_in=per_atom.irreps_out,
+        )
+        add({"born_per_atom": per_atom, "born_readout": readout})
+    return SequentialGraphNetwork(modules)

@@ -1,0 +1,159 @@
+"""Multi-target model: ionic tensor and Born effective charges heads, their hooks and outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from aniso_nequip.data import atoms_to_graphs
+from aniso_nequip.model import AnisoNetStaticModel
+from aniso_nequip.train import AnisotropyRatio, PolycrystallineConstant, TensorIsotropicPart
+from conftest import BIN, bundled, epoch_values, rotation, run_command
+
+EPS, IONIC, BORN = "dielectric_tensor", "dielectric_ionic_tensor", "born_effective_charges"
+
+
+@pytest.fixture(scope="module")
+def static_model(build_model):
+    return build_model(
+        AnisoNetStaticModel, ionic_mean=9.0, ionic_scale=10.0, born_scale=1.3, born_charges=True
+    )
+
+
+def _run(model, structures):
+    r_max = float(model.metadata["r_max"])
+    data = atoms_to_graphs(structures, model.type_names, r_max, with_references=False)
+    with torch.no_grad():
+        out = model(data)
+    counts = np.cumsum([len(a) for a in structures])[:-1]
+    return (
+        out[EPS].numpy(),
+        out[IONIC].numpy(),
+        np.split(out[BORN].numpy(), counts),
+    )
+
+
+def _rotated(atoms, rot):
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    out.positions = atoms.positions @ rot.T
+    return out
+
+
+def test_every_head_is_equivariant(static_model, small_frames):
+    rot = rotation(7)
+    eps, ionic, born = _run(static_model, small_frames)
+    eps_r, ionic_r, born_r = _run(static_model, [_rotated(a, rot) for a in small_frames])
+    np.testing.assert_allclose(eps_r, rot @ eps @ rot.T, atol=1e-8)
+    np.testing.assert_allclose(ionic_r, rot @ ionic @ rot.T, atol=1e-8)
+    for z, z_r in zip(born, born_r):
+        np.testing.assert_allclose(z_r, rot @ z @ rot.T, atol=1e-8)  # R Z R^T per atom
+    # the heads do predict anisotropy and a non-symmetric (1e) part of Z*
+    assert (
+        np.abs(ionic - np.trace(ionic, axis1=1, axis2=2)[:, None, None] / 3 * np.eye(3)).max()
+        > 1e-3
+    )
+    assert max(np.abs(z - z.transpose(0, 2, 1)).max() for z in born) > 1e-4
+
+
+def test_sum_rule_and_positive_ionic_tensor(static_model, small_frames):
+    _, ionic, born = _run(static_model, small_frames + [small_frames[0].repeat((2, 1, 1))])
+    for z in born:
+        assert np.abs(z.sum(axis=0)).max() < 1e-12
+    assert np.linalg.eigvalsh(ionic).min() >= -1e-12
+    # single structures (no batch index) obey it too
+    (_, _, (z,)) = _run(static_model, small_frames[:1])
+    assert np.abs(z.sum(axis=0)).max() < 1e-12
+
+
+def test_symmetry_forms(static_model, symmetric_cells):
+    eps, ionic, born = _run(
+        static_model, [symmetric_cells["rocksalt"], symmetric_cells["wurtzite"]]
+    )
+    for tensor in (eps[0], ionic[0]):  # cubic: isotropic
+        np.testing.assert_allclose(tensor, np.trace(tensor) / 3 * np.eye(3), atol=1e-10)
+    for z in born[0]:  # Na and Cl sit on m-3m sites: isotropic Z*
+        np.testing.assert_allclose(z, np.trace(z) / 3 * np.eye(3), atol=1e-10)
+    for tensor in (eps[1], ionic[1]):  # hexagonal: uniaxial along c
+        assert abs(tensor[0, 0] - tensor[1, 1]) < 1e-10 and abs(tensor[0, 0] - tensor[2, 2]) > 1e-6
+        assert np.abs(tensor - np.diag(np.diag(tensor))).max() < 1e-10
+
+
+def test_heads_can_be_switched_off(build_model, small_frames):
+    model = build_model(AnisoNetStaticModel, ionic=False, born_charges=False)
+    from aniso_nequip.inference import output_fields
+
+    assert output_fields(model) == [EPS]
+    with pytest.raises(ValueError, match="at least one"):
+        build_model(AnisoNetStaticModel, electronic=False, ionic=False, born_charges=False)
+
+
+def test_static_and_born_modifiers():
+    eps = torch.diag_embed(torch.tensor([[2.0, 3.0, 4.0]], dtype=torch.float64))
+    ionic = torch.diag_embed(torch.tensor([[1.0, 0.0, 2.0]], dtype=torch.float64))
+    data = {EPS: eps, IONIC: ionic, BORN: torch.eye(3, dtype=torch.float64).expand(2, 3, 3) * 2}
+    assert PolycrystallineConstant(plus=IONIC)(data).item() == pytest.approx(4.0)
+    assert AnisotropyRatio(plus=IONIC)(data).item() == pytest.approx(2.0)
+    assert torch.isnan(AnisotropyRatio(field=IONIC)(data)).all()  # lambda_min = 0: undefined
+    assert TensorIsotropicPart()(data).tolist() == [2.0, 2.0]
+    assert TensorIsotropicPart().type == "node"
+
+
+@pytest.fixture(scope="module")
+def static_run(tmp_path_factory):
+    import ase.io
+
+    tmp = tmp_path_factory.mktemp("static")
+    files = {}
+    for split, n in (("train", 32), ("val", 8), ("test", 8)):
+        files[split] = tmp / f"{split}.extxyz"
+        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    run_dir = tmp / "run"
+    run_command(
+        [str(BIN / "nequip-train"), "-cn", "configs/anisonet_static.yaml", "l_max=2",
+         "num_features=8", "num_layers=2", "max_epochs=6", "batch_size=4", "lr=0.01",
+         f"train_file={files['train']}", f"val_file={files['val']}", f"test_file={files['test']}",
+         f"hydra.run.dir={run_dir}"]
+    )  # fmt: skip
+    return run_dir, files
+
+
+def test_training_lowers_each_heads_loss(static_run):
+    run_dir, _ = static_run
+    (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
+    for name in ("irreps_mse", "ionic_irreps_mse", "born_mse"):
+        values = epoch_values(metrics_csv, f"train_metric_epoch/{name}")
+        assert len(values) == 6 and values[-1] < values[0], name
+    for name in ("static_eps_poly_mae", "static_a_r_mae", "ionic_a_r_mae", "born_isotropic_mae"):
+        (value,) = epoch_values(metrics_csv, f"test0_epoch/{name}")
+        assert np.isfinite(value)
+
+
+def test_evaluate_and_predict_return_every_head(static_run, tmp_path):
+    import json
+
+    import ase.io
+
+    import aniso_nequip
+    from aniso_nequip.scripts.evaluate import main as evaluate_main
+
+    run_dir, files = static_run
+    out = tmp_path / "eval"
+    assert evaluate_main(["--model", str(run_dir / "best.ckpt"), "--data", str(files["test"]),
+                          "--out", str(out)]) == 0  # fmt: skip
+    frames = ase.io.read(out / "predictions.extxyz", ":")
+    assert all(np.shape(a.info["dielectric_ionic_tensor_pred"]) == (9,) for a in frames)
+    assert all(a.arrays["born_effective_charges_pred"].shape == (len(a), 9) for a in frames)
+    metrics = json.loads((out / "metrics.json").read_text())
+    ref = np.stack([np.reshape(a.info[IONIC], (3, 3)) for a in frames])
+    pred = np.stack([np.reshape(a.info["dielectric_ionic_tensor_pred"], (3, 3)) for a in frames])
+    assert metrics[IONIC]["component_mae"] == pytest.approx(np.abs(pred - ref).mean())
+    assert metrics["static"]["n"] == 8 and metrics[BORN]["n_atoms"] == sum(len(a) for a in frames)
+    heads = aniso_nequip.predict(frames, run_dir / "best.ckpt", device="cpu", field="all")
+    assert set(heads) == {EPS, IONIC, BORN}
+    np.testing.assert_allclose(heads[IONIC], pred, atol=1e-6)
+    assert [z.shape for z in heads[BORN]] == [(len(a), 3, 3) for a in frames]
+    with pytest.raises(ValueError, match="not `nope`"):
+        aniso_nequip.predict(frames, run_dir / "best.ckpt", field="nope")
+    atoms = frames[0].copy()
+    atoms.calc = aniso_nequip.DielectricCalculator(run_dir / "best.ckpt")
+    assert atoms.calc.get_property(BORN, atoms).shape == (len(atoms), 3, 3)
