@@ -23,10 +23,11 @@ MAE_KEYS = (
 def derived(eps: np.ndarray) -> Dict[str, np.ndarray]:
     """``eps_poly`` (N,), ``a_r`` (N,), ascending ``eigenvalues`` (N, 3) of (N, 3, 3) tensors."""
     t = torch.as_tensor(eps, dtype=torch.float64)
-    ev = tensors.eigenvalues(t).numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a_r = np.where(ev[:, 0] > 0, ev[:, 2] / ev[:, 0], np.nan)  # undefined if lambda_min <= 0
-    return {"eps_poly": tensors.polycrystalline(t).numpy(), "a_r": a_r, "eigenvalues": ev}
+    return {
+        "eps_poly": tensors.polycrystalline(t).numpy(),
+        "a_r": tensors.anisotropy_ratio(t).numpy(),  # NaN where undefined (lambda_min <= 0)
+        "eigenvalues": tensors.eigenvalues(t).numpy(),
+    }
 
 
 def _maes(ref: np.ndarray, pred: np.ndarray) -> Dict[str, float]:

@@ -59,6 +59,7 @@ def polycrystalline(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def anisotropy_ratio(tensor: torch.Tensor) -> torch.Tensor:
-    """Anisotropy ratio ``a_r = lambda_max / lambda_min`` (1 if isotropic), shape ``(...)``."""
+    """Anisotropy ratio ``a_r = lambda_max / lambda_min`` (1 if isotropic), shape ``(...)``;
+    NaN where ``lambda_min <= 0`` (e.g. an ionic tensor without IR-active modes)."""
     ev = eigenvalues(tensor)
-    return ev[..., -1] / ev[..., 0]
+    return torch.where(ev[..., 0] > 0, ev[..., -1] / ev[..., 0], torch.nan)

@@ -55,4 +55,6 @@ def test_derived_quantities_on_known_tensors():
     np.testing.assert_allclose(tensors.eigenvalues(eps).numpy(), [[2.0, 3.0, 8.0]])
     iso = 5.0 * torch.eye(3, dtype=torch.float64)
     assert tensors.anisotropy_ratio(iso).item() == 1.0
+    no_ionic_modes = torch.diag(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64))
+    assert torch.isnan(tensors.anisotropy_ratio(no_ionic_modes))
     assert tensors.to_irreps(iso)[1:].abs().max().item() < 1e-14

@@ -87,8 +87,7 @@ class AnisotropyRatio(_SymmetricTensorModifier):
     name = "a_r"
 
     def _transform(self, tensor: torch.Tensor) -> torch.Tensor:
-        ev = tensors.eigenvalues(tensor)
-        return torch.where(ev[..., 0] > 0, ev[..., -1] / ev[..., 0], torch.nan)
+        return tensors.anisotropy_ratio(tensor)
 
 
 class SortedEigenvalues(_SymmetricTensorModifier):
