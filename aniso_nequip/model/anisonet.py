@@ -36,7 +36,7 @@ def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
 
 
 def _trunk(
-    last_layer_irreps: str,
+    last_layer: Sequence[str],
     r_max: float,
     type_names: Sequence[str],
     avg_num_neighbors: Union[float, Dict[str, float]],
@@ -51,7 +51,11 @@ def _trunk(
     radial_mlp_depth: int = 1,
     radial_mlp_width: int = 64,
 ):
-    """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``."""
+    """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``.
+
+    ``last_layer`` lists the irreps the last convolution keeps (``num_features`` of each), e.g.
+    ``("0e", "2e")``; when it asks for ``2e`` and none can reach it, a warning says so.
+    """
     if num_layers < 1:
         raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
     if l_max < 0:
@@ -89,6 +93,7 @@ def _trunk(
     }
     prev_irreps = radial.irreps_out
 
+    last_layer_irreps = "+".join(f"{num_features}x{ir}" for ir in last_layer)
     hidden = [_hidden_irreps(num_features, l_max, parity)] * (num_layers - 1)
     for layer_i, irreps in enumerate(hidden + [last_layer_irreps]):
         layer = ConvNetLayer(
@@ -106,18 +111,45 @@ def _trunk(
         prev_irreps = layer.irreps_out
         modules[f"layer{layer_i}_convnet"] = layer
 
-    return modules, prev_irreps
-
-
-TRUNK_ARGS = set(inspect.signature(_trunk).parameters) - {"last_layer_irreps"}
-
-
-def _check_2e(node_irreps, l_max: int, num_layers: int) -> None:
-    if o3.Irrep("2e") not in [ir for _, ir in o3.Irreps(node_irreps)]:
+    node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
+    if "2e" in last_layer and o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
         warnings.warn(
             f"with l_max={l_max} and num_layers={num_layers} no 2e feature reaches the readout, "
             "so the predicted tensors are isotropic; raise l_max or num_layers to learn anisotropy"
         )
+    return modules, prev_irreps
+
+
+TRUNK_ARGS = set(inspect.signature(_trunk).parameters) - {"last_layer"}
+
+
+def tensor_head(
+    names: Sequence[str],
+    prev_irreps,
+    readout_irreps: str,
+    atomic_field: str,
+    pooled_field: str,
+    out_field: str,
+    **readout_options,
+) -> dict:
+    """Per-atom linear to ``readout_irreps`` (6 components) -> mean over atoms -> symmetric
+    Cartesian tensor (:class:`~aniso_nequip.nn.SymmetricTensorReadout`), as three modules named
+    ``names``."""
+    per_atom = AtomwiseLinear(
+        field=AtomicDataDict.NODE_FEATURES_KEY,
+        out_field=atomic_field,
+        irreps_in=prev_irreps,
+        irreps_out=readout_irreps,
+    )
+    pool = GraphMeanPool(field=atomic_field, out_field=pooled_field, irreps_in=per_atom.irreps_out)
+    readout = SymmetricTensorReadout(
+        field=pooled_field,
+        out_field=out_field,
+        change_of_basis=change_of_basis(),
+        irreps_in=pool.irreps_out,
+        **readout_options,
+    )
+    return dict(zip(names, (per_atom, pool, readout)))
 
 
 @model_builder
@@ -174,36 +206,23 @@ def AnisoNetModel(
         equivariant_readout (bool): ``True`` for the ``1x0e+1x2e`` readout; ``False`` gives the
             ``6x0e`` ablation (see :func:`ScalarAnisoNetModel`)
     """
-    if equivariant_readout:
-        readout_irreps = "1x0e+1x2e"
-        last_layer_irreps = f"{num_features}x0e+{num_features}x2e"
-    else:
-        readout_irreps, last_layer_irreps = "6x0e", f"{num_features}x0e"
     trunk_args = {k: v for k, v in locals().items() if k in TRUNK_ARGS}
-    modules, prev_irreps = _trunk(**trunk_args, last_layer_irreps=last_layer_irreps)
-    if equivariant_readout:
-        _check_2e(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY], l_max, num_layers)
-    per_atom = AtomwiseLinear(
-        field=AtomicDataDict.NODE_FEATURES_KEY,
-        out_field=AtomicDataDict.NODE_FEATURES_KEY,
-        irreps_in=prev_irreps,
-        irreps_out=readout_irreps,
+    modules, prev_irreps = _trunk(
+        last_layer=("0e", "2e") if equivariant_readout else ("0e",), **trunk_args
     )
-    pool = GraphMeanPool(
-        field=AtomicDataDict.NODE_FEATURES_KEY,
-        out_field=_keys.DIELECTRIC_IRREPS_KEY,
-        irreps_in=per_atom.irreps_out,
+    modules.update(
+        tensor_head(
+            ("per_atom_readout", "mean_pool", "tensor_readout"),
+            prev_irreps,
+            readout_irreps="1x0e+1x2e" if equivariant_readout else "6x0e",
+            atomic_field=AtomicDataDict.NODE_FEATURES_KEY,
+            pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
+            out_field=AtomicDataDict.DIELECTRIC_KEY,
+            isotropic_shift=isotropic_shift,
+            isotropic_scale=isotropic_scale,
+            anisotropic_scale=anisotropic_scale,
+        )
     )
-    readout = SymmetricTensorReadout(
-        field=_keys.DIELECTRIC_IRREPS_KEY,
-        out_field=AtomicDataDict.DIELECTRIC_KEY,
-        change_of_basis=change_of_basis(),
-        isotropic_shift=isotropic_shift,
-        isotropic_scale=isotropic_scale,
-        anisotropic_scale=anisotropic_scale,
-        irreps_in=pool.irreps_out,
-    )
-    modules.update({"per_atom_readout": per_atom, "mean_pool": pool, "tensor_readout": readout})
     return SequentialGraphNetwork(modules)
 
 

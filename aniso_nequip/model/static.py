@@ -7,27 +7,9 @@ from nequip.model import model_builder
 from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
 
 from .. import _keys
-from ..nn import BornChargeReadout, GraphMeanPool, SymmetricTensorReadout
+from ..nn import BornChargeReadout
 from ..tensors import change_of_basis
-from .anisonet import _check_2e, _trunk
-
-
-def _tensor_head(name, prev_irreps, atomic_field, pooled_field, out_field, **readout_options):
-    per_atom = AtomwiseLinear(
-        field=AtomicDataDict.NODE_FEATURES_KEY,
-        out_field=atomic_field,
-        irreps_in=prev_irreps,
-        irreps_out="1x0e+1x2e",
-    )
-    pool = GraphMeanPool(field=atomic_field, out_field=pooled_field, irreps_in=per_atom.irreps_out)
-    readout = SymmetricTensorReadout(
-        field=pooled_field,
-        out_field=out_field,
-        change_of_basis=change_of_basis(),
-        irreps_in=pool.irreps_out,
-        **readout_options,
-    )
-    return {f"{name}_per_atom": per_atom, f"{name}_pool": pool, f"{name}_readout": readout}
+from .anisonet import _trunk, tensor_head
 
 
 @model_builder
@@ -62,19 +44,12 @@ def AnisoNetStaticModel(
     """
     if not (electronic or ionic or born_charges):
         raise ValueError("at least one of `electronic`, `ionic`, `born_charges` must be enabled")
-    num_features = trunk_options.get("num_features", 48)
-    last = f"{num_features}x0e+{num_features}x2e" + (f"+{num_features}x1e" if born_charges else "")
     modules, prev_irreps = _trunk(
-        last_layer_irreps=last,
+        last_layer=("0e", "2e", "1e") if born_charges else ("0e", "2e"),
         r_max=r_max,
         type_names=type_names,
         avg_num_neighbors=avg_num_neighbors,
         **trunk_options,
-    )
-    _check_2e(
-        prev_irreps[AtomicDataDict.NODE_FEATURES_KEY],
-        trunk_options.get("l_max", 3),
-        trunk_options.get("num_layers", 2),
     )
 
     # each head reads the trunk's node features; irreps chain through the heads so that the
@@ -86,8 +61,9 @@ def AnisoNetStaticModel(
 
     if electronic:
         add(
-            _tensor_head(
-                "electronic", prev_irreps, _keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
+            tensor_head(
+                ("electronic_per_atom", "electronic_pool", "electronic_readout"), prev_irreps,
+                "1x0e+1x2e", _keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
                 _keys.DIELECTRIC_IRREPS_KEY, AtomicDataDict.DIELECTRIC_KEY,
                 isotropic_shift=isotropic_shift, isotropic_scale=isotropic_scale,
                 anisotropic_scale=anisotropic_scale,
@@ -96,8 +72,9 @@ def AnisoNetStaticModel(
     if ionic:
         root = ionic_mean**0.5
         add(
-            _tensor_head(
-                "ionic", prev_irreps, _keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
+            tensor_head(
+                ("ionic_per_atom", "ionic_pool", "ionic_readout"), prev_irreps,
+                "1x0e+1x2e", _keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
                 _keys.DIELECTRIC_IONIC_IRREPS_KEY, _keys.DIELECTRIC_IONIC_KEY,
                 isotropic_shift=root, isotropic_scale=ionic_scale / (2 * root),
                 anisotropic_scale=ionic_scale / (2 * root), square=True,
