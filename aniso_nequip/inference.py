@@ -141,7 +141,7 @@ def predict(
         range(0, len(structures), batch_size),
         tqdm(batches, total=n_batches, desc="predicting", unit="batch", disable=not progress),
     ):
-        counts = [len(_as_atoms(s)) for s in structures[start : start + batch_size]]
+        counts = [len(s) for s in structures[start : start + batch_size]]
         for f, value in batch.items():
             if get_field_type(f) == "node":
                 out[f].extend(np.split(value, np.cumsum(counts)[:-1]))

@@ -9,6 +9,11 @@ import tempfile
 from typing import Iterator, Union
 
 
+def full_suffix(path: pathlib.Path) -> str:
+    """``".extxyz.gz"`` for ``a.extxyz.gz``, ``".h5"`` for ``a.h5``."""
+    return "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+
+
 class OutputExistsError(FileExistsError):
     """The output already exists and overwriting was not requested."""
 
@@ -50,8 +55,9 @@ def atomic_file(path: Union[str, os.PathLike], force: bool = False) -> Iterator[
     if path.exists() and not force:
         raise OutputExistsError(f"`{path}` exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.partial-", suffix=full_suffix(path), dir=path.parent
+    )
     os.close(fd)
     try:
         yield pathlib.Path(tmp)

@@ -7,7 +7,7 @@ import os
 import pathlib
 import sys
 
-from ..io import OutputExistsError, atomic_file
+from ..io import OutputExistsError, atomic_file, full_suffix
 
 DATA_EXAMPLES = """examples:
   aniso-nequip data mp --out datasets/mp_dielectric.extxyz      # needs MP_API_KEY and network
@@ -65,7 +65,7 @@ def _add_pipeline_options(p):
 
 
 def _outputs(out: pathlib.Path, split: bool):
-    suffix = "".join(out.suffixes[-2:]) if out.suffix == ".gz" else out.suffix
+    suffix = full_suffix(out)
     stem = out.name[: -len(suffix)] if suffix else out.name
     paths = {"all": out, "report": out.with_name(f"{stem}_report.json")}
     if split:

@@ -8,7 +8,7 @@ import time
 from typing import List, Optional
 
 from .pruners import build_pruner
-from .spec import SweepSpec
+from .spec import SweepSpec, compose_config
 from .storage import open_storage
 
 TRIAL_CONFIG = "config.yaml"
@@ -38,16 +38,6 @@ def _suggest(trial, name, p):
     if p["type"] == "int":
         return trial.suggest_int(name, int(p["low"]), int(p["high"]), log=p["log"])
     return trial.suggest_float(name, p["low"], p["high"], log=p["log"])
-
-
-def compose_trial_config(spec: SweepSpec, overrides: List[str]):
-    """The base config composed with ``overrides`` (interpolations kept)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(
-        config_dir=str(spec.base_config.parent.resolve()), version_base=None
-    ):
-        return compose(config_name=spec.base_config.stem, overrides=overrides)
 
 
 def best_epoch_value(metrics_csv, metric: str, monitor: str = "val0_epoch/weighted_sum") -> dict:
@@ -81,7 +71,7 @@ class Objective:
             + [f"{k}={v}" for k, v in params.items()]
             + [f"wandb_group={spec.study_name}"]
         )
-        cfg = compose_trial_config(spec, overrides)
+        cfg = compose_config(spec.base_config, overrides)
         if spec.pruner is not None:
             cfg.trainer.callbacks.append(
                 {

@@ -81,12 +81,12 @@ def _check_parameter(name: str, p: Any, where: str) -> Dict[str, Any]:
     return {"type": kind, "low": low, "high": high, "log": log}
 
 
-def _base_variables(base_config: pathlib.Path) -> set:
+def compose_config(config: pathlib.Path, overrides: Optional[List[str]] = None):
+    """A nequip-train config composed with ``overrides`` (interpolations kept)."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(base_config.parent.resolve()), version_base=None):
-        cfg = compose(config_name=base_config.stem)
-    return set(cfg.keys())
+    with initialize_config_dir(config_dir=str(config.parent.resolve()), version_base=None):
+        return compose(config_name=config.stem, overrides=list(overrides or []))
 
 
 def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
@@ -121,7 +121,7 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
     if not isinstance(raw["parameters"], dict):
         raise SpecError(f"{where}: `parameters` must map variable names to ranges")
     parameters = {n: _check_parameter(n, p, where) for n, p in raw["parameters"].items()}
-    variables = _base_variables(base)
+    variables = set(compose_config(base).keys())
     missing = sorted(set(parameters) - variables)
     if missing:
         raise SpecError(
