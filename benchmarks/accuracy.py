@@ -3,10 +3,13 @@
 Trains CONFIG once per seed with nequip-train (train/val from the bundled split unless
 overridden), evaluates the best checkpoint on the test split with nequip-evaluate's code, and
 prints and writes JSON: per-seed and mean +- std of the test MAEs (eps_poly, a_r, components,
-per crystal system), epochs, wall time and parameter count. 111 test crystals make single runs
+per crystal system), the metrics of the seeds' mean prediction (an ensemble),
+epochs, best epoch, wall time and parameter count. 111 test crystals make single runs
 noisy: report the seed spread.
 
     python benchmarks/accuracy.py configs/anisonet.yaml --seeds 0 1 2
+    python benchmarks/accuracy.py configs/anisonet_best.yaml --jobs 3 \
+        --pretrain configs/anisonet_pretrain.yaml
     python benchmarks/accuracy.py configs/tiny.yaml --seeds 0 1 --max-minutes 2 max_epochs=3
 """
 
@@ -18,27 +21,94 @@ import pathlib
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import ase.io
 import numpy as np
+from machine import describe
+
+from aniso_nequip.io import atomic_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_FILE = "datasets/mp_subset_test.extxyz.gz"
 KEYS = ("eps_poly_mae", "anisotropy_ratio_mae", "component_mae", "eigenvalue_mae")
 
 
-def _train(config, seed, run_dir, max_minutes, overrides):
+def _max_time(minutes: float) -> str:
+    seconds = int(round(minutes * 60))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    return f"{days:02d}:{hours:02d}:{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _train_command(config, seed, run_dir, max_minutes, overrides):
     command = [
-        os.path.join(os.path.dirname(sys.executable), "nequip-train"),
+        sys.executable, "-m", "nequip.scripts.train",
         "-cn", os.path.relpath(config, ROOT), f"seed={seed}", f"hydra.run.dir={run_dir}",
-        f"test_file={TEST_FILE}", *overrides,
+        *overrides,
     ]  # fmt: skip
     if max_minutes:
-        minutes = int(max_minutes)
-        command.append(f"+trainer.max_time=00:{minutes // 60:02d}:{minutes % 60:02d}:00")
+        command.append(f"+trainer.max_time={_max_time(max_minutes)}")
+    return command
+
+
+def _train_seed(args, config, seed, run_dir):
+    """Train one seed (after its pre-training, with ``--pretrain``); returns the wall time."""
     start = time.time()
-    with open(run_dir / "train.out", "w") as log:
-        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    overrides = [f"test_file={TEST_FILE}", *args.overrides]
+    if args.pretrain:
+        pre_dir = run_dir / "pretrain"
+        pre_dir.mkdir(parents=True, exist_ok=True)
+        command = _train_command(args.pretrain, seed, pre_dir, args.max_minutes, args.overrides)
+        _run(command, pre_dir / "train.out")
+        overrides.append(f"pretrained={pre_dir / 'best.ckpt'}")
+    command = _train_command(config, seed, run_dir, args.max_minutes, overrides)
+    _run(command, run_dir / "train.out")
     return time.time() - start
+
+
+def _run(command, log_path):
+    with open(log_path, "w") as log:
+        result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {result.returncode}): {log_path}")
+
+
+def _epochs(run_dir):
+    """Validation epochs run and the best one (lowest validation loss, counted from 1)."""
+    (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
+    with open(metrics_csv) as f:
+        losses = [float(r["val0_epoch/weighted_sum"]) for r in csv.DictReader(f)
+                  if r.get("val0_epoch/weighted_sum")]  # fmt: skip
+    return len(losses), int(np.argmin(losses)) + 1
+
+
+def _evaluate_seed(seed, run_dir, wall):
+    from aniso_nequip.inference import load_model
+    from aniso_nequip.scripts.evaluate import evaluate
+
+    ckpt = run_dir / "best.ckpt"
+    metrics = evaluate(str(ckpt), [str(ROOT / TEST_FILE)], run_dir / "eval", force=True,
+                       quiet=True)  # fmt: skip
+    epochs, best_epoch = _epochs(run_dir)
+    params = sum(p.numel() for p in load_model(ckpt).parameters())
+    print(f"seed {seed}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS), flush=True)
+    return {"seed": seed, "wall_s": round(wall, 1), "epochs": epochs, "best_epoch": best_epoch,
+            "parameters": params, **{k: metrics[k] for k in KEYS},
+            "per_crystal_system": metrics["per_crystal_system"]}  # fmt: skip
+
+
+def _ensemble(run_dirs):
+    """Test metrics of the mean prediction of the seeds' models (an ensemble)."""
+    from aniso_nequip.data.symmetry import crystal_system
+    from aniso_nequip.metrics import reference_tensor, tensor_metrics
+
+    per_seed = [ase.io.read(d / "eval" / "predictions.extxyz", ":") for d in run_dirs]
+    mean = np.mean([[a.info["dielectric_tensor_pred"] for a in frames] for frames in per_seed], 0)
+    frames = per_seed[0]
+    reference = np.stack([reference_tensor(a) for a in frames])
+    metrics = tensor_metrics(reference, mean.reshape(-1, 3, 3), [crystal_system(a) for a in frames])
+    return {k: metrics[k] for k in KEYS}
 
 
 def main(argv=None):
@@ -47,41 +117,43 @@ def main(argv=None):
     )
     parser.add_argument("config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--pretrain",
+        help="config to pre-train with first (its best checkpoint is passed to CONFIG as "
+        "`pretrained`); overrides apply to both",
+    )
     parser.add_argument("--max-minutes", type=float, help="wall-time limit per training")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
+    parser.add_argument("--name", help="name of the run (default: the config's)")
     parser.add_argument("--out", default="benchmarks/runs", help="run directories and JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. max_epochs=60")
     args = parser.parse_intermixed_args(argv)
 
-    from aniso_nequip.inference import load_model
-    from aniso_nequip.scripts.evaluate import evaluate
-
     config = pathlib.Path(args.config).resolve()
-    out = (ROOT / args.out / config.stem).resolve()
-    runs = []
-    for seed in args.seeds:
-        run_dir = out / f"seed{seed}"
+    if args.pretrain:
+        args.pretrain = pathlib.Path(args.pretrain).resolve()
+    out = (ROOT / args.out / (args.name or config.stem)).resolve()
+    run_dirs = {seed: out / f"seed{seed}" for seed in args.seeds}
+    for run_dir in run_dirs.values():
         run_dir.mkdir(parents=True, exist_ok=True)
-        wall = _train(config, seed, run_dir, args.max_minutes, args.overrides)
-        ckpt = run_dir / "best.ckpt"
-        metrics = evaluate(str(ckpt), [str(ROOT / TEST_FILE)], run_dir / "eval", force=True,
-                           quiet=True)  # fmt: skip
-        (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
-        with open(metrics_csv) as f:
-            epochs = sum(1 for row in csv.DictReader(f) if row.get("val0_epoch/weighted_sum"))
-        params = sum(p.numel() for p in load_model(ckpt).parameters())
-        runs.append({"seed": seed, "wall_s": round(wall, 1), "epochs": epochs,
-                     "parameters": params, **{k: metrics[k] for k in KEYS},
-                     "per_crystal_system": metrics["per_crystal_system"]})  # fmt: skip
-        print(f"seed {seed}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS), flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        walls = dict(zip(args.seeds, pool.map(
+            lambda seed: _train_seed(args, config, seed, run_dirs[seed]), args.seeds)))  # fmt: skip
+    runs = [_evaluate_seed(seed, run_dirs[seed], walls[seed]) for seed in args.seeds]
     summary = {
+        "name": args.name or config.stem,
         "config": str(config.relative_to(ROOT)),
+        "pretrain": str(args.pretrain.relative_to(ROOT)) if args.pretrain else None,
         "overrides": args.overrides,
         "seeds": args.seeds,
+        "machine": describe(),
         **{f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in KEYS},
         **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in KEYS},
+        "ensemble": _ensemble(list(run_dirs.values())) if len(runs) > 1 else None,
         "runs": runs,
     }
-    (out / "accuracy.json").write_text(json.dumps(summary, indent=2))
+    with atomic_file(out / "accuracy.json", force=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
 
 

@@ -1,30 +1,38 @@
-"""Training and inference throughput of a shipped config on the bundled MP training split.
+"""Training and inference throughput of the shipped configs on the bundled MP training split.
 
-Prints one JSON object: training structures/s (forward + loss + backward + AdamW step, batches
-of the config's ``batch_size``, data loading and neighbour lists included, as in nequip-train),
-inference structures/s (batch 32, no gradients), peak resident memory, parameter count and the
-torch thread count. Not a test: figures depend on the machine.
+For each config, compile mode (``eager``; ``compile``: nequip's ``torch.compile`` mode) and device
+(``cpu``; ``cuda`` when present), measured in its own process: training structures/s (forward +
+loss + backward + AdamW step, batches of the config's ``batch_size``, data loading and neighbour
+lists included, as in nequip-train), inference structures/s (batch 32, no gradients), peak
+resident memory (and GPU memory), parameter count. Prints a table and writes the figures as JSON
+(``--out``) for ``benchmarks/results.py``. Not a test: figures depend on the machine.
 
-    python benchmarks/speed.py                                  # configs/anisonet.yaml, CPU
-    python benchmarks/speed.py --config configs/anisonet_scalar.yaml --train-batches 20
-    python benchmarks/speed.py --device cuda l_max=2            # trailing Hydra overrides
+    python benchmarks/speed.py                                   # every config and mode
+    python benchmarks/speed.py --configs configs/anisonet.yaml --modes eager
+    python benchmarks/speed.py --devices cuda l_max=2            # trailing Hydra overrides
 """
 
 import argparse
 import json
+import os
 import pathlib
-import platform
 import resource
+import subprocess
+import sys
 import time
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from machine import describe
 from nequip.data import AtomicDataDict
 from nequip.utils.global_state import set_global_state
 from omegaconf import OmegaConf
 
+from aniso_nequip.io import atomic_file
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = [f"configs/anisonet{name}.yaml" for name in ("", "_scalar", "_best", "_static")]
 
 
 def _load(config: pathlib.Path, overrides):
@@ -53,21 +61,26 @@ def _batches(loader, device, limit):
         yield AtomicDataDict.to_(batch, device)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", default=str(ROOT / "configs" / "anisonet.yaml"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--train-batches", type=int, default=40, help="timed training steps")
-    parser.add_argument("--infer-batches", type=int, default=15, help="timed inference batches")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. l_max=2")
-    args = parser.parse_args(argv)
+def _throughput(step, loader, device, warmup, batches):
+    """Structures passed through ``step`` and the seconds it took, after ``warmup`` batches."""
+    for batch in _batches(loader, device, warmup):
+        step(batch)
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    for batch in _batches(loader, device, batches):
+        step(batch)
+        n += AtomicDataDict.num_frames(batch)
+    _sync(device)
+    return n, time.perf_counter() - start
 
+
+def measure(config, device, compile_mode, overrides, train_batches=40, infer_batches=15,
+            warmup=3):  # fmt: skip
+    """Figures of one config/device/compile mode, measured in this process."""
     set_global_state()
-    device = torch.device(args.device)
-    cfg, datamodule, model, loss_fn, optim_cfg = _load(pathlib.Path(args.config), args.overrides)
+    device = torch.device(device)
+    overrides = [*overrides, f"++training_module.model.compile_mode={compile_mode}"]
+    cfg, datamodule, model, loss_fn, optim_cfg = _load(pathlib.Path(config), overrides)
     model = model.to(device)
     optimizer = instantiate({**optim_cfg, "params": model.parameters()})
 
@@ -79,38 +92,22 @@ def main(argv=None):
         optimizer.step()
         loss_fn.reset()
 
-    loader = datamodule.train_dataloader()
     model.train()
-    for batch in _batches(loader, device, args.warmup):
-        train_step(batch)
-    _sync(device)
-    n_train, start = 0, time.perf_counter()
-    for batch in _batches(loader, device, args.train_batches):
-        train_step(batch)
-        n_train += AtomicDataDict.num_frames(batch)
-    _sync(device)
-    train_time = time.perf_counter() - start
-
+    n_train, train_time = _throughput(
+        train_step, datamodule.train_dataloader(), device, warmup, train_batches
+    )
     infer_loader = torch.utils.data.DataLoader(
         datamodule.train_dataset[0], batch_size=32, collate_fn=AtomicDataDict.batched_from_list
     )
     model.eval()
     with torch.no_grad():
-        for batch in _batches(infer_loader, device, 1):
-            model(batch)
-        _sync(device)
-        n_infer, start = 0, time.perf_counter()
-        for batch in _batches(infer_loader, device, args.infer_batches):
-            model(batch)["dielectric_tensor"]
-            n_infer += AtomicDataDict.num_frames(batch)
-        _sync(device)
-        infer_time = time.perf_counter() - start
+        n_infer, infer_time = _throughput(model, infer_loader, device, warmup, infer_batches)
 
     result = {
-        "config": str(args.config),
-        "overrides": args.overrides,
+        "config": os.path.relpath(config, ROOT),
+        "overrides": list(overrides[:-1]),
         "device": str(device),
-        "machine": platform.processor() or platform.machine(),
+        "compile_mode": compile_mode,
         "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch_size": int(cfg.batch_size),
@@ -119,11 +116,75 @@ def main(argv=None):
         "inference_structures_per_s": round(n_infer / infer_time, 2),
         "inference_structures_timed": n_infer,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_memory_mb": None,
     }
     if device.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name(device)
         result["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def _measure_in_subprocess(args, config, device, mode):
+    command = [sys.executable, __file__, "--one", config, device, mode,
+               "--train-batches", str(args.train_batches), "--infer-batches",
+               str(args.infer_batches), "--warmup", str(args.warmup), *args.overrides]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        return {"config": os.path.relpath(config, ROOT), "device": device, "compile_mode": mode,
+                "error": tail}  # fmt: skip
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def table(results):
+    """Markdown table of speed results."""
+    lines = ["| config | device | mode | parameters | train structures/s | inference structures/s "
+             "| peak RSS (MB) | peak GPU memory (MB) |", "|" + " --- |" * 8]  # fmt: skip
+    for r in results:
+        if "error" in r:
+            cells = [r["config"], r["device"], r["compile_mode"], f"failed: {r['error'][-80:]}"]
+            cells += [""] * 4
+        else:
+            cells = [r["config"], r["device"], r["compile_mode"], f"{r['parameters']:,}",
+                     f"{r['train_structures_per_s']:.1f}", f"{r['inference_structures_per_s']:.1f}",
+                     f"{r['peak_rss_mb']:.0f}", "" if r["peak_gpu_memory_mb"] is None
+                     else f"{r['peak_gpu_memory_mb']:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", nargs="+", default=CONFIGS)
+    parser.add_argument("--modes", nargs="+", default=["eager", "compile"])
+    parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda when present")
+    parser.add_argument("--train-batches", type=int, default=40, help="timed training steps")
+    parser.add_argument("--infer-batches", type=int, default=15, help="timed inference batches")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
+    parser.add_argument("--out", help="JSON file for the figures (and the machine)")
+    parser.add_argument("--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. l_max=2")
+    args = parser.parse_intermixed_args(argv)
+
+    if args.one:
+        config, device, mode = args.one
+        figures = measure(config, device, mode, args.overrides, args.train_batches,
+                          args.infer_batches, args.warmup)  # fmt: skip
+        print(json.dumps(figures))
+        return
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results, machine = [], describe()
+    for device in devices:
+        for config in args.configs:
+            for mode in args.modes:
+                results.append(_measure_in_subprocess(args, str(ROOT / config), device, mode))
+                print(table(results[-1:]).splitlines()[-1], flush=True)
+                if args.out:  # after each measurement, so an interrupted run keeps its figures
+                    with atomic_file(args.out, force=True) as tmp:
+                        tmp.write_text(json.dumps({"machine": machine, "results": results}))
+    print("\n" + table(results))
 
 
 if __name__ == "__main__":

@@ -108,9 +108,10 @@ def build_model(type_names):
     return _make
 
 
-def run_command(args, cwd=ROOT):
-    """Run a console script; fail the test with its output if it exits non-zero."""
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+def run_command(args, cwd=ROOT, **env_vars):
+    """Run a console script (with extra environment variables); fail the test with its output
+    if it exits non-zero."""
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", **env_vars)
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc

@@ -1,10 +1,11 @@
 """Cleaning rules of the AnisoNet paper, each switchable, with a report of what each removed."""
 
-from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import ase
 import numpy as np
+
+from .matching import StructureIndex, crystal_id
 
 
 def _eps(atoms: ase.Atoms) -> np.ndarray:
@@ -12,7 +13,7 @@ def _eps(atoms: ase.Atoms) -> np.ndarray:
 
 
 def _id(atoms: ase.Atoms) -> str:
-    return str(atoms.info.get("material_id", atoms.info.get("entry_id", "?")))
+    return crystal_id(atoms) or "?"
 
 
 def clean(
@@ -71,17 +72,11 @@ def clean(
 
 
 def _drop_duplicate_structures(frames: List[ase.Atoms], removed: Dict) -> List[ase.Atoms]:
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    matcher = StructureMatcher()
-    kept, by_formula = [], defaultdict(list)
+    kept, index = [], StructureIndex()
     for atoms in frames:
-        structure = AseAtomsAdaptor.get_structure(atoms)
-        group = by_formula[structure.composition.reduced_formula]
-        if any(matcher.fit(structure, other) for other in group):
+        if atoms in index:
             removed["duplicate_structure"].append(_id(atoms))
             continue
-        group.append(structure)
+        index.add(atoms)
         kept.append(atoms)
     return kept

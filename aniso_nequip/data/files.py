@@ -19,10 +19,12 @@ from typing import Callable, List, Optional
 import ase
 import ase.io
 import numpy as np
+import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._keys import DIELECTRIC_IONIC_KEY
 from ..io import atomic_file
+from .matching import StructureIndex
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 _EPS, _BORN = "dielectric_tensor", "born_effective_charges"
@@ -134,29 +136,49 @@ def dataset_from_file(
     transforms: Optional[List[Callable]] = None,
     include_keys: Optional[List[str]] = None,
     exclude_keys: Optional[List[str]] = None,
+    exclude_structures_in: Optional[List[str]] = None,
 ):
     """A nequip dataset for ``file_path``: ``HDF5Dataset`` for ``.h5``/``.hdf5`` files written by
     :func:`write_frames`, else ``ASEDataset`` (extxyz, ``.gz`` allowed). Used as the ``_target_``
     of the datasets in ``configs/anisonet.yaml``, so ``train_file=...`` may name either format.
 
     ``include_keys`` adds ``atoms.info`` fields to load (e.g. ``dielectric_ionic_tensor``);
-    ``exclude_keys`` drops fields the model does not use (e.g. ``born_effective_charges``)."""
+    ``exclude_keys`` drops fields the model does not use (e.g. ``born_effective_charges``).
+    ``exclude_structures_in`` names dataset files whose crystals must not be used: frames of
+    ``file_path`` matching one of them (by id, else by structure; see
+    :class:`~aniso_nequip.data.matching.StructureIndex`) are left out, e.g. to pre-train on
+    another collection without seeing the validation and test crystals."""
     from nequip.data.dataset import ASEDataset, HDF5Dataset
 
     transforms = list(transforms or [])
     include_keys = list(include_keys or [])
     exclude_keys = list(exclude_keys or [])
-    if not os.path.isfile(file_path):
-        raise FileNotFoundError(f"dataset file `{file_path}` does not exist")
+    for path in [file_path, *(exclude_structures_in or [])]:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"dataset file `{path}` does not exist")
     if is_hdf5(file_path):
         optional = {DIELECTRIC_IONIC_KEY} - set(include_keys)
         mapping = {
             k: v for k, v in HDF5_KEY_MAPPING.items() if v not in exclude_keys and v not in optional
         }
-        return HDF5Dataset(file_name=file_path, transforms=transforms, key_mapping=mapping)
-    return ASEDataset(
-        file_path=file_path,
-        transforms=transforms,
-        include_keys=include_keys,
-        exclude_keys=exclude_keys,
-    )
+        dataset = HDF5Dataset(file_name=file_path, transforms=transforms, key_mapping=mapping)
+    else:
+        dataset = ASEDataset(
+            file_path=file_path,
+            transforms=transforms,
+            include_keys=include_keys,
+            exclude_keys=exclude_keys,
+        )
+    if not exclude_structures_in:
+        return dataset
+    return torch.utils.data.Subset(dataset, _indices_not_in(file_path, exclude_structures_in))
+
+
+def _indices_not_in(file_path, exclude_files) -> List[int]:
+    """Indices of the frames of ``file_path`` (in the order nequip's dataset reads them) that match
+    no crystal of ``exclude_files``."""
+    index = StructureIndex(atoms for path in exclude_files for atoms in read_frames(path))
+    frames = read_frames(file_path)
+    if is_hdf5(file_path):  # HDF5Dataset reads frames grouped by atom count
+        frames = sorted(frames, key=len)
+    return [i for i, atoms in enumerate(frames) if atoms not in index]

@@ -20,6 +20,16 @@ from .symmetry import SYMPREC, point_group_deviation
 
 SOURCE = "mp-dfpt-pbe"
 DOCUMENT_FIELDS = ["material_id", "structure", "electronic", "ionic", "total", "formula_pretty"]
+# summary-document fields of a screening pool (``aniso-nequip data mp-candidates``)
+CANDIDATE_FIELDS = [
+    "material_id",
+    "structure",
+    "formula_pretty",
+    "energy_above_hull",
+    "band_gap",
+    "nsites",
+    "elements",
+]
 
 
 class DocumentError(ValueError):
@@ -65,7 +75,8 @@ def _tensor(doc: Dict[str, Any], key: str, material_id: str) -> np.ndarray:
     return 0.5 * (tensor + tensor.T)
 
 
-def _atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
+def document_atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
+    """The document's ``structure`` as periodic ``ase.Atoms``; raises :class:`DocumentError`."""
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -102,7 +113,7 @@ def doc_to_atoms(doc, symprec: float = SYMPREC) -> ase.Atoms:
 
     doc = document_to_dict(doc)
     material_id = str(doc.get("material_id") or "<no material_id>")
-    atoms = _atoms(doc, material_id)
+    atoms = document_atoms(doc, material_id)
     electronic = _tensor(doc, "electronic", material_id)
     sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
     info = {

@@ -19,6 +19,7 @@ from nequip.nn.embedding import (
 from .. import _keys
 from ..nn import GaussianEdgeLengthEncoding, GraphMeanPool, SymmetricTensorReadout
 from ..tensors import change_of_basis
+from .pretrained import load_pretrained_weights
 
 _RADIAL_BASES = ("gaussian", "bessel")
 
@@ -171,6 +172,7 @@ def AnisoNetModel(
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
     equivariant_readout: bool = True,
+    pretrained: Optional[str] = None,
 ) -> GraphModel:
     """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
 
@@ -205,6 +207,9 @@ def AnisoNetModel(
             ``2e`` coefficients
         equivariant_readout (bool): ``True`` for the ``1x0e+1x2e`` readout; ``False`` gives the
             ``6x0e`` ablation (see :func:`ScalarAnisoNetModel`)
+        pretrained (str): checkpoint or package of a model with the same architecture (e.g.
+            trained by ``configs/anisonet_pretrain.yaml``) whose weights, shift and scales this
+            one starts from (fine-tuning); ``None`` (default) starts from random weights
     """
     trunk_args = {k: v for k, v in locals().items() if k in TRUNK_ARGS}
     modules, prev_irreps = _trunk(
@@ -223,7 +228,10 @@ def AnisoNetModel(
             anisotropic_scale=anisotropic_scale,
         )
     )
-    return SequentialGraphNetwork(modules)
+    network = SequentialGraphNetwork(modules)
+    if pretrained is not None:
+        load_pretrained_weights(network, pretrained)
+    return network
 
 
 @model_builder

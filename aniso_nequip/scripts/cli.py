@@ -14,6 +14,7 @@ DATA_EXAMPLES = """examples:
   aniso-nequip data convert docs.json.gz --out datasets/mp_dielectric.extxyz --stratify
   aniso-nequip data convert docs.json --out data/mp.h5 --split 0.7 0.15 0.15 --seed 1
   aniso-nequip data stats datasets/mp_subset_train.extxyz.gz --png mp_train_stats.png
+  aniso-nequip data mp-candidates --out pool.json.gz             # screening pool (MP_API_KEY)
 
 convert and mp write OUT (all kept crystals), OUT's <stem>_{train,val,test} splits and
 <stem>_report.json (what each cleaning rule removed); then train with
@@ -167,8 +168,10 @@ def _cmd_convert(args) -> None:
     _run_pipeline(docs, args)
 
 
-def _fetch_documents():
-    from ..data.mp import DOCUMENT_FIELDS, document_to_dict
+def _fetch_documents(search):
+    """The documents ``search(mpr)`` returns for an ``MPRester`` made with ``MP_API_KEY``, as
+    dicts; the key is never printed."""
+    from ..data.mp import document_to_dict
 
     key = os.environ.get("MP_API_KEY", "").strip()
     if not key:
@@ -180,7 +183,7 @@ def _fetch_documents():
         from mp_api.client import MPRester
 
         with MPRester(api_key=key) as mpr:
-            docs = mpr.materials.dielectric.search(fields=DOCUMENT_FIELDS)
+            docs = search(mpr)
     except Exception as err:  # network, authentication, server errors
         message = str(err).replace(key, "***")
         raise CommandError(
@@ -191,17 +194,36 @@ def _fetch_documents():
 
 
 def _cmd_mp(args) -> None:
-    from ..data.mp import read_documents
+    from ..data.mp import DOCUMENT_FIELDS, read_documents
 
     cache = pathlib.Path(args.cache)
     if cache.exists() and not args.refresh:
         print(f"using cached documents {cache} (--refresh to download again)")
         docs = read_documents(str(cache))
     else:
-        docs = _fetch_documents()
+        docs = _fetch_documents(lambda mpr: mpr.materials.dielectric.search(fields=DOCUMENT_FIELDS))
         _write_json(docs, cache, force=args.refresh)
         print(f"downloaded {len(docs)} documents, cached in {cache}")
     _run_pipeline(docs, args)
+
+
+def _cmd_mp_candidates(args) -> None:
+    from ..data.mp import CANDIDATE_FIELDS
+
+    out = pathlib.Path(args.out)
+    if out.exists() and not args.force:
+        raise CommandError(f"`{out}` exists; pass --force to overwrite it")
+    docs = _fetch_documents(
+        lambda mpr: mpr.materials.summary.search(
+            energy_above_hull=(0, args.max_e_above_hull),
+            band_gap=(args.min_band_gap, None),
+            nsites=(None, args.max_sites),
+            fields=CANDIDATE_FIELDS,
+        )
+    )
+    _write_json(docs, out, force=args.force)
+    print(f"wrote {len(docs)} candidate documents to {out}; screen them with")
+    print(f"  aniso-nequip screen --model MODEL --structures {out} --out screen/")
 
 
 def _cmd_stats(args) -> None:
@@ -284,6 +306,183 @@ def _cmd_sweep(args) -> None:
     print(summary(study, spec, write_results(study, spec)))
 
 
+SCREEN_EXAMPLES = """examples:
+  aniso-nequip screen --model outputs/anisonet/best.ckpt \\
+      --structures datasets/phonondb_train.extxyz.gz datasets/phonondb_val.extxyz.gz \\
+      datasets/phonondb_test.extxyz.gz --exclude datasets/mp_subset_train.extxyz.gz --out screen/
+  aniso-nequip screen --model a.ckpt --model b.nequip.zip --structures pool.json.gz \\
+      --out screen/ --rank-by upper --k 2 --device cuda
+  aniso-nequip screen ... --out screen/ --shard 0/4     # one of 4 processes or machines
+  aniso-nequip screen merge screen/                      # once every shard has finished
+
+--structures: extxyz files (.gz allowed), folders of CIF/POSCAR files, JSON(.gz) dumps of MP
+summary documents (`aniso-nequip data mp-candidates`). --exclude: extxyz files or id lists
+(.txt/.ids, one id per line), matched by material id, else by structure. A threshold of `off`
+switches its filter off. Re-running the same command resumes: finished shards are skipped.
+OUT receives ranking.csv, candidates.extxyz, summary.md, summary.json, a_r_by_dimensionality.png,
+a_r_histogram.png, and shards/ (per-shard results).
+"""
+
+
+def _threshold(kind):
+    def parse(text: str):
+        if text.lower() in ("off", "none"):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or `off`, got {text!r}") from None
+
+    return parse
+
+
+def _shard(text: str):
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def _print_screen(summary, out) -> None:
+    print(
+        f"{summary['read']} structures read, {summary['predicted']} screened, "
+        f"{len(summary['unknown_elements'])} skipped for unknown elements"
+    )
+    for name, rule in summary["rules"].items():
+        print(f"  {name:>18}: {len(rule['removed'])} removed")
+    unphysical = summary["unphysical"]
+    if unphysical["count"]:
+        where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
+        print(f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
+              f"{where}: see summary.md")  # fmt: skip
+    score = summary["ranked_by"]
+    for row in summary["top"][:5]:
+        print(f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}")
+    print(f"wrote {', '.join(summary['files'])} into {out}")
+
+
+def _cmd_screen_merge(args) -> None:
+    from ..screen.runner import ShardsMissingError, merge
+    from ..screen.sources import InputError
+
+    try:
+        summary = merge(args.dir)
+    except (FileNotFoundError, InputError, ShardsMissingError) as err:
+        raise CommandError(str(err)) from err
+    _print_screen(summary, args.dir)
+
+
+def _cmd_screen(args) -> None:
+    import torch
+
+    from ..inference import ModelLoadError
+    from ..screen.filters import Thresholds
+    from ..screen.runner import Settings, merge, missing_shards, prepare, run_shard
+    from ..screen.sources import InputError
+
+    if args.action == "merge":
+        return _cmd_screen_merge(args)
+    if not (args.model and args.structures and args.out):
+        raise CommandError("screen needs --model, --structures and --out (see --help)")
+    for path in args.model + args.structures + args.exclude + (args.training_set or []):
+        if not os.path.exists(path):
+            raise CommandError(f"`{path}` does not exist")
+    shard, n = args.shard
+    settings = Settings(
+        models=args.model,
+        structures=args.structures,
+        exclude=args.exclude,
+        training_set=args.training_set,
+        thresholds=Thresholds(args.max_e_above_hull, args.min_band_gap, args.max_sites),
+        rank_by=args.rank_by,
+        k=args.k,
+        top=args.top,
+        keep_unphysical=args.keep_unphysical,
+        dimensionality=not args.no_dimensionality,
+        shards=n,
+    )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        prepare(args.out, settings, force=args.force)
+        if not run_shard(args.out, settings, shard, device, args.batch_size, not args.quiet):
+            print(f"shard {shard}/{n} had finished before in {args.out}; skipped")
+        if n > 1 and not args.merge:
+            print(f"shard {shard}/{n} done; `aniso-nequip screen merge {args.out}` once all are")
+            return
+        missing = missing_shards(args.out, settings)
+        if missing:
+            print(f"not merging yet: shard(s) {', '.join(f'{i}/{n}' for i in missing)} unfinished")
+        else:
+            _print_screen(merge(args.out), args.out)
+    except (InputError, ModelLoadError) as err:
+        raise CommandError(str(err)) from err
+
+
+def _add_screen_parser(commands) -> None:
+    from ..screen.filters import Thresholds
+    from ..screen.runner import RANK_BY
+
+    defaults = Thresholds()
+    screen = commands.add_parser(
+        "screen",
+        help="rank a pool of crystals by predicted dielectric anisotropy",
+        epilog=SCREEN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    screen.set_defaults(func=_cmd_screen)
+    many = dict(action="extend", nargs="+", default=[])
+    screen.add_argument("--model", **many, help="checkpoint or package; several: an ensemble")
+    screen.add_argument("--structures", **many, help="extxyz(.gz), CIF/POSCAR folder, JSON(.gz)")
+    screen.add_argument("--out", help="output folder (also holds the shards; resumable)")
+    screen.add_argument("--exclude", **many, help="training set: extxyz files or id lists")
+    screen.add_argument(
+        "--training-set",
+        action="extend",
+        nargs="+",
+        help="extxyz files with tensors for the a_r histogram (default: --exclude files)",
+    )
+    screen.add_argument(
+        "--max-e-above-hull",
+        type=_threshold(float),
+        default=defaults.max_e_above_hull,
+        help=f"eV/atom, kept below (default {defaults.max_e_above_hull}; `off`)",
+    )
+    screen.add_argument(
+        "--min-band-gap",
+        type=_threshold(float),
+        default=defaults.min_band_gap,
+        help=f"eV, kept above (default {defaults.min_band_gap}; `off`)",
+    )
+    screen.add_argument(
+        "--max-sites",
+        type=_threshold(int),
+        default=defaults.max_sites,
+        help=f"kept with at most this many sites (default {defaults.max_sites}; `off`)",
+    )
+    screen.add_argument("--rank-by", choices=RANK_BY, default="mean", help="a_r mean or bound")
+    screen.add_argument("--k", type=float, default=1.0, help="bound = mean +/- k*std (default 1)")
+    screen.add_argument("--top", type=int, default=50, help="crystals in candidates.extxyz (50)")
+    screen.add_argument(
+        "--keep-unphysical",
+        action="store_true",
+        help="rank by score alone (default: predictions with an eigenvalue < 1 rank last and "
+        "stay out of candidates.extxyz)",
+    )
+    screen.add_argument("--no-dimensionality", action="store_true", help="skip the slow part")
+    screen.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    screen.add_argument("--batch-size", type=int, default=32, help="structures per batch (32)")
+    screen.add_argument("--shard", type=_shard, default=(0, 1), help="run shard i of n: i/n")
+    screen.add_argument("--merge", action="store_true", help="merge when all shards are done")
+    screen.add_argument("--quiet", action="store_true", help="no progress bar")
+    screen.add_argument("--force", action="store_true", help="discard another run's results")
+    actions = screen.add_subparsers(dest="action", metavar="merge DIR")
+    merge = actions.add_parser("merge", help="merge finished shards of DIR into the outputs")
+    merge.add_argument("dir", help="the --out folder of the sharded run")
+
+
 def _command(subparsers, name: str, help: str, func) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name, help=help, epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -293,6 +492,8 @@ def _command(subparsers, name: str, help: str, func) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..screen.filters import Thresholds
+
     parser = argparse.ArgumentParser(prog="aniso-nequip", description="aniso-nequip tools")
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser(
@@ -318,6 +519,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("file", help="extxyz(.gz) or .h5 dataset")
     stats.add_argument("--png", help="histogram output (default: FILE.stats.png)")
 
+    candidates = _command(
+        actions, "mp-candidates", "download a screening pool (MP_API_KEY)", _cmd_mp_candidates
+    )
+    candidates.add_argument("--out", required=True, help="JSON(.gz) output, e.g. pool.json.gz")
+    for option, kind, name in (
+        ("--max-e-above-hull", float, "max_e_above_hull"),
+        ("--min-band-gap", float, "min_band_gap"),
+        ("--max-sites", int, "max_sites"),
+    ):
+        default = getattr(Thresholds(), name)
+        candidates.add_argument(option, type=kind, default=default, help=f"default {default}")
+    candidates.add_argument("--force", action="store_true", help="overwrite OUT")
+
+    _add_screen_parser(commands)
     sweep = commands.add_parser(
         "sweep",
         help="optuna hyperparameter sweep of nequip-train runs (YAML spec)",
@@ -346,7 +561,7 @@ def main(argv=None) -> int:
         print(f"aniso-nequip: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("aniso-nequip: interrupted (a sweep resumes when re-run)", file=sys.stderr)
+        print("aniso-nequip: interrupted (re-run to resume a sweep or screen)", file=sys.stderr)
         return 130
     return 0
 

@@ -18,7 +18,7 @@ from ..data.files import read_frames
 from ..data.symmetry import crystal_system
 from ..inference import ModelLoadError, load_model, predict, unknown_elements
 from ..io import OutputExistsError, staged_output_dir
-from ..metrics import derived, metrics_table, tensor_metrics
+from ..metrics import derived, metrics_table, reference_tensor, tensor_metrics
 from ..plots import parity_heatmap
 
 EXAMPLES = """examples:
@@ -57,26 +57,22 @@ def _read_frames(paths: List[str]):
     return frames, origin
 
 
-def _reference(atoms):
-    results = atoms.calc.results if atoms.calc is not None else {}
-    value = results.get(_EPS, atoms.info.get(_EPS))
-    return None if value is None else np.asarray(value, dtype=np.float64).reshape(3, 3)
-
-
 def _head_metrics(frames, outputs, systems):
     """Metrics of the heads beyond the electronic tensor, on the frames that have references."""
     out = {}
     if _IONIC in outputs:
         refs = [a.info.get(_IONIC) for a in frames]
         keep = [
-            i for i, r in enumerate(refs) if r is not None and _reference(frames[i]) is not None
+            i
+            for i, r in enumerate(refs)
+            if r is not None and reference_tensor(frames[i]) is not None
         ]
         if keep:
             ionic_ref = np.stack([np.reshape(refs[i], (3, 3)) for i in keep])
             ionic_pred = outputs[_IONIC][keep]
             kept_systems = [systems[i] for i in keep]
             out[_IONIC] = tensor_metrics(ionic_ref, ionic_pred, kept_systems)
-            electronic_ref = np.stack([_reference(frames[i]) for i in keep])
+            electronic_ref = np.stack([reference_tensor(frames[i]) for i in keep])
             out["static"] = tensor_metrics(
                 electronic_ref + ionic_ref, outputs[_EPS][keep] + ionic_pred, kept_systems
             )
@@ -123,7 +119,7 @@ def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=Fal
 
     outputs = predict(frames, model, batch_size, device, field="all", progress=not quiet)
     pred = outputs[_EPS]
-    refs = [_reference(a) for a in frames]
+    refs = [reference_tensor(a) for a in frames]
     has_ref = np.array([r is not None for r in refs])
     systems = [crystal_system(a) for a in frames]
     pred_d = derived(pred)

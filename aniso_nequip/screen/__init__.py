@@ -1,0 +1,6 @@
+"""Screening crystal pools for highly anisotropic dielectrics (``aniso-nequip screen``).
+
+``sources`` streams the input structures, ``filters`` applies the paper's pool filters,
+``dimensionality`` classifies bonded networks, ``runner`` predicts shard by shard (resumable)
+and merges, ``report`` writes the ranking, candidates, summary and plots.
+"""

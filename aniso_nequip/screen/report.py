@@ -1,0 +1,309 @@
+"""Final screening outputs from finished shards: ``ranking.csv``, ``candidates.extxyz``,
+``summary.md``/``summary.json`` and the plots of the paper's Fig. 6 (``a_r`` by structural
+dimensionality, ``a_r`` histogram of the screened crystals against the training set)."""
+
+import csv
+import json
+import pathlib
+from typing import Dict, List, Optional
+
+import ase.io
+import numpy as np
+
+from ..data.files import read_frames
+from ..io import staged_output_dir
+from ..metrics import derived, reference_tensor
+from .runner import (
+    ID_LIST_SUFFIXES,
+    OUTPUTS,
+    PHYSICAL_MIN_EIGENVALUE,
+    Settings,
+    shard_path,
+    sort_key,
+)
+from .sources import InputError
+
+TOP_TABLE = 10
+LISTED = 50  # crystals listed by name per rule in summary.md (all are in summary.json)
+LISTED_UNPHYSICAL = 20  # unphysical predictions listed in summary.md and summary.json
+UNPHYSICAL_WHY = (
+    "eps_inf eigenvalues are >= 1 for any real material; a smaller predicted eigenvalue is a "
+    "model failure, typically for a crystal outside its training distribution, and makes a_r "
+    "meaningless"
+)
+
+
+def _physical(row: Dict[str, str]) -> bool:
+    """A CSV row's ``physical`` (written as ``True``/``False``)."""
+    return row["physical"] == "True"
+
+
+def _ranked_rows(out, settings: Settings) -> List[Dict[str, str]]:
+    rows = []
+    for i in range(settings.shards):
+        with open(shard_path(out, i, settings.shards, ".csv"), newline="") as f:
+            rows += list(csv.DictReader(f))
+    score = settings.score_column
+    rows.sort(
+        key=lambda r: sort_key(float(r[score]), int(r["index"]), settings.ranked_last(_physical(r)))
+    )
+    return [{"rank": str(rank), **row} for rank, row in enumerate(rows, start=1)]
+
+
+def _candidates(out, settings: Settings) -> List[ase.Atoms]:
+    """The best ``settings.top`` of the shards' candidates (physical ones only unless
+    ``keep_unphysical``: the shards kept no others)."""
+    frames = []
+    for i in range(settings.shards):
+        frames += ase.io.read(shard_path(out, i, settings.shards, ".extxyz"), ":")
+    score = settings.score_column
+    frames.sort(key=lambda a: sort_key(float(a.info[score]), int(a.info["index"])))
+    for rank, atoms in enumerate(frames[: settings.top], start=1):
+        atoms.info["rank"] = rank
+    return frames[: settings.top]
+
+
+def training_a_r(settings: Settings) -> Optional[np.ndarray]:
+    """``a_r`` of the reference tensors in the training-set files (``settings.training_set``, else
+    the ``exclude`` frame files); ``None`` when none carries tensors."""
+    paths = settings.training_set
+    if paths is None:
+        paths = [p for p in settings.exclude if pathlib.Path(p).suffix not in ID_LIST_SUFFIXES]
+    tensors = []
+    for path in paths:
+        try:
+            frames = read_frames(path)
+        except Exception as err:  # ASE/h5py raise many types for malformed files
+            raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+        tensors += [t for t in map(reference_tensor, frames) if t is not None]
+    return derived(np.stack(tensors))["a_r"] if tensors else None
+
+
+def _dim_label(value: str) -> str:
+    return f"{value}D" if value else "n/a"
+
+
+def _plot_by_dimensionality(rows, score: str, path, n_unphysical: int) -> None:
+    import matplotlib.pyplot as plt
+
+    groups = {}
+    for row in rows:
+        groups.setdefault(_dim_label(row["dimensionality"]), []).append(float(row[score]))
+    names = sorted(groups)
+    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=150)
+    values = [np.asarray(groups[n])[np.isfinite(groups[n])] for n in names]
+    ax.boxplot(values, showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(values, start=1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=6, alpha=0.5, color="tab:blue")
+    ax.set(xlabel="structural dimensionality", ylabel=score)
+    title = ", ".join(f"{n}: {len(v)}" for n, v in zip(names, values))
+    if n_unphysical:
+        title += f"; {n_unphysical} unphysical predictions left out"
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_histogram(a_r, training, score: str, path, n_unphysical: int) -> None:
+    import matplotlib.pyplot as plt
+
+    a_r = a_r[np.isfinite(a_r)]
+    screened = f"screened ({len(a_r)})"
+    if n_unphysical:
+        screened = f"screened ({len(a_r)}; {n_unphysical} unphysical predictions left out)"
+    sets = [(a_r, screened)]
+    if training is not None:
+        sets.append((training[np.isfinite(training)], f"training set ({len(training)})"))
+    hi = max(float(v.max()) for v, _ in sets if len(v))
+    bins = np.linspace(1.0, max(hi, 1.0 + 1e-3), 40)
+    fig, ax = plt.subplots(figsize=(4.8, 3.4), dpi=150)
+    for values, name in sets:
+        ax.hist(values, bins=bins, density=True, alpha=0.55, label=name, log=True)
+    ax.set(xlabel=f"anisotropy ratio ({score})", ylabel="density (log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _cell(value) -> str:
+    try:
+        return f"{float(value):.3f}"
+    except ValueError:
+        return value
+
+
+def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str:
+    """``summary.md``; ``top`` are the rows of the top table."""
+    score = settings.score_column
+    ranked_by = score
+    if settings.ensemble and settings.rank_by != "mean":
+        sign = "+" if settings.rank_by == "upper" else "-"
+        ranked_by = f"{score} = a_r_mean {sign} {settings.k} * a_r_std"
+    lines = [
+        "# Screening summary",
+        "",
+        f"- models: {', '.join(f'`{m}`' for m in settings.models)}",
+        f"- structures: {', '.join(f'`{s}`' for s in settings.structures)}",
+        f"- ranked by `{ranked_by}`, descending; {settings.shards} shard(s)",
+        "",
+        "## Counts",
+        "",
+        f"- structures read: {summary['read']}",
+    ]
+    for name, rule in summary["rules"].items():
+        lines.append(f"- removed by `{name}`: {len(rule['removed'])}")
+    lines += [
+        f"- skipped for elements unknown to the model(s): {len(summary['unknown_elements'])}",
+        f"- screened (predicted): {summary['predicted']}",
+        f"- unphysical predictions (smallest eigenvalue < 1): {summary['unphysical']['count']}",
+    ]
+    if summary["dimensionality_counts"]:
+        counts = summary["dimensionality_counts"].items()
+        lines.append(f"- by dimensionality: {', '.join(f'{d}: {n}' for d, n in counts)}")
+    lines += [
+        "",
+        "## Filters",
+        "",
+        "| rule | applied to | skipped (no metadata) | removed |",
+        "| --- | --- | --- | --- |",
+    ]
+    for rule in summary["rules"].values():
+        lines.append(
+            f"| {rule['description']} | {rule['applied']} | {rule['no_metadata']} "
+            f"| {len(rule['removed'])} |"
+        )
+    for name, rule in summary["rules"].items():
+        if rule["removed"]:
+            matched = rule.get("matched", {})
+            shown = [f"{r} ({matched[r]})" if r in matched else r for r in rule["removed"][:LISTED]]
+            more = len(rule["removed"]) - LISTED
+            lines += ["", f"Removed by `{name}`: {', '.join(shown)}" + (" ..." if more > 0 else "")]
+    unknown = summary["unknown_elements"]
+    if unknown:
+        elements = sorted({e for els in unknown.values() for e in els})
+        lines += [
+            "",
+            "## Elements unknown to the model(s)",
+            "",
+            f"{len(unknown)} crystal(s) skipped; elements: {', '.join(elements)}",
+            "",
+        ]
+        lines += [f"- {name}: {', '.join(els)}" for name, els in list(unknown.items())[:LISTED]]
+    unphysical = summary["unphysical"]
+    if unphysical["count"]:
+        placed = (
+            "They are ranked by score with the others (--keep-unphysical)"
+            if settings.keep_unphysical
+            else "They are ranked after all physical predictions and left out of "
+            "`candidates.extxyz` and the top table"
+        )
+        lines += [
+            "",
+            "## Unphysical predictions",
+            "",
+            f"{unphysical['count']} crystal(s) got a predicted tensor with smallest eigenvalue "
+            f"below 1 (`physical` false in `ranking.csv`): {UNPHYSICAL_WHY}. {placed}; the plots "
+            "leave them out.",
+            "",
+        ]
+        lines += [
+            f"- {c['id']} ({c['formula']}): smallest eigenvalue {c['eig_1']:.3f}"
+            for c in unphysical["listed"]
+        ]
+        if unphysical["count"] > len(unphysical["listed"]):
+            lines.append("- ...")
+    columns = settings.columns()
+    stats = columns[columns.index("formula") + 1 : columns.index("physical")]
+    header = ["rank", "id", "formula", *stats, "crystal_system"]
+    if settings.keep_unphysical:
+        header.insert(-1, "physical")
+    if settings.dimensionality:
+        header.insert(-1, "dimensionality")
+    lines += [
+        "",
+        f"## Top {min(TOP_TABLE, len(top))}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ]
+    for row in top[:TOP_TABLE]:
+        cells = [
+            _cell(row[c]) if c in stats else _dim_label(row[c]) if c == "dimensionality" else row[c]
+            for c in header
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    seconds = summary["seconds"]
+    per_s = summary["predicted"] / seconds["total"] if seconds["total"] else float("nan")
+    lines += [
+        "",
+        "## Throughput",
+        "",
+        f"{summary['read']} structures read and {summary['predicted']} screened in "
+        f"{seconds['total']:.1f} s (summed over shards): {per_s:.1f} screened structures/s; "
+        f"prediction {seconds['predict']:.1f} s, dimensionality "
+        + (f"{seconds['dimensionality']:.1f} s." if settings.dimensionality else "skipped."),
+        "",
+        "## Files",
+        "",
+    ]
+    lines += [f"- `{f}`" for f in files]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
+    """Write the final outputs into ``out`` (atomically: all of them or none); returns the summary
+    with the output file names added."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    rows = _ranked_rows(out, settings)
+    physical = [r for r in rows if _physical(r)]
+    unphysical = [r for r in rows if not _physical(r)]
+    top = rows if settings.keep_unphysical else physical
+    score = settings.score_column
+    training = training_a_r(settings)
+    files = [OUTPUTS[k] for k in ("ranking", "candidates", "summary", "summary_json")]
+    with staged_output_dir(out, force=True) as stage:
+        with open(stage / OUTPUTS["ranking"], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["rank", *settings.columns()])
+            writer.writeheader()
+            writer.writerows(rows)
+        ase.io.write(stage / OUTPUTS["candidates"], _candidates(out, settings), format="extxyz")
+        if settings.dimensionality and physical:
+            files.append(OUTPUTS["by_dimensionality"])
+            path = stage / OUTPUTS["by_dimensionality"]
+            _plot_by_dimensionality(physical, score, path, len(unphysical))
+        if physical:
+            files.append(OUTPUTS["histogram"])
+            a_r = np.array([float(r[score]) for r in physical])
+            _plot_histogram(a_r, training, score, stage / OUTPUTS["histogram"], len(unphysical))
+        dims = [_dim_label(r["dimensionality"]) for r in rows]
+        summary = {
+            **summary,
+            "settings": settings.to_dict(),
+            "ranked_by": score,
+            "dimensionality_counts": {d: dims.count(d) for d in sorted(set(dims))}
+            if settings.dimensionality
+            else None,
+            "training_set_size": None if training is None else int(len(training)),
+            "unphysical": {
+                "count": len(unphysical),
+                "why": UNPHYSICAL_WHY,
+                "min_eigenvalue": PHYSICAL_MIN_EIGENVALUE,
+                "ranked_last": not settings.keep_unphysical,
+                "listed": [
+                    {"id": r["id"], "formula": r["formula"], "eig_1": float(r["eig_1"])}
+                    for r in unphysical[:LISTED_UNPHYSICAL]
+                ],
+            },
+            "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in top[:TOP_TABLE]],
+            "files": files,
+        }
+        (stage / OUTPUTS["summary"]).write_text(_summary_md(settings, summary, top, files))
+        (stage / OUTPUTS["summary_json"]).write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,129 @@
+"""Streaming the structures to screen: extxyz (or any ASE-readable) files, folders of CIF/POSCAR
+files, and JSON(.gz) dumps of Materials Project summary documents.
+
+Every structure has a global index, its position over all inputs in the order given (folders in
+sorted file-name order); the index decides its shard. Only the structures of the requested shard
+are converted, and files are read frame by frame, so memory does not grow with the pool.
+"""
+
+import pathlib
+from typing import Callable, Iterator, Optional, Sequence, Tuple
+
+import ase
+import ase.io
+
+from ..data.mp import DocumentError, document_atoms, document_to_dict, read_documents
+from ..io import full_suffix
+
+JSON_SUFFIXES = (".json", ".json.gz")
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
+POSCAR_NAMES = ("POSCAR", "CONTCAR")
+METADATA_KEYS = ("energy_above_hull", "band_gap")
+
+
+class InputError(ValueError):
+    """An input cannot be read; the message names the file (and entry) and the problem."""
+
+
+def _checked(atoms: ase.Atoms, source: str) -> ase.Atoms:
+    if len(atoms) == 0:
+        raise InputError(f"{source}: structure has no atoms")
+    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
+        raise InputError(f"{source}: structure has no 3D cell (a crystal needs lattice vectors)")
+    atoms.pbc = True
+    return atoms
+
+
+def _read(path: pathlib.Path, fmt: Optional[str] = None) -> Iterator[ase.Atoms]:
+    try:
+        yield from ase.io.iread(path, index=":", format=fmt)
+    except Exception as err:  # ASE raises many types for malformed files
+        raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+
+
+def _structure_files(folder: pathlib.Path) -> list:
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and (p.suffix.lower() in STRUCTURE_SUFFIXES or p.name.startswith(POSCAR_NAMES))
+    )
+    if not files:
+        raise InputError(
+            f"folder `{folder}` holds no structure files ({', '.join(STRUCTURE_SUFFIXES)}, "
+            f"{'/'.join(POSCAR_NAMES)}*)"
+        )
+    return files
+
+
+def _folder(folder: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
+    for path in _structure_files(folder):
+        fmt = "vasp" if path.name.startswith(POSCAR_NAMES) else None
+        frames = list(_read(path, fmt))
+        if not frames:
+            raise InputError(f"`{path}` contains no structure")
+        for i, atoms in enumerate(frames):
+            atoms.info.setdefault("entry_id", path.stem if len(frames) == 1 else f"{path.stem}-{i}")
+            source = str(path) if len(frames) == 1 else f"{path}:{i}"
+            yield source, lambda atoms=atoms, source=source: _checked(atoms, source)
+
+
+def _document(doc, path: pathlib.Path, i: int) -> ase.Atoms:
+    try:
+        doc = document_to_dict(doc)
+        material_id = str(doc.get("material_id") or f"<entry {i}>")
+        atoms = document_atoms(doc, material_id)
+    except DocumentError as err:
+        raise InputError(f"`{path}` entry {i} ({err.material_id}): {err.problem}") from err
+    atoms.info["material_id"] = material_id
+    if doc.get("formula_pretty"):
+        atoms.info["formula"] = str(doc["formula_pretty"])
+    for key in METADATA_KEYS:
+        if doc.get(key) is not None:
+            atoms.info[key] = float(doc[key])
+    return _checked(atoms, f"`{path}` entry {i} ({material_id})")
+
+
+def _documents(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
+    try:
+        docs = read_documents(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err)) from err
+    for i, doc in enumerate(docs):
+        yield f"{path}#{i}", lambda doc=doc, i=i: _document(doc, path, i)
+
+
+def _frames(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
+    if path.stat().st_size == 0:
+        raise InputError(f"`{path}` is empty")
+    for i, atoms in enumerate(_read(path)):
+        source = f"{path}:{i}"
+        yield source, lambda atoms=atoms, source=source: _checked(atoms, source)
+
+
+def iter_structures(
+    paths: Sequence, shard: int = 0, n_shards: int = 1
+) -> Iterator[Tuple[int, str, ase.Atoms]]:
+    """Yield ``(index, source, atoms)`` for the structures of shard ``shard`` of ``n_shards``
+    (those with ``index % n_shards == shard``).
+
+    ``source`` names where a structure came from: ``file:frame``, a CIF/POSCAR file, or
+    ``file#entry`` for a document dump. Document metadata (``material_id``, ``formula``,
+    ``energy_above_hull``, ``band_gap``) land in ``atoms.info``; files in a folder get their
+    name as ``entry_id``. Raises :class:`InputError` for a missing, empty or unreadable input
+    and for a structure without atoms or 3D cell.
+    """
+    index = 0
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            entries = _folder(path)
+        elif not path.exists():
+            raise InputError(f"input `{path}` does not exist")
+        elif full_suffix(path).lower() in JSON_SUFFIXES:
+            entries = _documents(path)
+        else:
+            entries = _frames(path)
+        for source, load in entries:
+            if index % n_shards == shard:
+                yield index, source, load()
+            index += 1

@@ -1,0 +1,111 @@
+"""The accuracy experiments behind benchmarks/RESULTS.md: the paper's ablations and each idea.
+
+Every experiment is one ``benchmarks/accuracy.py`` run (train on the bundled mp_subset split,
+evaluate its test split) under the same wall-time budget, so ideas are compared at equal time.
+``configs/anisonet_best.yaml`` with its ideas switched off is the paper's training, so each
+"idea" row switches exactly one on. Experiments run ``--jobs`` at a time (on one GPU, many small
+trainings share it well; on a CPU keep the default 1); ``benchmarks/results.py`` then writes
+RESULTS.md.
+
+    python benchmarks/experiments.py --max-minutes 40                    # all, one after another
+    python benchmarks/experiments.py --jobs 12 --parallel-seeds --max-minutes 6  # on one GPU
+    python benchmarks/experiments.py best paper                          # a selection
+"""
+
+import argparse
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BEST = "configs/anisonet_best.yaml"
+PRETRAIN = "configs/anisonet_pretrain.yaml"
+# anisonet_best.yaml with every idea off = configs/anisonet.yaml
+IDEAS_OFF = {"loss_metric": "nequip.train.MeanSquaredError", "max_epochs": 120}
+EMA = (
+    "training_module._target_=nequip.train.EMALightningModule",
+    "+training_module.ema_decay=0.999",
+)
+
+
+def _only(*extra, **idea):
+    return [f"{k}={v}" for k, v in {**IDEAS_OFF, **idea}.items()] + list(extra)
+
+
+# name: (group, description, config, overrides, seeds, pre-training config)
+EXPERIMENTS = {
+    "paper": ("ablation", "paper settings: l_max 3, 0e+2e readout", "configs/anisonet.yaml",
+              [], [0], None),
+    "scalar_6x0e": ("ablation", "non-equivariant 6x0e readout", "configs/anisonet_scalar.yaml",
+                    [], [0], None),
+    **{f"l_max_{lmax}": ("ablation", f"l_max {lmax}", "configs/anisonet.yaml", [f"l_max={lmax}"],
+                         [0], None) for lmax in (0, 1, 2, 4)},
+    "ema": ("idea", "EMA of the weights (decay 0.999)", BEST, _only(*EMA), [0], None),
+    "lr_decay": ("idea", "learning-rate decay 0.95 per epoch (60 epochs)", BEST,
+                 _only(lr_decay=0.95, max_epochs=60), [0], None),
+    "anisotropic_loss": ("idea", "loss + MSE of the 2e part (weight 1)", BEST,
+                         _only(anisotropic_loss_weight=1.0), [0], None),
+    "r_max_6": ("idea", "cutoff 6 A instead of 5 A", "configs/anisonet.yaml", ["r_max=6.0"], [0],
+                None),
+    "l1_loss": ("idea", "L1 (MAE) loss on the 0e+2e coefficients instead of MSE", BEST,
+                _only(loss_metric="nequip.train.MeanAbsoluteError"), [0], None),
+    "pretrain": ("idea", "pre-train on phonondb, fine-tune on mp_subset (half the time each)",
+                 BEST, _only(), [0], PRETRAIN),
+    "best_30": ("best", "configs/anisonet_best.yaml with 30 fine-tuning epochs",
+                BEST, ["max_epochs=30"], [0, 1, 2], PRETRAIN),
+    "best": ("best", "configs/anisonet_best.yaml: L1 loss + pre-training on phonondb",
+             BEST, [], [0, 1, 2], PRETRAIN),
+}  # fmt: skip
+
+
+def _command(name, max_minutes, out, parallel_seeds):
+    _, _, config, overrides, seeds, pretrain = EXPERIMENTS[name]
+    jobs = len(seeds) if parallel_seeds else 1
+    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), config, "--name", name,
+               "--out", out, "--jobs", str(jobs), "--seeds", *map(str, seeds)]  # fmt: skip
+    if max_minutes:
+        # pre-training and fine-tuning share the budget
+        command += ["--max-minutes", str(max_minutes / (2 if pretrain else 1))]
+    if pretrain:
+        command += ["--pretrain", pretrain]
+    return command + overrides
+
+
+def _run(name, max_minutes, out, parallel_seeds):
+    log = ROOT / out / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        code = subprocess.run(_command(name, max_minutes, out, parallel_seeds), cwd=ROOT, stdout=f,
+                              stderr=subprocess.STDOUT).returncode  # fmt: skip
+    print(f"{name}: {'done' if code == 0 else f'FAILED (exit {code}), see {log}'}", flush=True)
+    return code
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("names", nargs="*", help=f"experiments (default: all): {list(EXPERIMENTS)}")
+    parser.add_argument("--max-minutes", type=float, help="wall-time budget per experiment")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at the same time")
+    parser.add_argument("--parallel-seeds", action="store_true",
+                        help="train an experiment's seeds at the same time (GPU)")  # fmt: skip
+    parser.add_argument("--out", default="benchmarks/runs")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(EXPERIMENTS)
+    if unknown:
+        parser.error(f"unknown experiment(s) {sorted(unknown)}; known: {list(EXPERIMENTS)}")
+    names = args.names or list(EXPERIMENTS)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        run = functools.partial(_run, max_minutes=args.max_minutes, out=args.out,
+                                parallel_seeds=args.parallel_seeds)  # fmt: skip
+        codes = list(pool.map(run, names))
+    return int(any(codes))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

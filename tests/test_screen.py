@@ -1,0 +1,437 @@
+"""Screening pools for anisotropic dielectrics: `aniso-nequip screen`, `data mp-candidates`."""
+
+import csv
+import gzip
+import json
+import re
+
+import ase
+import ase.build
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.spacegroup import crystal
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from aniso_nequip.data.matching import StructureIndex
+from aniso_nequip.inference import load_model, predict
+from aniso_nequip.metrics import derived
+from aniso_nequip.screen import runner
+from aniso_nequip.screen.dimensionality import dimensionality
+from aniso_nequip.screen.filters import PoolFilter, Thresholds
+from aniso_nequip.screen.runner import exclusion_index
+from aniso_nequip.screen.sources import InputError, iter_structures
+from aniso_nequip.scripts.cli import main as cli
+from conftest import bundled
+
+
+def _nacl(material_id=None, **info):
+    atoms = ase.build.bulk("NaCl", "rocksalt", a=5.64)
+    if material_id:
+        atoms.info["material_id"] = material_id
+    atoms.info.update(info)
+    return atoms
+
+
+def _mos2():
+    return crystal(
+        ["Mo", "S"],
+        basis=[(1 / 3, 2 / 3, 1 / 4), (1 / 3, 2 / 3, 0.621)],
+        spacegroup=194,
+        cellpar=[3.16, 3.16, 12.3, 90, 90, 120],
+    )
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_filters_apply_thresholds_skip_missing_metadata_and_report():
+    pool = {
+        "hull-high": _nacl("hull-high", energy_above_hull=0.08, band_gap=5.0),
+        "hull-ok": _nacl("hull-ok", energy_above_hull=0.01, band_gap=5.0),
+        "gap-low": _nacl("gap-low", energy_above_hull=0.0, band_gap=0.3),
+        "no-meta": _nacl("no-meta"),
+        "big": _nacl("big").repeat((4, 4, 3)),  # 96 sites
+        "noble": ase.Atoms("XeH2", positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0]], cell=[5] * 3),
+        "unknown": ase.build.bulk("PuO2", "fluorite", a=5.4),
+    }
+    pool["noble"].info["material_id"] = "noble"
+    pool["unknown"].info["material_id"] = "unknown"
+    keep = PoolFilter(Thresholds(), known_elements=["Na", "Cl", "O", "Xe", "H"])
+    kept = [name for name, atoms in pool.items() if keep(atoms, f"pool:{name}")]
+    assert kept == ["hull-ok", "no-meta"]
+    rules = keep.report["rules"]
+    assert "training_set" not in rules  # no --exclude: rule off
+    assert rules["energy_above_hull"] == {
+        "description": "energy above hull < 0.05 eV/atom",
+        "applied": 3,
+        "no_metadata": 4,
+        "removed": ["hull-high"],
+    }
+    assert (rules["band_gap"]["applied"], rules["band_gap"]["no_metadata"]) == (2, 4)
+    assert rules["band_gap"]["removed"] == ["gap-low"]
+    assert rules["n_sites"]["removed"] == ["big"] and rules["n_sites"]["applied"] == 5
+    assert rules["noble_gas_hydrogen"]["removed"] == ["noble"]
+    assert keep.report["unknown_elements"] == {"unknown": ["Pu"]}
+    # changed and switched-off thresholds
+    loose = PoolFilter(Thresholds(0.1, None, 100), known_elements=["Na", "Cl"])
+    assert all(loose(pool[n], n) for n in ("hull-high", "gap-low", "big"))
+    assert set(loose.report["rules"]) == {"energy_above_hull", "n_sites", "noble_gas_hydrogen"}
+
+
+def test_exclusion_by_id_and_by_structure(tmp_path):
+    training = [_nacl("mp-1"), ase.build.bulk("MgO", "rocksalt", a=4.21)]
+    training[1].info["material_id"] = "mp-2"
+    ids = tmp_path / "ids.txt"
+    ids.write_text("mp-7\n\nmp-8\n")
+    train_file = tmp_path / "train.extxyz"
+    ase.io.write(train_file, training)
+    index = exclusion_index([str(train_file), str(ids)])
+    assert isinstance(index, StructureIndex) and exclusion_index([]) is None
+    keep = PoolFilter(Thresholds(), ["Na", "Cl", "Mg", "O", "Si"], index)
+    mgo_supercell = ase.build.bulk("MgO", "rocksalt", a=4.215, cubic=True)  # another cell
+    mgo_supercell.info["material_id"] = "mp-99"
+    pool = [
+        _nacl("mp-8"),  # id in the id list
+        ase.build.bulk("Si", "diamond", a=5.43),  # new, no id
+        mgo_supercell,  # same crystal as mp-2, other id
+        ase.build.bulk("NaCl", "cesiumchloride", a=3.3),  # same formula, other structure
+    ]
+    pool[0].info["material_id"] = "mp-8"
+    assert [keep(a, f"pool:{i}") for i, a in enumerate(pool)] == [False, True, False, True]
+    rule = keep.report["rules"]["training_set"]
+    assert rule["removed"] == ["mp-8", "mp-99"] and rule["applied"] == 4
+    assert rule["matched"] == {"mp-8": "same id", "mp-99": "structure of mp-2"}
+
+
+def test_dimensionality_of_known_cases():
+    assert dimensionality(_mos2()) == 2  # van der Waals layers
+    assert dimensionality(_nacl()) == 3
+    assert dimensionality(ase.build.bulk("C", "diamond", a=3.57)) == 3
+
+
+def test_sources_stream_shards_and_name_bad_input(tmp_path):
+    frames = bundled("phonondb_test", ":5")
+    xyz = tmp_path / "a.extxyz.gz"
+    ase.io.write(xyz, frames)
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    ase.io.write(folder / "nacl.cif", _nacl())
+    ase.io.write(folder / "POSCAR_mos2", _mos2(), format="vasp")
+    structure = AseAtomsAdaptor.get_structure(_nacl()).as_dict()
+    docs = [{"material_id": "mp-1", "structure": structure, "band_gap": 5.0, "nsites": 2}]
+    pool = tmp_path / "pool.json.gz"
+    with gzip.open(pool, "wt") as f:
+        json.dump(docs, f)
+    inputs = [str(xyz), str(folder), str(pool)]
+    everything = list(iter_structures(inputs))
+    assert [i for i, *_ in everything] == list(range(8))
+    assert [s for _, s, _ in everything][4:] == [
+        f"{xyz}:4",
+        str(folder / "POSCAR_mos2"),
+        str(folder / "nacl.cif"),
+        f"{pool}#0",
+    ]
+    assert everything[6][2].info["entry_id"] == "nacl"
+    assert everything[7][2].info == {"material_id": "mp-1", "band_gap": 5.0}
+    np.testing.assert_allclose(everything[2][2].positions, frames[2].positions)
+    # shard i of n holds index % n == i; together they are the pool
+    shards = [[i for i, *_ in iter_structures(inputs, s, 3)] for s in range(3)]
+    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5]]
+
+    molecule = tmp_path / "molecule.extxyz"
+    ase.io.write(molecule, ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
+    bad_doc = tmp_path / "bad.json"
+    bad_doc.write_text(
+        json.dumps([docs[0], {"material_id": "mp-2", "structure": {"sites": [{"x": 1}]}}])
+    )
+    for path, message in (
+        (molecule, f"{molecule}:0: structure has no 3D cell"),
+        (bad_doc, f"`{bad_doc}` entry 1 (mp-2): malformed structure"),
+        (tmp_path / "missing.extxyz", "does not exist"),
+    ):
+        with pytest.raises(InputError, match=re.escape(message)):
+            list(iter_structures([str(path)]))
+
+
+@pytest.fixture(scope="module")
+def models(trained, tmp_path_factory):
+    """Two different tiny models: the trained checkpoint and a copy with perturbed weights."""
+    best = trained["dir"] / "best.ckpt"
+    other = tmp_path_factory.mktemp("models") / "perturbed.ckpt"
+    ckpt = torch.load(best, weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    for name, value in ckpt["state_dict"].items():
+        if name.endswith("weight") and value.is_floating_point():
+            noise = torch.randn(value.shape, generator=generator, dtype=value.dtype)
+            ckpt["state_dict"][name] = value + 0.05 * noise * value.abs().mean()
+    torch.save(ckpt, other)
+    return [str(best), str(other)]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """14 real crystals, a layered MoS2 cell and a crystal with an element models do not know;
+    the training set holds 2 of the crystals (one by id, one as a differently labelled copy)."""
+    tmp = tmp_path_factory.mktemp("pool")
+    frames = bundled("phonondb_test", ":14")
+    mos2 = _mos2()
+    mos2.info["entry_id"] = "mos2"
+    unknown = ase.build.bulk("PuO2", "fluorite", a=5.4)
+    unknown.info["entry_id"] = "puo2"
+    ase.io.write(tmp / "pool.extxyz", frames + [mos2, unknown])
+    copy = frames[5].copy()
+    copy.info = {"entry_id": "train-copy"}
+    copy.calc = frames[5].calc
+    ase.io.write(tmp / "train.extxyz", [frames[3], copy])
+    return {"pool": str(tmp / "pool.extxyz"), "train": str(tmp / "train.extxyz"), "frames": frames}
+
+
+def test_ensemble_screen_ranks_and_resumed_shards_equal_unsharded(
+    models, pool, tmp_path, monkeypatch, capsys
+):
+    base = ["screen", "--quiet", "--structures", pool["pool"], "--exclude", pool["train"]]
+    base += ["--model", *models, "--top", "4"]
+    whole = tmp_path / "whole"
+    assert cli([*base, "--out", str(whole)]) == 0
+    summary = json.loads((whole / "summary.json").read_text())
+    assert (summary["read"], summary["predicted"]) == (16, 13)
+    assert summary["unknown_elements"] == {"puo2": ["Pu"]}
+    ids = [a.info["entry_id"] for a in pool["frames"]]
+    assert summary["rules"]["training_set"]["matched"] == {
+        ids[3]: "same id",
+        ids[5]: "structure of train-copy",
+    }
+    assert summary["training_set_size"] == 2  # the --exclude file carries tensors
+    text = (whole / "summary.md").read_text()
+    assert "puo2: Pu" in text and "| not in the training set (--exclude) | 15 | 0 | 2 |" in text
+    for png in ("a_r_by_dimensionality.png", "a_r_histogram.png"):
+        assert (whole / png).read_bytes()[:4] == b"\x89PNG"
+
+    rows = _rows(whole / "ranking.csv")
+    assert [r["rank"] for r in rows] == [str(i) for i in range(1, 14)]
+    a_r_mean = np.array([float(r["a_r_mean"]) for r in rows])
+    assert (np.diff(a_r_mean) <= 0).all()
+    assert {r["id"]: r["dimensionality"] for r in rows}["mos2"] == "2"
+    # ensemble statistics recomputed from each model's predictions
+    by_id = {a.info["entry_id"]: a for a in ase.io.read(pool["pool"], ":")}
+    structures = [by_id[r["id"]] for r in rows]
+    per_model = np.stack([predict(structures, load_model(m), device="cpu") for m in models])
+    a_r = np.stack([derived(t)["a_r"] for t in per_model])
+    eps_poly = np.stack([derived(t)["eps_poly"] for t in per_model])
+    assert np.abs(a_r[0] - a_r[1]).max() > 1e-4  # the two models differ
+    for column, expected in (
+        ("a_r_mean", a_r.mean(0)),
+        ("a_r_std", a_r.std(0)),
+        ("eps_poly_mean", eps_poly.mean(0)),
+        ("eps_poly_std", eps_poly.std(0)),
+        ("eps_xx", per_model.mean(0)[:, 0, 0]),
+    ):
+        np.testing.assert_allclose([float(r[column]) for r in rows], expected, rtol=1e-5)
+    candidates = ase.io.read(whole / "candidates.extxyz", ":")
+    assert [a.info["rank"] for a in candidates] == [1, 2, 3, 4]
+    assert [a.info.get("entry_id") for a in candidates] == [r["id"] for r in rows[:4]]
+    np.testing.assert_allclose(
+        candidates[0].calc.results["dielectric_tensor"].reshape(3, 3),
+        per_model[:, 0].mean(0),
+        rtol=1e-6,
+    )
+    axes = candidates[0].info["principal_axes"].reshape(3, 3)
+    eig = candidates[0].info["eigenvalues"]
+    np.testing.assert_allclose(axes @ per_model[:, 0].mean(0) @ axes.T, np.diag(eig), atol=1e-6)
+
+    # sharded, interrupted in shard 1, resumed, merged: the same ranking
+    sharded = tmp_path / "sharded"
+    assert cli([*base, "--out", str(sharded), "--shard", "0/2"]) == 0
+
+    def interrupted(atoms):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "dimensionality", interrupted)
+    assert cli([*base, "--out", str(sharded), "--shard", "1/2"]) == 130
+    assert sorted(p.name for p in (sharded / "shards").iterdir()) == [
+        "settings.json",
+        "shard-0-of-2.csv",
+        "shard-0-of-2.extxyz",
+        "shard-0-of-2.json",
+    ]
+    assert cli(["screen", "merge", str(sharded)]) == 2
+    assert "shard(s) 1/2 not finished" in capsys.readouterr().err
+    monkeypatch.undo()
+    done = (sharded / "shards" / "shard-0-of-2.json").stat().st_mtime_ns
+    for shard in ("0/2", "1/2"):
+        assert cli([*base, "--out", str(sharded), "--shard", shard]) == 0
+    assert "shard 0/2 had finished before" in capsys.readouterr().out
+    assert (sharded / "shards" / "shard-0-of-2.json").stat().st_mtime_ns == done
+    assert cli(["screen", "merge", str(sharded)]) == 0
+    resumed = _rows(sharded / "ranking.csv")
+    assert [r["id"] for r in resumed] == [r["id"] for r in rows]
+    for column in ("a_r_mean", "a_r_std", "eps_poly_mean", "eig_3"):
+        np.testing.assert_allclose(
+            [float(r[column]) for r in resumed], [float(r[column]) for r in rows], rtol=1e-6
+        )
+    assert [r["dimensionality"] for r in resumed] == [r["dimensionality"] for r in rows]
+
+    # other settings into the same folder are refused; --force discards the old shards
+    assert cli([*base, "--out", str(whole), "--top", "2"]) == 2
+    assert "other settings (top)" in capsys.readouterr().err
+    upper = [*base, "--out", str(whole), "--rank-by", "upper", "--k", "2", "--no-dimensionality"]
+    assert cli([*upper, "--force"]) == 0
+    rows = _rows(whole / "ranking.csv")
+    mean, std = (np.array([float(r[c]) for r in rows]) for c in ("a_r_mean", "a_r_std"))
+    bound = np.array([float(r["a_r_upper"]) for r in rows])
+    np.testing.assert_allclose(bound, mean + 2 * std)
+    assert (np.diff(bound) <= 0).all() and {r["dimensionality"] for r in rows} == {""}
+    assert not (whole / "a_r_by_dimensionality.png").exists()  # no stale outputs
+
+
+def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, monkeypatch, capsys):
+    """A crystal predicted with an eigenvalue below 1 (and so the largest a_r) ranks after all
+    physical ones and stays out of the candidates of every shard, unless --keep-unphysical."""
+    bad = pool["frames"][0].info["entry_id"]
+
+    def unphysical(structures, model, *args):
+        tensors = predict(structures, model, *args)
+        for i, atoms in enumerate(structures):
+            if atoms.info.get("entry_id") == bad:
+                tensors[i] = np.diag([0.05, 2.0, 2.0])
+        return tensors
+
+    monkeypatch.setattr(runner, "predict", unphysical)
+    base = ["screen", "--quiet", "--model", models[0], "--structures", pool["pool"]]
+    base += ["--exclude", pool["train"], "--top", "3", "--no-dimensionality"]
+    out = tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        assert cli([*base, "--out", str(out), "--shard", shard, "--merge"]) == 0
+    rows = _rows(out / "ranking.csv")
+    assert [r["physical"] for r in rows] == ["True"] * (len(rows) - 1) + ["False"]
+    assert rows[-1]["id"] == bad and float(rows[-1]["eig_1"]) == pytest.approx(0.05)
+    a_r = np.array([float(r["a_r"]) for r in rows])
+    assert a_r[-1] == pytest.approx(40.0) and a_r[-1] > a_r[:-1].max()
+    assert (np.diff(a_r[:-1]) <= 0).all()
+    candidates = ase.io.read(out / "candidates.extxyz", ":")
+    assert [a.info["entry_id"] for a in candidates] == [r["id"] for r in rows[:3]]
+    assert all(a.info["physical"] is True for a in candidates)
+    summary = json.loads((out / "summary.json").read_text())
+    unphysical_summary = summary["unphysical"]
+    assert (unphysical_summary["count"], unphysical_summary["ranked_last"]) == (1, True)
+    (listed,) = unphysical_summary["listed"]
+    assert (listed["id"], listed["formula"]) == (bad, rows[-1]["formula"])
+    assert listed["eig_1"] == pytest.approx(0.05)
+    assert bad not in [r["id"] for r in summary["top"]]
+    text = (out / "summary.md").read_text()
+    assert "## Unphysical predictions" in text and "eps_inf eigenvalues are >= 1" in text
+    assert f"- {bad} ({listed['formula']}): smallest eigenvalue 0.050" in text
+
+    keep = [*base, "--out", str(out), "--keep-unphysical"]
+    assert cli(keep) == 2
+    assert "keep_unphysical" in capsys.readouterr().err
+    assert cli([*keep, "--force"]) == 0
+    rows = _rows(out / "ranking.csv")
+    assert (rows[0]["id"], rows[0]["physical"]) == (bad, "False")
+    candidates = ase.io.read(out / "candidates.extxyz", ":")
+    assert candidates[0].info["entry_id"] == bad and candidates[0].info["physical"] is False
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["top"][0]["id"] == bad and summary["unphysical"]["ranked_last"] is False
+
+
+def test_document_pool_filters_by_metadata(models, tmp_path):
+    frames = bundled("phonondb_test", ":6")
+    metadata = [
+        {"energy_above_hull": 0.0, "band_gap": 3.0},
+        {"energy_above_hull": 0.2, "band_gap": 3.0},
+        {"energy_above_hull": 0.01, "band_gap": 0.1},
+        {},
+        {"band_gap": 2.0},
+        {"energy_above_hull": 0.04},
+    ]
+    docs = [
+        {
+            "material_id": f"mp-{i}",
+            "structure": json.loads(AseAtomsAdaptor.get_structure(a).to_json()),
+            **meta,
+        }
+        for i, (a, meta) in enumerate(zip(frames, metadata))
+    ]
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(docs))
+    out = tmp_path / "out"
+    args = ["screen", "--quiet", "--model", models[0], "--structures", str(path)]
+    assert cli([*args, "--out", str(out), "--no-dimensionality", "--min-band-gap", "0.05"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rules = summary["rules"]
+    assert (rules["energy_above_hull"]["applied"], rules["energy_above_hull"]["no_metadata"]) == (
+        4,
+        2,
+    )
+    assert rules["energy_above_hull"]["removed"] == ["mp-1"]
+    assert rules["band_gap"]["removed"] == [] and rules["band_gap"]["no_metadata"] == 2
+    ranked = {r["id"]: r for r in _rows(out / "ranking.csv")}
+    assert set(ranked) == {"mp-0", "mp-2", "mp-3", "mp-4", "mp-5"}
+    assert ranked["mp-2"]["band_gap"] == "0.1" and ranked["mp-3"]["energy_above_hull"] == ""
+
+
+def test_screen_refuses_foreign_output_dir(models, pool, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["screen", "--model", models[0], "--structures", pool["pool"], "--out", str(out)]
+    assert cli(args) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert cli(["screen", "--model", models[0], "--out", str(out)]) == 2
+    assert "needs --model, --structures and --out" in capsys.readouterr().err
+    missing = tmp_path / "missing.ckpt"
+    assert cli(["screen", "--model", str(missing), "--structures", pool["pool"], "--out", "x"]) == 2
+    assert f"`{missing}` does not exist" in capsys.readouterr().err
+
+
+def test_mp_candidates_queries_the_summary_endpoint(tmp_path, monkeypatch, capsys):
+    import mp_api.client
+    from emmet.core.summary import SummaryDoc
+
+    structures = [AseAtomsAdaptor.get_structure(a) for a in (_nacl(), _mos2())]
+    calls = []
+
+    class Summary:
+        def search(self, **kwargs):
+            calls.append(kwargs)
+            return [
+                SummaryDoc.from_structure(
+                    meta_structure=s,
+                    material_id=f"mp-{i + 1}",
+                    energy_above_hull=0.01 * i,
+                    band_gap=2.0 + i,
+                    deprecated=False,
+                )
+                for i, s in enumerate(structures)
+            ]
+
+    class FakeRester:
+        def __init__(self, api_key):
+            assert api_key == "s3cr3t-key"
+            self.materials = type("Materials", (), {"summary": Summary()})()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(mp_api.client, "MPRester", FakeRester)
+    monkeypatch.setenv("MP_API_KEY", "s3cr3t-key")
+    out = tmp_path / "pool.json.gz"
+    assert cli(["data", "mp-candidates", "--out", str(out), "--max-sites", "20"]) == 0
+    (call,) = calls
+    assert call["energy_above_hull"] == (0, 0.05) and call["band_gap"] == (0.5, None)
+    assert call["nsites"] == (None, 20)
+    assert {"material_id", "structure", "energy_above_hull", "band_gap"} <= set(call["fields"])
+    printed = capsys.readouterr()
+    assert "s3cr3t-key" not in printed.out + printed.err
+    entries = list(iter_structures([str(out)]))
+    assert [a.info["band_gap"] for *_, a in entries] == [2.0, 3.0]
+    assert [a.info["energy_above_hull"] for *_, a in entries] == [0.0, 0.01]
+    assert [len(a) for *_, a in entries] == [2, 6]
+    assert cli(["data", "mp-candidates", "--out", str(out)]) == 2  # exists: needs --force
