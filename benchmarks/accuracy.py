@@ -53,7 +53,11 @@ def _train_command(config, seed, run_dir, max_minutes, overrides):
 
 
 def _train_seed(args, config, seed, run_dir):
-    """Train one seed (after its pre-training, with ``--pretrain``); returns the wall time."""
+    """Train one seed (after its pre-training, with ``--pretrain``); returns the wall time.
+    With ``--reuse``, a seed whose earlier training finished is not trained again."""
+    wall_file = run_dir / "wall_s.txt"
+    if args.reuse and wall_file.is_file() and (run_dir / "best.ckpt").is_file():
+        return float(wall_file.read_text())
     start = time.time()
     overrides = [f"test_file={TEST_FILE}", *args.overrides]
     if args.pretrain:
@@ -64,7 +68,9 @@ def _train_seed(args, config, seed, run_dir):
         overrides.append(f"pretrained={pre_dir / 'best.ckpt'}")
     command = _train_command(config, seed, run_dir, args.max_minutes, overrides)
     _run(command, run_dir / "train.out")
-    return time.time() - start
+    wall = time.time() - start
+    wall_file.write_text(f"{wall:.1f}")
+    return wall
 
 
 def _run(command, log_path):
@@ -125,6 +131,8 @@ def main(argv=None):
     parser.add_argument("--max-minutes", type=float, help="wall-time limit per training")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
     parser.add_argument("--name", help="name of the run (default: the config's)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep seeds whose training finished in an earlier run")  # fmt: skip
     parser.add_argument("--out", default="benchmarks/runs", help="run directories and JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. max_epochs=60")
     args = parser.parse_intermixed_args(argv)

@@ -54,8 +54,8 @@ EXPERIMENTS = {
                 _only(loss_metric="nequip.train.MeanAbsoluteError"), [0], None),
     "pretrain": ("idea", "pre-train on phonondb, fine-tune on mp_subset (half the time each)",
                  BEST, _only(), [0], PRETRAIN),
-    "best_30": ("best", "configs/anisonet_best.yaml with 30 fine-tuning epochs",
-                BEST, ["max_epochs=30"], [0, 1, 2], PRETRAIN),
+    "best_long": ("idea", "configs/anisonet_best.yaml with 60 instead of 30 fine-tuning epochs",
+                  BEST, ["max_epochs=60"], [0], PRETRAIN),
     "best": ("best", "configs/anisonet_best.yaml: L1 loss + pre-training on phonondb",
              BEST, [], [0, 1, 2], PRETRAIN),
 }  # fmt: skip

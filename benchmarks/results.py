@@ -90,7 +90,7 @@ def render(runs_dir: pathlib.Path) -> str:
     out.append("")
     if "best" in runs:
         out += ["## Best configuration (`configs/anisonet_best.yaml`), mean ± std over seeds\n",
-                _accuracy_rows(runs, ["best", "best_30", "paper"]),
+                _accuracy_rows(runs, ["best", "paper"]),
                 "Per crystal system (mean over seeds):\n", _per_system(runs["best"])]  # fmt: skip
     out += ["## Accuracy ideas, one at a time, equal wall-time budget\n",
             "Each row is the paper's training with one change (`configs/anisonet_best.yaml` with "
