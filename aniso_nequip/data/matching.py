@@ -6,16 +6,17 @@ formula, so an index of thousands of crystals answers a query in milliseconds.
 """
 
 from collections import defaultdict
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import ase
 
 ID_KEYS = ("material_id", "entry_id")
 
 
-def crystal_id(atoms: ase.Atoms) -> Optional[str]:
-    """The crystal's id from ``atoms.info`` (``material_id``, else ``entry_id``), or ``None``."""
-    for key in ID_KEYS:
+def crystal_id(atoms: ase.Atoms, keys: Sequence[str] = ID_KEYS) -> Optional[str]:
+    """The crystal's id: the first of ``keys`` (default ``material_id``, else ``entry_id``) that
+    ``atoms.info`` holds, or ``None``."""
+    for key in keys:
         if atoms.info.get(key) not in (None, ""):
             return str(atoms.info[key])
     return None

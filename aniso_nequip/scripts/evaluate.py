@@ -15,6 +15,7 @@ from nequip.data._key_registry import get_field_type
 
 from .._keys import DIELECTRIC_IONIC_KEY
 from ..data.files import read_frames
+from ..data.matching import ID_KEYS, crystal_id
 from ..data.symmetry import crystal_system
 from ..inference import ModelLoadError, load_model, predict, unknown_elements
 from ..io import OutputExistsError, staged_output_dir
@@ -95,10 +96,7 @@ def _head_metrics(frames, outputs, systems):
 
 
 def _identifier(atoms, index):
-    for key in ("material_id", "entry_id", "mp_id", "id"):
-        if key in atoms.info:
-            return str(atoms.info[key])
-    return str(index)
+    return crystal_id(atoms, (*ID_KEYS, "mp_id", "id")) or str(index)
 
 
 def evaluate(model_path, data_paths, out, batch_size=32, device="cpu", force=False, quiet=False):
