@@ -3,8 +3,10 @@
 Trains CONFIG once per seed with nequip-train (train/val from the bundled split unless
 overridden), evaluates the best checkpoint on the test split with nequip-evaluate's code, and
 prints and writes JSON: per-seed and mean +- std of the test MAEs (eps_poly, a_r, components,
-per crystal system), the metrics of the seeds' mean prediction (an ensemble),
-epochs, best epoch, wall time and parameter count. 111 test crystals make single runs
+per crystal system; also without the most anisotropic test crystal), the MAEs on the phonondb
+test split less the crystals in the mp_subset training split (PBEsol: out of distribution), the
+metrics of the seeds' mean prediction (an ensemble), epochs, best epoch, wall time and parameter
+count. 111 test crystals make single runs
 noisy: report the seed spread.
 
     python benchmarks/accuracy.py configs/anisonet.yaml --seeds 0 1 2
@@ -31,6 +33,7 @@ from aniso_nequip.io import atomic_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_FILE = "datasets/mp_subset_test.extxyz.gz"
+OOD_FILE = "datasets/phonondb_test.extxyz.gz"
 KEYS = ("eps_poly_mae", "anisotropy_ratio_mae", "component_mae", "eigenvalue_mae")
 
 
@@ -89,19 +92,59 @@ def _epochs(run_dir):
     return len(losses), int(np.argmin(losses)) + 1
 
 
-def _evaluate_seed(seed, run_dir, wall):
+def _without_most_anisotropic(eval_dir):
+    """MAEs on the test split without its most anisotropic crystal (graphite, a_r 12 in the
+    bundled split), so that one crystal does not decide a comparison."""
+    from aniso_nequip.data.matching import crystal_id
+    from aniso_nequip.metrics import derived, reference_tensor, tensor_metrics
+
+    frames = ase.io.read(eval_dir / "predictions.extxyz", ":")
+    reference = np.stack([reference_tensor(a) for a in frames])
+    predicted = np.stack([np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in frames])
+    drop = int(np.nanargmax(derived(reference)["a_r"]))
+    keep = np.arange(len(frames)) != drop
+    metrics = tensor_metrics(reference[keep], predicted[keep], ["-"] * int(keep.sum()))
+    return {"left_out": f"{crystal_id(frames[drop])} ({frames[drop].get_chemical_formula()})",
+            **{k: metrics[k] for k in KEYS}}  # fmt: skip
+
+
+def _ood_file(out):
+    """The phonondb test split (PBEsol) less the crystals that are also in the mp_subset
+    training split (matched by id, else by structure): an out-of-distribution check."""
+    from aniso_nequip.data.matching import StructureIndex
+
+    path = out / "phonondb_test_not_in_mp_train.extxyz"
+    if not path.is_file():
+        index = StructureIndex(ase.io.read(ROOT / "datasets/mp_subset_train.extxyz.gz", ":"))
+        frames = [a for a in ase.io.read(ROOT / OOD_FILE, ":") if a not in index]
+        with atomic_file(path, force=True) as tmp:
+            ase.io.write(tmp, frames, format="extxyz")
+    return path
+
+
+def _evaluate_seed(seed, run_dir, wall, ood_file):
     from aniso_nequip.inference import load_model
     from aniso_nequip.scripts.evaluate import evaluate
 
     ckpt = run_dir / "best.ckpt"
     metrics = evaluate(str(ckpt), [str(ROOT / TEST_FILE)], run_dir / "eval", force=True,
                        quiet=True)  # fmt: skip
+    ood = evaluate(str(ckpt), [str(ood_file)], run_dir / "eval_phonondb", force=True, quiet=True)
     epochs, best_epoch = _epochs(run_dir)
     params = sum(p.numel() for p in load_model(ckpt).parameters())
+    trainable = sum(p.numel() for p in load_model(ckpt).parameters() if p.requires_grad)
     print(f"seed {seed}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS), flush=True)
     return {"seed": seed, "wall_s": round(wall, 1), "epochs": epochs, "best_epoch": best_epoch,
-            "parameters": params, **{k: metrics[k] for k in KEYS},
+            "parameters": params, "trainable_parameters": trainable,
+            **{k: metrics[k] for k in KEYS},
+            "without_most_anisotropic": _without_most_anisotropic(run_dir / "eval"),
+            "phonondb_ood": {"n": ood["n"], **{k: ood[k] for k in KEYS}},
             "per_crystal_system": metrics["per_crystal_system"]}  # fmt: skip
+
+
+def _spread(runs, get):
+    values = [get(r) for r in runs]
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
 def _ensemble(run_dirs):
@@ -147,7 +190,8 @@ def main(argv=None):
     with ThreadPoolExecutor(args.jobs) as pool:
         walls = dict(zip(args.seeds, pool.map(
             lambda seed: _train_seed(args, config, seed, run_dirs[seed]), args.seeds)))  # fmt: skip
-    runs = [_evaluate_seed(seed, run_dirs[seed], walls[seed]) for seed in args.seeds]
+    ood_file = _ood_file(out)
+    runs = [_evaluate_seed(seed, run_dirs[seed], walls[seed], ood_file) for seed in args.seeds]
     summary = {
         "name": args.name or config.stem,
         "config": str(config.relative_to(ROOT)),
@@ -157,6 +201,10 @@ def main(argv=None):
         "machine": describe(),
         **{f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in KEYS},
         **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in KEYS},
+        "without_most_anisotropic": {
+            k: _spread(runs, lambda r: r["without_most_anisotropic"][k]) for k in KEYS[:2]
+        },
+        "phonondb_ood": {k: _spread(runs, lambda r: r["phonondb_ood"][k]) for k in KEYS[:2]},
         "ensemble": _ensemble(list(run_dirs.values())) if len(runs) > 1 else None,
         "runs": runs,
     }

@@ -32,7 +32,9 @@ from omegaconf import OmegaConf
 from aniso_nequip.io import atomic_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = [f"configs/anisonet{name}.yaml" for name in ("", "_scalar", "_best", "_static")]
+CONFIGS = [
+    f"configs/anisonet{name}.yaml" for name in ("", "_scalar", "_best", "_static", "_foundation")
+]
 
 
 def _load(config: pathlib.Path, overrides):
@@ -82,7 +84,10 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
     overrides = [*overrides, f"++training_module.model.compile_mode={compile_mode}"]
     cfg, datamodule, model, loss_fn, optim_cfg = _load(pathlib.Path(config), overrides)
     model = model.to(device)
-    optimizer = instantiate({**optim_cfg, "params": model.parameters()})
+    # as nequip's training module does: parameter groups (e.g. a backbone's) when configured
+    param_groups = optim_cfg.pop("param_groups", None)
+    params = instantiate(param_groups, model=model) if param_groups else model.parameters()
+    optimizer = instantiate({**optim_cfg, "params": params})
 
     def train_step(batch):
         optimizer.zero_grad(set_to_none=True)
@@ -110,6 +115,7 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
         "compile_mode": compile_mode,
         "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "batch_size": int(cfg.batch_size),
         "train_structures_per_s": round(n_train / train_time, 2),
         "train_structures_timed": n_train,

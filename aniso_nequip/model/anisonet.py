@@ -36,29 +36,17 @@ def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
     )
 
 
-def _trunk(
-    last_layer: Sequence[str],
+def _embeddings(
     r_max: float,
     type_names: Sequence[str],
-    avg_num_neighbors: Union[float, Dict[str, float]],
-    l_max: int = 3,
-    num_layers: int = 2,
-    num_features: int = 48,
-    parity: bool = True,
-    type_embed_num_features: Optional[int] = None,
-    radial_basis: str = "gaussian",
-    num_basis: int = 15,
-    polynomial_cutoff_p: int = 6,
-    radial_mlp_depth: int = 1,
-    radial_mlp_width: int = 64,
-):
-    """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``.
-
-    ``last_layer`` lists the irreps the last convolution keeps (``num_features`` of each), e.g.
-    ``("0e", "2e")``; when it asks for ``2e`` and none can reach it, a warning says so.
-    """
-    if num_layers < 1:
-        raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
+    l_max: int,
+    num_features: int,
+    type_embed_num_features: Optional[int],
+    radial_basis: str,
+    num_basis: int,
+    polynomial_cutoff_p: int,
+) -> dict:
+    """Type embedding, spherical harmonics up to ``l_max`` and radial basis of the edges."""
     if l_max < 0:
         raise ValueError(f"`l_max` must be >= 0, got {l_max}")
     if radial_basis not in _RADIAL_BASES:
@@ -86,32 +74,85 @@ def _trunk(
         radial = BesselEdgeLengthEncoding(
             cutoff=cutoff, num_bessels=num_basis, irreps_in=edge_norm.irreps_out
         )
-    modules = {
+    return {
         "type_embed": type_embed,
         "spharm": spharm,
         "edge_norm": edge_norm,
         "radial_basis": radial,
     }
-    prev_irreps = radial.irreps_out
 
+
+def _convolutions(
+    prev_irreps,
+    last_layer: Sequence[str],
+    type_names: Sequence[str],
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    l_max: int,
+    num_layers: int,
+    num_features: int,
+    parity: bool,
+    radial_mlp_depth: int,
+    radial_mlp_width: int,
+    prefix: str = "layer",
+    reads_embedding: bool = True,
+):
+    """``num_layers`` gated convolutions, the last keeping only ``last_layer`` irreps:
+    ``(modules, irreps_out)``, named ``{prefix}{i}_convnet``. When the first one reads the type
+    embedding (``reads_embedding``) it has no self-connection."""
     last_layer_irreps = "+".join(f"{num_features}x{ir}" for ir in last_layer)
     hidden = [_hidden_irreps(num_features, l_max, parity)] * (num_layers - 1)
+    modules = {}
     for layer_i, irreps in enumerate(hidden + [last_layer_irreps]):
+        first = reads_embedding and layer_i == 0
         layer = ConvNetLayer(
             irreps_in=prev_irreps,
             feature_irreps_hidden=irreps,
             convolution_kwargs={
                 "radial_mlp_depth": radial_mlp_depth,
                 "radial_mlp_width": radial_mlp_width,
-                "use_sc": layer_i != 0,
-                "is_first_layer": layer_i == 0,
+                "use_sc": not first,
+                "is_first_layer": first,
                 "avg_num_neighbors": avg_num_neighbors,
                 "type_names": type_names,
             },
         )
         prev_irreps = layer.irreps_out
-        modules[f"layer{layer_i}_convnet"] = layer
+        modules[f"{prefix}{layer_i}_convnet"] = layer
+    return modules, prev_irreps
 
+
+def _trunk(
+    last_layer: Sequence[str],
+    r_max: float,
+    type_names: Sequence[str],
+    avg_num_neighbors: Union[float, Dict[str, float]],
+    l_max: int = 3,
+    num_layers: int = 2,
+    num_features: int = 48,
+    parity: bool = True,
+    type_embed_num_features: Optional[int] = None,
+    radial_basis: str = "gaussian",
+    num_basis: int = 15,
+    polynomial_cutoff_p: int = 6,
+    radial_mlp_depth: int = 1,
+    radial_mlp_width: int = 64,
+):
+    """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``.
+
+    ``last_layer`` lists the irreps the last convolution keeps (``num_features`` of each), e.g.
+    ``("0e", "2e")``; when it asks for ``2e`` and none can reach it, a warning says so.
+    """
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
+    modules = _embeddings(
+        r_max, type_names, l_max, num_features, type_embed_num_features, radial_basis,
+        num_basis, polynomial_cutoff_p,
+    )  # fmt: skip
+    convolutions, prev_irreps = _convolutions(
+        modules["radial_basis"].irreps_out, last_layer, type_names, avg_num_neighbors, l_max,
+        num_layers, num_features, parity, radial_mlp_depth, radial_mlp_width,
+    )  # fmt: skip
+    modules.update(convolutions)
     node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
     if "2e" in last_layer and o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
         warnings.warn(
@@ -122,6 +163,32 @@ def _trunk(
 
 
 TRUNK_ARGS = set(inspect.signature(_trunk).parameters) - {"last_layer"}
+
+
+def readout_scales(
+    shift: float, isotropic_scale: float, anisotropic_scale: float, positive: bool, floor: float
+) -> dict:
+    """Shift and scales of a :class:`~aniso_nequip.nn.SymmetricTensorReadout` whose tensor has
+    isotropic mean ``shift`` and scales ``isotropic_scale`` / ``anisotropic_scale``.
+
+    With ``positive``, the readout predicts ``floor * I + S @ S`` (every eigenvalue >= ``floor``):
+    ``S`` starts at ``sqrt(shift - floor) I`` and its coefficients are scaled by
+    ``1 / (2 sqrt(shift - floor))`` so that the given scales hold to first order.
+    """
+    if not positive:
+        return dict(
+            isotropic_shift=shift,
+            isotropic_scale=isotropic_scale,
+            anisotropic_scale=anisotropic_scale,
+        )
+    root = max(shift - floor, 1e-2) ** 0.5
+    return dict(
+        isotropic_shift=root,
+        isotropic_scale=isotropic_scale / (2 * root),
+        anisotropic_scale=anisotropic_scale / (2 * root),
+        square=True,
+        floor=floor,
+    )
 
 
 def tensor_head(
@@ -172,6 +239,7 @@ def AnisoNetModel(
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
     equivariant_readout: bool = True,
+    physical_readout: bool = False,
     pretrained: Optional[str] = None,
 ) -> GraphModel:
     """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
@@ -207,6 +275,9 @@ def AnisoNetModel(
             ``2e`` coefficients
         equivariant_readout (bool): ``True`` for the ``1x0e+1x2e`` readout; ``False`` gives the
             ``6x0e`` ablation (see :func:`ScalarAnisoNetModel`)
+        physical_readout (bool): predict ``I + S @ S`` (``S`` the symmetric tensor of the
+            readout), so every eigenvalue is >= 1 like a physical electronic tensor (default
+            ``False``: the paper's linear readout)
         pretrained (str): checkpoint or package of a model with the same architecture (e.g.
             trained by ``configs/anisonet_pretrain.yaml``) whose weights, shift and scales this
             one starts from (fine-tuning); ``None`` (default) starts from random weights
@@ -223,9 +294,9 @@ def AnisoNetModel(
             atomic_field=AtomicDataDict.NODE_FEATURES_KEY,
             pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
             out_field=AtomicDataDict.DIELECTRIC_KEY,
-            isotropic_shift=isotropic_shift,
-            isotropic_scale=isotropic_scale,
-            anisotropic_scale=anisotropic_scale,
+            **readout_scales(
+                isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout, floor=1.0
+            ),
         )
     )
     network = SequentialGraphNetwork(modules)

@@ -9,7 +9,7 @@ from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
 from .. import _keys
 from ..nn import BornChargeReadout
 from ..tensors import change_of_basis
-from .anisonet import _trunk, tensor_head
+from .anisonet import _trunk, readout_scales, tensor_head
 
 
 @model_builder
@@ -26,11 +26,13 @@ def AnisoNetStaticModel(
     ionic_mean: float = 1.0,
     ionic_scale: float = 1.0,
     born_scale: float = 1.0,
+    physical_readout: bool = False,
     **trunk_options,
 ) -> GraphModel:
     """One :func:`~aniso_nequip.model.AnisoNetModel` trunk with up to three equivariant heads.
 
-    - ``electronic``: ``dielectric_tensor`` exactly as ``AnisoNetModel`` (``0e+2e``, mean-pooled);
+    - ``electronic``: ``dielectric_tensor`` exactly as ``AnisoNetModel`` (``0e+2e``, mean-pooled;
+      ``I + PSD`` with ``physical_readout``);
     - ``ionic``: ``dielectric_ionic_tensor = S @ S`` with ``S`` a mean-pooled ``0e+2e`` symmetric
       tensor, so predictions are positive semi-definite like the DFPT ionic tensors; ``S`` starts
       at ``sqrt(ionic_mean) I`` and its coefficients are scaled so that ``ionic_scale`` is the
@@ -65,19 +67,17 @@ def AnisoNetStaticModel(
                 ("electronic_per_atom", "electronic_pool", "electronic_readout"), prev_irreps,
                 "1x0e+1x2e", _keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
                 _keys.DIELECTRIC_IRREPS_KEY, AtomicDataDict.DIELECTRIC_KEY,
-                isotropic_shift=isotropic_shift, isotropic_scale=isotropic_scale,
-                anisotropic_scale=anisotropic_scale,
+                **readout_scales(isotropic_shift, isotropic_scale, anisotropic_scale,
+                                 physical_readout, floor=1.0),
             )
         )  # fmt: skip
     if ionic:
-        root = ionic_mean**0.5
         add(
             tensor_head(
                 ("ionic_per_atom", "ionic_pool", "ionic_readout"), prev_irreps,
                 "1x0e+1x2e", _keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
                 _keys.DIELECTRIC_IONIC_IRREPS_KEY, _keys.DIELECTRIC_IONIC_KEY,
-                isotropic_shift=root, isotropic_scale=ionic_scale / (2 * root),
-                anisotropic_scale=ionic_scale / (2 * root), square=True,
+                **readout_scales(ionic_mean, ionic_scale, ionic_scale, positive=True, floor=0.0),
             )
         )  # fmt: skip
     if born_charges:

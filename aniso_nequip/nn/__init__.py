@@ -4,6 +4,7 @@ These modules end up inside ``nequip-package`` archives, so they import only wha
 ``nn`` imports (``nequip.data``, ``nequip.nn`` and e3nn submodules).
 """
 
+from .backbone import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
 from .radial import GaussianEdgeLengthEncoding
 from .readout import BornChargeReadout, GraphMeanPool, SymmetricTensorReadout
 
@@ -11,5 +12,8 @@ __all__ = [
     "BornChargeReadout",
     "GaussianEdgeLengthEncoding",
     "GraphMeanPool",
+    "NequIPBackbone",
+    "SevenNetBackbone",
+    "SevenNetInteraction",
     "SymmetricTensorReadout",
 ]

@@ -60,8 +60,10 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_shift (float): added to the isotropic part (e.g. mean ``eps_poly`` of the data)
         isotropic_scale (float): scale of the isotropic coefficient (e.g. std of ``eps_poly``)
         anisotropic_scale (float): scale of the five traceless coefficients
-        square (bool): output ``S @ S`` of the tensor ``S`` above, a positive semi-definite
-            tensor (used for the ionic dielectric tensor)
+        square (bool): output ``S @ S + floor * I`` for the tensor ``S`` above: every eigenvalue
+            is at least ``floor`` by construction (``floor = 0``: the positive semi-definite
+            ionic tensor; ``floor = 1``: an electronic tensor ``I + PSD``)
+        floor (float): lower bound of the eigenvalues with ``square``
     """
 
     def __init__(
@@ -73,12 +75,14 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_scale: float = 1.0,
         anisotropic_scale: float = 1.0,
         square: bool = False,
+        floor: float = 0.0,
         irreps_in=None,
     ):
         super().__init__()
         self.field = field
         self.out_field = out_field
         self.square = square
+        self.floor = float(floor)
         self._init_irreps(
             irreps_in=irreps_in,
             required_irreps_in=[field],
@@ -99,7 +103,11 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         y = data[self.field]
         tensor = torch.addmm(self.shift, y, self.basis).view(-1, 3, 3)
-        data[self.out_field] = torch.bmm(tensor, tensor) if self.square else tensor
+        if self.square:
+            tensor = torch.bmm(tensor, tensor)
+            if self.floor != 0.0:
+                tensor = tensor + self.floor * torch.eye(3, dtype=y.dtype, device=y.device)
+        data[self.out_field] = tensor
         return data
 
 

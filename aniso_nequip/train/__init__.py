@@ -8,9 +8,11 @@ from .modifiers import (
     SymmetricTensorIrreps,
     TensorIsotropicPart,
 )
+from .param_groups import BackboneParamGroups
 from .pruning import OptunaPruning
 
 __all__ = [
+    "BackboneParamGroups",
     "loggers",
     "OptunaPruning",
     "AnisotropyRatio",

@@ -1,0 +1,214 @@
+"""Pretrained interatomic potentials as feature extractors (foundation backbones).
+
+Both modules write equivariant node features into ``node_features`` for a dielectric head. They
+are assembled by :mod:`aniso_nequip.model.foundation` from a source model's own submodules (e3nn
+and nequip classes only), so a packaged model loads without the source package installed.
+"""
+
+from typing import List, Optional
+
+import torch
+from nequip.data import AtomicDataDict
+from nequip.nn import GraphModuleMixin, scatter
+from nequip.nn.utils import with_edge_vectors_
+
+_GRAPH_KEYS = (
+    AtomicDataDict.POSITIONS_KEY,
+    AtomicDataDict.EDGE_INDEX_KEY,
+    AtomicDataDict.EDGE_CELL_SHIFT_KEY,
+    AtomicDataDict.CELL_KEY,
+    AtomicDataDict.BATCH_KEY,
+    AtomicDataDict.NUM_NODES_KEY,
+    AtomicDataDict.EDGE_VECTORS_KEY,
+)
+
+
+class SevenNetInteraction(torch.nn.Module):
+    """One SevenNet interaction block (NequIP architecture), from its own e3nn submodules.
+
+    ``x -> gate(linear_2(conv(linear_1(x))) / denominator + self_connection(x))``, where the
+    convolution gathers ``tensor_product(x_j, Y(r_ij), weights(|r_ij|))`` from the neighbours ``j``
+    of each centre ``i`` (``edge_index[0]`` the centres, ``edge_index[1]`` the neighbours, the
+    convention of SevenNet and nequip alike).
+    """
+
+    def __init__(
+        self,
+        self_connection: torch.nn.Module,
+        linear_1: torch.nn.Module,
+        weight_nn: torch.nn.Module,
+        tensor_product: torch.nn.Module,
+        linear_2: torch.nn.Module,
+        gate: torch.nn.Module,
+        denominator: float,
+    ):
+        super().__init__()
+        self.self_connection = self_connection
+        self.linear_1 = linear_1
+        self.weight_nn = weight_nn
+        self.tensor_product = tensor_product
+        self.linear_2 = linear_2
+        self.gate = gate
+        self.denominator = denominator
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        edge_embedding: torch.Tensor,
+    ) -> torch.Tensor:
+        skip = self.self_connection(x)
+        h = self.linear_1(x)
+        message = self.tensor_product(h[edge_index[1]], edge_attr, self.weight_nn(edge_embedding))
+        h = scatter(message, edge_index[0], dim=0, dim_size=x.shape[0], reduce="sum")
+        h = self.linear_2(h / self.denominator)
+        return self.gate(h + skip)
+
+
+class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
+    """Element embedding, edge embedding and the first interaction blocks of a SevenNet model.
+
+    Edges and cells come from nequip's neighbour list (the same directed pairs and the same
+    vector convention as SevenNet's); the model's atom types are mapped to the source model's
+    element indices by ``type_map``. Edge lengths enter a Bessel basis (``bessel_coeffs``,
+    trainable as in SevenNet) times the source model's envelope: an XPLOR switch from
+    ``cutoff_on`` to ``r_max`` (SevenNet-0) or a polynomial of degree ``polynomial_p``
+    (``7net-l3i5``).
+
+    SevenNet's public models drop parity (``is_parity: false``: every feature is labelled even),
+    so they are equivariant under rotations only, and a tensor read from them would break
+    Neumann's principle for crystals whose symmetry includes mirrors (e.g. class ``mm2``). With
+    ``symmetrize_inversion`` the blocks also run on the inverted crystal (edge harmonics times
+    ``(-1)^l``) and the module writes ``(h(x) + h(-x)) / 2`` as even and ``(h(x) - h(-x)) / 2``
+    as odd features: exactly O(3)-equivariant, at twice the backbone's cost.
+
+    Args:
+        type_map (torch.Tensor): source element index of each of this model's atom types
+        embedding (torch.nn.Module): linear map of the one-hot element to the first features
+        bessel_coeffs (torch.Tensor): frequencies of the Bessel basis
+        r_max (float): the source model's cutoff
+        envelope (str): ``xplor`` or ``polynomial``
+        cutoff_on (float): where the XPLOR envelope starts to switch off
+        polynomial_p (float): degree of the polynomial envelope
+        spherical_harmonics (torch.nn.Module): edge spherical harmonics of the source model
+        layers (List[SevenNetInteraction]): the interaction blocks to run
+        irreps_out (str): irreps of the module's output (both parities with
+            ``symmetrize_inversion``)
+        num_species (int): number of elements of the source model
+        inversion_sign (torch.Tensor): ``(-1)^l`` of each edge harmonic component; given, the
+            module symmetrizes under inversion as described above
+    """
+
+    def __init__(
+        self,
+        type_map: torch.Tensor,
+        embedding: torch.nn.Module,
+        bessel_coeffs: torch.Tensor,
+        r_max: float,
+        envelope: str,
+        cutoff_on: float,
+        polynomial_p: float,
+        spherical_harmonics: torch.nn.Module,
+        layers: List[SevenNetInteraction],
+        irreps_out: str,
+        num_species: int,
+        inversion_sign: Optional[torch.Tensor] = None,
+        irreps_in=None,
+    ):
+        super().__init__()
+        self.register_buffer("type_map", type_map.to(torch.long))
+        self.num_species = num_species
+        self.embedding = embedding
+        self.bessel_coeffs = torch.nn.Parameter(bessel_coeffs.to(torch.get_default_dtype()))
+        self.r_max = r_max
+        assert envelope in ("xplor", "polynomial"), envelope
+        self.envelope = envelope
+        self.cutoff_on = cutoff_on
+        self.polynomial_p = polynomial_p
+        self.prefactor = 2.0 / r_max
+        self.spherical_harmonics = spherical_harmonics
+        self.layers = torch.nn.ModuleList(layers)
+        self._output_dtype = torch.get_default_dtype()
+        self.symmetrize_inversion = inversion_sign is not None
+        if inversion_sign is not None:
+            self.register_buffer("inversion_sign", inversion_sign.to(self._output_dtype))
+        self._init_irreps(
+            irreps_in=irreps_in,
+            required_irreps_in=[],
+            irreps_out={AtomicDataDict.NODE_FEATURES_KEY: irreps_out},
+        )
+
+    def _edge_embedding(self, r: torch.Tensor) -> torch.Tensor:
+        ur = r.unsqueeze(-1)
+        bessel = self.prefactor * torch.sin(self.bessel_coeffs * ur) / ur
+        if self.envelope == "xplor":
+            r_sq, on_sq, cut_sq = r * r, self.cutoff_on**2, self.r_max**2
+            switch = (cut_sq - r_sq) ** 2 * (cut_sq + 2 * r_sq - 3 * on_sq) / (cut_sq - on_sq) ** 3
+            envelope = torch.where(r < self.cutoff_on, torch.ones_like(r), switch)
+        else:
+            p, x = self.polynomial_p, r / self.r_max
+            envelope = (
+                1.0
+                - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
+                + p * (p + 2.0) * torch.pow(x, p + 1.0)
+                - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
+            )
+        return bessel * envelope.unsqueeze(-1)
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        data = with_edge_vectors_(data, with_lengths=False)
+        # nequip computes edge vectors in float64; the backbone runs in the model's dtype
+        edge_vec = data[AtomicDataDict.EDGE_VECTORS_KEY].to(self._output_dtype)
+        edge_index = data[AtomicDataDict.EDGE_INDEX_KEY]
+        edge_attr = self.spherical_harmonics(edge_vec)
+        edge_embedding = self._edge_embedding(torch.linalg.norm(edge_vec, dim=-1))
+        species = self.type_map[data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)]
+        one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vec.dtype)
+        x = self.embedding(one_hot)
+        num_nodes = x.shape[0]
+        if self.symmetrize_inversion:
+            # the crystal and its inverse image as one graph of twice the nodes
+            x = torch.cat([x, x])
+            edge_index = torch.cat([edge_index, edge_index + num_nodes], dim=1)
+            edge_attr = torch.cat([edge_attr, edge_attr * self.inversion_sign])
+            edge_embedding = torch.cat([edge_embedding, edge_embedding])
+        for layer in self.layers:
+            x = layer(x, edge_index, edge_attr, edge_embedding)
+        if self.symmetrize_inversion:
+            direct, inverted = x[:num_nodes], x[num_nodes:]
+            x = torch.cat([direct + inverted, direct - inverted], dim=-1) * 0.5
+        data[AtomicDataDict.NODE_FEATURES_KEY] = x
+        return data
+
+
+class NequIPBackbone(GraphModuleMixin, torch.nn.Module):
+    """The embedding and first convolutions of a nequip model (checkpoint or package), run with
+    this model's atom types mapped to the source model's (``type_map``).
+
+    Args:
+        trunk (torch.nn.Module): the source model's modules up to its last kept convolution
+        type_map (torch.Tensor): source atom type of each of this model's atom types
+    """
+
+    def __init__(self, trunk: GraphModuleMixin, type_map: torch.Tensor, irreps_in=None):
+        super().__init__()
+        self.trunk = trunk
+        self.register_buffer("type_map", type_map.to(torch.long))
+        self._init_irreps(
+            irreps_in=irreps_in,
+            required_irreps_in=[],
+            irreps_out={
+                AtomicDataDict.NODE_FEATURES_KEY: trunk.irreps_out[AtomicDataDict.NODE_FEATURES_KEY]
+            },
+        )
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        # the trunk sees only the graph, so its own embeddings do not replace the head's
+        graph: AtomicDataDict.Type = {}
+        for key in _GRAPH_KEYS:
+            if key in data:
+                graph[key] = data[key]
+        graph[AtomicDataDict.ATOM_TYPE_KEY] = self.type_map[data[AtomicDataDict.ATOM_TYPE_KEY]]
+        data[AtomicDataDict.NODE_FEATURES_KEY] = self.trunk(graph)[AtomicDataDict.NODE_FEATURES_KEY]
+        return data

@@ -1,0 +1,355 @@
+"""Foundation backbones: node features as their sources compute them, symmetry, freezing, the
+``I + PSD`` readout, element errors, training and packaging."""
+
+import sys
+
+import ase.build
+import ase.io
+import numpy as np
+import pytest
+import spglib
+import torch
+from nequip.utils.dtype import torch_default_dtype
+
+from aniso_nequip.data import atoms_to_graphs
+from aniso_nequip.model import AnisoNetModel, FoundationAnisoNetModel
+from aniso_nequip.train import BackboneParamGroups
+from conftest import BIN, bundled, predict, rotation, run_command
+
+SEVENNET_R_MAX = 5.0
+
+
+def _foundation(type_names, **kwargs):
+    args = dict(
+        seed=1,
+        model_dtype="float64",
+        r_max=SEVENNET_R_MAX,
+        type_names=type_names,
+        avg_num_neighbors=30.0,
+        backbone_layers=2,
+        num_layers=1,
+        l_max=2,
+        num_features=8,
+        num_basis=6,
+        isotropic_shift=4.0,
+        isotropic_scale=2.0,
+        anisotropic_scale=50.0,
+    )
+    args.update(kwargs)
+    return FoundationAnisoNetModel(**args).eval()
+
+
+def _rotated(atoms, rot):
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    out.positions = atoms.positions @ rot.T
+    return out
+
+
+def _idealized(atoms):
+    """The crystal with its symmetry made exact (spglib's idealized primitive cell)."""
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    lattice, positions, numbers = spglib.standardize_cell(cell, to_primitive=True, symprec=1e-3)
+    return ase.Atoms(numbers=numbers, scaled_positions=positions, cell=lattice, pbc=True)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Small real crystals with mirror-only point groups (mm2, m) and a few others, their
+    symmetry made exact."""
+    mirrors = [
+        f
+        for f in bundled("mp_subset_val") + bundled("mp_subset_test")
+        if len(f) <= 10 and _point_group(f) in ("mm2", "m")
+    ]
+    others = [f for f in bundled("mp_subset_test", ":40") if len(f) <= 8][:3]
+    return [_idealized(f) for f in mirrors[:3] + others]
+
+
+def _point_group(atoms):
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    return spglib.get_symmetry_dataset(cell, symprec=1e-3).pointgroup
+
+
+@pytest.fixture(scope="module")
+def names(frames, symmetric_cells):
+    return sorted({s for f in frames + list(symmetric_cells.values()) for s in f.symbols})
+
+
+@pytest.fixture(scope="module")
+def model(names):
+    # random heads give small anisotropic parts: scale them up so that symmetry checks bite
+    return _foundation(names, anisotropic_scale=2000.0)
+
+
+def _node_features(model, atoms):
+    """The backbone's output for one crystal, as the model computes it inside its forward."""
+    captured = {}
+    backbone = model.model.backbone
+    hook = backbone.register_forward_hook(
+        lambda module, inputs, out: captured.update(x=out["node_features"].detach().clone())
+    )
+    predict(model, [atoms])
+    hook.remove()
+    return captured["x"]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_sevennet_features_equal_the_source_models_own_forward(frames, names, layers):
+    import sevenn._keys as KEY
+    import sevenn.util
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+    model = _foundation(names, model_dtype="float32", backbone_layers=layers, num_layers=0)
+    with torch_default_dtype(torch.float32):
+        source, _ = sevenn.util.model_from_checkpoint(sevenn.util.pretrained_name_to_path("7net-0"))
+    source.eval()
+    captured = {}
+    source._modules[f"{layers - 1}_equivariant_gate"].register_forward_hook(
+        lambda module, inputs, out: captured.update(x=out[KEY.NODE_FEATURE].detach().clone())
+    )
+    for atoms in frames[:3]:
+        # SevenNet's own graph (its neighbour list, cell shifts and element map)
+        graph = unlabeled_atoms_to_graph(atoms, SEVENNET_R_MAX, with_shift=True)
+        data = AtomGraphData.from_numpy_dict(graph)
+        data[KEY.BATCH] = torch.zeros(len(atoms), dtype=torch.long)
+        source(data)
+        ours = _node_features(model, atoms)
+        # ours: even and odd parts under inversion; their sum is the source's feature
+        half = ours.shape[1] // 2
+        assert ours.shape == (len(atoms), 2 * captured["x"].shape[1])
+        scale = captured["x"].abs().max()
+        torch.testing.assert_close(ours[:, :half] + ours[:, half:], captured["x"], rtol=0,
+                                   atol=1e-5 * scale)  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rotation_equivariant_and_inversion_invariant(model, frames, seed):
+    rot = rotation(seed)
+    eps = predict(model, frames)
+    eps_rot = predict(model, [_rotated(f, rot) for f in frames])
+    np.testing.assert_allclose(eps_rot, rot @ eps @ rot.T, atol=1e-8, rtol=0)
+    inverted = []
+    for f in frames:
+        g = f.copy()
+        g.positions = -f.positions
+        g.set_cell(-f.cell.array, scale_atoms=False)
+        inverted.append(g)
+    np.testing.assert_allclose(predict(model, inverted), eps, atol=1e-10, rtol=0)
+    assert np.abs(eps - eps.transpose(0, 2, 1)).max() < 1e-12
+
+
+def test_neumann_forms_including_mirror_only_point_groups(model, frames, symmetric_cells):
+    """Every point-group operation R of a crystal, mirrors included, leaves its predicted tensor
+    unchanged (R eps R^T = eps): SevenNet's parity-free features alone would not do that for
+    classes mm2 and m, whose only symmetries besides the identity are (or include) mirrors."""
+    eps = predict(model, frames)
+    for i, (atoms, e) in enumerate(zip(frames, eps)):
+        cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+        lattice = atoms.cell.array.T  # columns: lattice vectors
+        operations = spglib.get_symmetry(cell, symprec=1e-5)["rotations"]
+        if i < 3:  # mirrors but no inversion centre
+            assert any(np.linalg.det(w) < 0 for w in operations)
+            assert not any((w == -np.eye(3)).all() for w in operations)
+        for w in operations:
+            r = lattice @ w @ np.linalg.inv(lattice)
+            np.testing.assert_allclose(r @ e @ r.T, e, atol=1e-8, rtol=0)
+        assert np.abs(e - np.trace(e) / 3 * np.eye(3)).max() > 1e-4  # not trivially isotropic
+
+    cubic = predict(model, [symmetric_cells["rocksalt"], symmetric_cells["diamond"]])
+    for e in cubic:
+        np.testing.assert_allclose(e, np.trace(e) / 3 * np.eye(3), atol=1e-8)
+    (wurtzite,) = predict(model, [symmetric_cells["wurtzite"]])
+    values, vectors = np.linalg.eigh(wurtzite)
+    gaps = np.abs(np.diff(values))
+    assert gaps.min() < 1e-8 < gaps.max()  # uniaxial: two equal eigenvalues
+    unique = vectors[:, 0] if gaps[0] > gaps[1] else vectors[:, 2]
+    np.testing.assert_allclose(abs(unique[2]), 1.0, atol=1e-8)  # its axis along c
+
+
+def test_frozen_backbone_gets_no_gradient_and_keeps_its_weights(names, frames):
+    model = _foundation(names, model_dtype="float32", freeze_backbone=True)
+    backbone = model.model.backbone
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    head_before = model.model.per_atom_readout.linear.weight.clone()
+    groups = BackboneParamGroups(model, backbone_lr=1e-3)
+    assert len(groups) == 1  # only the head trains
+    optimizer = torch.optim.AdamW(groups, lr=0.01, weight_decay=0.03)
+    model.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        out = model(atoms_to_graphs(frames, names, SEVENNET_R_MAX))
+        out["dielectric_tensor"].square().sum().backward()
+        assert all(p.grad is None for p in backbone.parameters())
+        optimizer.step()
+    for key, value in backbone.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    assert not torch.equal(model.model.per_atom_readout.linear.weight, head_before)
+
+
+def test_fine_tuning_puts_the_backbone_in_its_own_group(names):
+    model = _foundation(names, model_dtype="float32", freeze_backbone=False)
+    groups = BackboneParamGroups(model, backbone_lr=3e-4)
+    assert [g.get("lr") for g in groups] == [None, 3e-4]
+    backbone_ids = {id(p) for p in model.model.backbone.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == backbone_ids
+    assert not backbone_ids & {id(p) for p in groups[0]["params"]}
+    total = sum(p.numel() for g in groups for p in g["params"])
+    assert total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("builder", [AnisoNetModel, FoundationAnisoNetModel])
+def test_physical_readout_eigenvalues_at_least_one(builder, names, frames, type_names):
+    rng = np.random.default_rng(0)
+    kwargs = dict(seed=3, physical_readout=True, isotropic_shift=1.05, anisotropic_scale=30.0)
+    if builder is AnisoNetModel:
+        from conftest import _build
+
+        model = _build(AnisoNetModel, type_names=type_names, **kwargs)
+        structures = bundled("mp_subset_test", ":60")
+        structures = [f for f in structures if set(f.get_chemical_symbols()) <= set(type_names)]
+    else:
+        model = _foundation(names, **kwargs)
+        structures = frames
+    with torch.no_grad():  # random weights, pushed far from the mean
+        for p in model.parameters():
+            p.add_(torch.as_tensor(rng.normal(0, 0.5, p.shape), dtype=p.dtype))
+    eps = predict(model, structures)
+    values = np.linalg.eigvalsh(eps)
+    assert values.min() >= 1.0 - 1e-10
+    assert values.max() - values.min() > 0.1  # far from a trivial isotropic output
+
+
+def test_unknown_elements_are_named(names, frames):
+    with pytest.raises(ValueError, match="does not know the element.*Am"):
+        _foundation(names + ["Am"])
+    import aniso_nequip
+
+    model = _foundation(names)
+    element = next(e for e in ("Au", "Pt", "Ir", "Os") if e not in names)
+    odd = ase.build.bulk(element, "fcc", a=4.1)  # an element outside this model's type names
+    with pytest.raises(ValueError, match=f"structure 1: {element}"):
+        aniso_nequip.predict([frames[0], odd], model)
+
+
+def test_missing_extra_names_it(names, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sevenn", None)
+    monkeypatch.setitem(sys.modules, "sevenn.util", None)
+    with pytest.raises(ImportError, match=r"aniso-nequip\[foundation\]"):
+        _foundation(names)
+
+
+def test_bad_backbone_settings_are_refused(names):
+    with pytest.raises(ValueError, match="backbone_layers.*1..5"):
+        _foundation(names, backbone_layers=6)
+    with pytest.raises(ValueError, match="no 2e feature"):
+        _foundation(names, backbone_layers=5, num_layers=0)
+    with pytest.raises(ValueError, match="cutoff 5.0"):
+        _foundation(names, r_max=4.0)
+    with pytest.raises(ValueError, match="neither a file nor a SevenNet"):
+        _foundation(names, backbone="7net-nonexistent")
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "package"])
+def test_nequip_backbone_equals_the_source_models_own_features(trained, packaged, source):
+    from nequip.model import ModelFromCheckpoint, ModelFromPackage
+
+    path = str(trained["dir"] / "best.ckpt") if source == "checkpoint" else str(packaged)
+    loader = ModelFromCheckpoint if source == "checkpoint" else ModelFromPackage
+    original = loader(path)["sole_model"].eval()
+    frames = bundled("mp_subset_train", ":4")
+    # another element order than the source's: atom types are mapped to the source's
+    names = sorted(original.type_names, reverse=True)
+    model = FoundationAnisoNetModel(
+        seed=0, model_dtype="float32", r_max=float(original.metadata["r_max"]),
+        type_names=names, avg_num_neighbors=10.0, backbone=path, backbone_layers=1,
+        num_layers=1, num_features=4,
+    ).eval()  # fmt: skip
+    captured = {}
+    original.model.layer0_convnet.register_forward_hook(
+        lambda module, inputs, out: captured.update(x=out["node_features"].detach().clone())
+    )
+    for atoms in frames:
+        predict(original, [atoms])
+        torch.testing.assert_close(_node_features(model, atoms), captured["x"])
+    with pytest.raises(ValueError, match="r_max"):
+        FoundationAnisoNetModel(seed=0, model_dtype="float32", r_max=6.0, type_names=names,
+                                avg_num_neighbors=10.0, backbone=path)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def foundation_run(tmp_path_factory):
+    """configs/anisonet_foundation.yaml trained for 2 epochs on a slice of the bundled data."""
+    tmp = tmp_path_factory.mktemp("foundation")
+    files = {}
+    for split, n in (("train", 24), ("val", 8), ("test", 8)):
+        files[split] = tmp / f"{split}.extxyz"
+        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    run_dir = tmp / "run"
+    run_command([
+        str(BIN / "nequip-train"), "-cn", "configs/anisonet_foundation.yaml",
+        *(f"{split}_file={path}" for split, path in files.items()),
+        "max_epochs=2", "backbone_layers=1", "num_features=8", "batch_size=6",
+        f"hydra.run.dir={run_dir}",
+    ])  # fmt: skip
+    return run_dir, files
+
+
+def test_foundation_config_trains_and_packages(foundation_run, tmp_path):
+    from conftest import epoch_values
+
+    run_dir, files = foundation_run
+    (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
+    train_loss = epoch_values(metrics_csv, "train_loss_epoch/weighted_sum")
+    assert len(train_loss) == 2 and train_loss[1] < train_loss[0]
+    package = tmp_path / "foundation.nequip.zip"
+    run_command([str(BIN / "nequip-package"), "build", str(run_dir / "best.ckpt"), str(package)])
+    # the package predicts what the checkpoint does, in a process where SevenNet cannot be
+    # imported: a packaged foundation model needs only aniso-nequip's own dependencies
+    script = (
+        "import sys, numpy as np; sys.modules['sevenn'] = None\n"
+        "import aniso_nequip, ase.io\n"
+        f"frames = ase.io.read('{files['test']}', ':')\n"
+        f"np.save('{tmp_path}/pkg.npy', aniso_nequip.predict(frames, '{package}'))\n"
+    )
+    run_command([sys.executable, "-c", script])
+    import aniso_nequip
+
+    frames = ase.io.read(files["test"], ":")
+    from_ckpt = aniso_nequip.predict(frames, str(run_dir / "best.ckpt"))
+    np.testing.assert_allclose(np.load(tmp_path / "pkg.npy"), from_ckpt, rtol=0, atol=1e-5)
+    assert from_ckpt.shape == (8, 3, 3)
+
+
+def test_downstream_commands_take_the_foundation_model(foundation_run, tmp_path):
+    """nequip-evaluate, the calculator and `aniso-nequip screen` load the foundation model as
+    they load any other and agree with aniso_nequip.predict."""
+    import json
+
+    import aniso_nequip
+
+    run_dir, files = foundation_run
+    ckpt = str(run_dir / "best.ckpt")
+    frames = ase.io.read(files["test"], ":")
+    eps = aniso_nequip.predict(frames, ckpt)
+    run_command([str(BIN / "nequip-evaluate"), "--model", ckpt, "--data", str(files["test"]),
+                 "--out", str(tmp_path / "eval")])  # fmt: skip
+    evaluated = ase.io.read(tmp_path / "eval" / "predictions.extxyz", ":")
+    np.testing.assert_allclose(
+        [np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in evaluated], eps, atol=1e-5
+    )
+    atoms = frames[1].copy()
+    atoms.calc = aniso_nequip.DielectricCalculator(ckpt)
+    np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor", atoms), eps[1],
+                               atol=1e-5)  # fmt: skip
+    screen = tmp_path / "screen"
+    run_command([str(BIN / "aniso-nequip"), "screen", "--quiet", "--model", ckpt, "--structures",
+                 str(files["test"]), "--no-dimensionality", "--out", str(screen)])  # fmt: skip
+    from aniso_nequip.metrics import derived
+
+    summary = json.loads((screen / "summary.json").read_text())
+    physical = derived(eps)["eigenvalues"][:, 0] >= 1.0
+    a_r = np.where(physical, derived(eps)["a_r"], -np.inf)
+    assert summary["top"][0]["id"] == frames[int(np.argmax(a_r))].info["entry_id"]
+    assert float(summary["top"][0]["a_r"]) == pytest.approx(a_r.max(), rel=1e-3)
