@@ -106,9 +106,36 @@ def predict_batches(
         yield {f: out[f].detach().cpu().to(torch.float64).numpy() for f in fields}
 
 
+def ensemble_members(model=None) -> list:
+    """The models behind ``model``: ``None`` gives the shipped ready model's files
+    (:mod:`aniso_nequip.pretrained`), a list or tuple its items, anything else ``[model]``."""
+    if model is None:
+        from .pretrained import model_paths
+
+        return model_paths()
+    return list(model) if isinstance(model, (list, tuple)) else [model]
+
+
+def predict_members(
+    structures: Sequence,
+    model=None,
+    batch_size: int = 32,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Dielectric tensors predicted by each member of an ensemble, ``(M, N, 3, 3)`` (``M = 1``
+    for a single model); ``model`` as in :func:`predict`."""
+    members = ensemble_members(model)
+    if not members:
+        raise ValueError("no model given (an empty ensemble)")
+    return np.stack(
+        [predict(structures, m, batch_size, device, progress=progress) for m in members]
+    ).reshape(len(members), len(structures), 3, 3)
+
+
 def predict(
     structures: Sequence,
-    model,
+    model=None,
     batch_size: int = 32,
     device: Optional[Union[str, torch.device]] = None,
     field: str = AtomicDataDict.DIELECTRIC_KEY,
@@ -118,7 +145,9 @@ def predict(
 
     Args:
         structures: ``ase.Atoms`` or pymatgen ``Structure`` objects
-        model: a loaded model (:func:`load_model`) or the path of a checkpoint/package
+        model: a loaded model (:func:`load_model`) or the path of a checkpoint/package; a list of
+            them is an ensemble (the mean of its members' predictions); ``None`` (default): the
+            ready model shipped with the package (``aniso_nequip.pretrained``)
         batch_size: structures per forward pass
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available)
         field: the head to return: ``dielectric_tensor`` (default), ``dielectric_ionic_tensor``
@@ -128,6 +157,12 @@ def predict(
     """
     from tqdm import tqdm
 
+    members = ensemble_members(model)
+    if len(members) > 1:
+        outs = [predict(structures, m, batch_size, device, "all", progress) for m in members]
+        mean = {f: _mean([o[f] for o in outs]) for f in outs[0]}
+        return mean if field == "all" else mean[field]
+    (model,) = members
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = as_model(model, device)
@@ -151,3 +186,10 @@ def predict(
         if get_field_type(f) == "graph":
             out[f] = np.asarray(out[f]).reshape(-1, 3, 3)
     return out if field == "all" else out[field]
+
+
+def _mean(values: list):
+    """Mean over ensemble members of one field: arrays, or lists of per-structure arrays."""
+    if isinstance(values[0], np.ndarray):
+        return np.mean(values, axis=0)
+    return [np.mean(per_structure, axis=0) for per_structure in zip(*values)]

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEST = "configs/anisonet_best.yaml"
 PRETRAIN = "configs/anisonet_pretrain.yaml"
+FOUNDATION = "configs/anisonet_foundation.yaml"
 # anisonet_best.yaml with every idea off = configs/anisonet.yaml
 IDEAS_OFF = {"loss_metric": "nequip.train.MeanSquaredError", "max_epochs": 120}
 EMA = (
@@ -58,6 +59,14 @@ EXPERIMENTS = {
                   BEST, ["max_epochs=60"], [0], PRETRAIN),
     "best": ("best", "configs/anisonet_best.yaml: L1 loss + pre-training on phonondb",
              BEST, [], [0, 1, 2], PRETRAIN),
+    "foundation_frozen": ("foundation", "configs/anisonet_foundation.yaml: frozen SevenNet-0 "
+                          "(2 blocks) + 1 head convolution", FOUNDATION, [], [0, 1, 2], None),
+    "foundation_physical": ("foundation", "the same with the I + PSD readout (eigenvalues >= 1), "
+                            "15 epochs", FOUNDATION, ["physical_readout=true", "max_epochs=15"],
+                            [0, 1, 2], None),
+    "foundation_finetune": ("foundation", "the same, backbone fine-tuned at lr 3e-4, 6 epochs",
+                            FOUNDATION, ["freeze_backbone=false", "max_epochs=6"], [0, 1, 2],
+                            None),
 }  # fmt: skip
 
 

@@ -353,3 +353,31 @@ def test_downstream_commands_take_the_foundation_model(foundation_run, tmp_path)
     a_r = np.where(physical, derived(eps)["a_r"], -np.inf)
     assert summary["top"][0]["id"] == frames[int(np.argmax(a_r))].info["entry_id"]
     assert float(summary["top"][0]["a_r"]) == pytest.approx(a_r.max(), rel=1e-3)
+
+
+def test_foundation_sweep_runs_its_trials(tmp_path, monkeypatch):
+    """`aniso-nequip sweep` on configs/sweeps/foundation.yaml: one short real trial."""
+    import csv
+
+    import yaml
+
+    from aniso_nequip.scripts.cli import main as cli
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "foundation.yaml").read_text())
+    spec.update(n_trials=1, output_dir=str(tmp_path / "sweep"), overrides=["max_epochs=1"])
+    spec["parameters"]["backbone_layers"] = {"type": "int", "low": 1, "high": 1}
+    spec["parameters"]["num_features"] = {"type": "categorical", "choices": [8]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    data = []
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
+        file = tmp_path / f"{split}.extxyz"
+        ase.io.write(file, bundled(f"mp_subset_{split}", f":{n}"))
+        data.append(f"{split}_file={file}")
+    assert cli(["sweep", str(path), *data, "batch_size=6"]) == 0
+    with open(tmp_path / "sweep" / "trials.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["state"] == "COMPLETE" and float(row["value"]) > 0
+    assert int(row["param_backbone_layers"]) == 1

@@ -8,6 +8,7 @@ import pathlib
 import sys
 
 from ..io import OutputExistsError, atomic_file, full_suffix
+from . import predict
 
 DATA_EXAMPLES = """examples:
   aniso-nequip data mp --out datasets/mp_dielectric.extxyz      # needs MP_API_KEY and network
@@ -385,8 +386,12 @@ def _cmd_screen(args) -> None:
 
     if args.action == "merge":
         return _cmd_screen_merge(args)
-    if not (args.model and args.structures and args.out):
-        raise CommandError("screen needs --model, --structures and --out (see --help)")
+    if not (args.structures and args.out):
+        raise CommandError("screen needs --structures and --out (see --help)")
+    if not args.model:
+        from ..pretrained import model_paths
+
+        args.model = model_paths()
     for path in args.model + args.structures + args.exclude + (args.training_set or []):
         if not os.path.exists(path):
             raise CommandError(f"`{path}` does not exist")
@@ -434,7 +439,9 @@ def _add_screen_parser(commands) -> None:
     )
     screen.set_defaults(func=_cmd_screen)
     many = dict(action="extend", nargs="+", default=[])
-    screen.add_argument("--model", **many, help="checkpoint or package; several: an ensemble")
+    screen.add_argument("--model", **many,
+                        help="checkpoint or package; several: an ensemble (default: the ready "
+                        "model shipped with aniso-nequip)")  # fmt: skip
     screen.add_argument("--structures", **many, help="extxyz(.gz), CIF/POSCAR folder, JSON(.gz)")
     screen.add_argument("--out", help="output folder (also holds the shards; resumable)")
     screen.add_argument("--exclude", **many, help="training set: extxyz files or id lists")
@@ -533,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--force", action="store_true", help="overwrite OUT")
 
     _add_screen_parser(commands)
+    predict.add_parser(commands, CommandError)
     sweep = commands.add_parser(
         "sweep",
         help="optuna hyperparameter sweep of nequip-train runs (YAML spec)",

@@ -1,0 +1,214 @@
+"""Dielectric tensors of structure files (``aniso-nequip predict``): read, predict, report.
+
+    from aniso_nequip.prediction import predict_files, prediction_table, write_predictions
+    result = predict_files(["examples/"])          # the shipped ready model by default
+    print(prediction_table(result))
+    write_predictions(result, "predictions/")       # predictions.csv + predictions.extxyz
+
+Inputs are CIF, POSCAR/CONTCAR (``*.vasp``) and extxyz (``.gz`` too) files, folders of them and
+glob patterns. A file or structure that cannot be used (unreadable, no atoms, no 3D cell, an
+element the model does not know) is skipped and reported with its reason; the others are
+predicted.
+"""
+
+import csv
+import dataclasses
+import glob
+import pathlib
+from typing import List, Optional, Sequence, Tuple
+
+import ase
+import ase.io
+import numpy as np
+
+from .data.symmetry import crystal_system
+from .inference import ensemble_members, load_model, predict_members
+from .io import staged_output_dir
+from .metrics import derived
+
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".extxyz.gz", ".xyz.gz")
+POSCAR_NAMES = ("POSCAR", "CONTCAR")
+
+
+@dataclasses.dataclass
+class Predictions:
+    """What :func:`predict_files` found: the predicted structures with their sources, each
+    ensemble member's tensors ``(M, N, 3, 3)``, and the skipped inputs with their reasons."""
+
+    sources: List[str]
+    structures: List[ase.Atoms]
+    members: np.ndarray
+    skipped: List[Tuple[str, str]]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The prediction: the ensemble mean, ``(N, 3, 3)``."""
+        return self.members.mean(axis=0)
+
+
+def _is_structure_file(path: pathlib.Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(STRUCTURE_SUFFIXES) or path.name.startswith(POSCAR_NAMES)
+
+
+def expand_inputs(inputs: Sequence[str]) -> Tuple[List[pathlib.Path], List[Tuple[str, str]]]:
+    """Files named by ``inputs`` (files, folders: their structure files in name order, glob
+    patterns), and the inputs that name nothing, with the reason."""
+    files, missing = [], []
+    for item in inputs:
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches:
+            missing.append((item, "no file matches this pattern"))
+        for match in map(pathlib.Path, matches):
+            if match.is_dir():
+                found = sorted(p for p in match.iterdir() if p.is_file() and _is_structure_file(p))
+                files += found
+                if not found:
+                    missing.append((str(match), "folder holds no CIF, POSCAR or extxyz file"))
+            elif match.is_file():
+                files.append(match)
+            else:
+                missing.append((str(match), "no such file or folder"))
+    return files, missing
+
+
+def _problem(atoms: ase.Atoms, known: set) -> Optional[str]:
+    if len(atoms) == 0:
+        return "structure has no atoms"
+    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
+        return "structure has no 3D cell (a crystal needs lattice vectors)"
+    if not np.isfinite(atoms.positions).all():
+        return "atom positions are not finite"
+    unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+    if unknown:
+        return f"element(s) {', '.join(unknown)} unknown to the model"
+    return None
+
+
+def read_structures(
+    inputs: Sequence[str], type_names: Sequence[str]
+) -> Tuple[List[str], List[ase.Atoms], List[Tuple[str, str]]]:
+    """``(sources, structures, skipped)`` for ``inputs``: every usable structure with where it
+    came from (``file`` or ``file:frame``), and ``(source, reason)`` for each one skipped."""
+    files, skipped = expand_inputs(inputs)
+    known = set(type_names)
+    sources, structures = [], []
+    for path in files:
+        fmt = "vasp" if path.name.startswith(POSCAR_NAMES) else None
+        try:
+            frames = ase.io.read(path, index=":", format=fmt)
+        except Exception as err:  # ASE raises many types for malformed files
+            skipped.append((str(path), f"cannot be read: {type(err).__name__}: {err}"))
+            continue
+        if not frames:
+            skipped.append((str(path), "contains no structure"))
+        for i, atoms in enumerate(frames):
+            source = str(path) if len(frames) == 1 else f"{path}:{i}"
+            problem = _problem(atoms, known)
+            if problem:
+                skipped.append((source, problem))
+                continue
+            atoms.pbc = True
+            sources.append(source)
+            structures.append(atoms)
+    return sources, structures, skipped
+
+
+def predict_files(
+    inputs: Sequence[str], model=None, device: str = "cpu", batch_size: int = 32
+) -> Predictions:
+    """Read ``inputs`` and predict their tensors with ``model`` (a file, a list of files for an
+    ensemble; default: the shipped ready model)."""
+    models = [load_model(m, device) if isinstance(m, (str, pathlib.Path)) else m
+              for m in ensemble_members(model)]  # fmt: skip
+    type_names = set(models[0].type_names)
+    for other in models[1:]:
+        type_names &= set(other.type_names)
+    sources, structures, skipped = read_structures(inputs, sorted(type_names))
+    members = (
+        predict_members(structures, models, batch_size, device)
+        if structures
+        else np.zeros((len(models), 0, 3, 3))
+    )
+    return Predictions(sources, structures, members, skipped)
+
+
+def _summary(result: Predictions) -> dict:
+    """Per-structure derived quantities (mean over members) and their ensemble spread."""
+    per_member = [derived(m) for m in result.members]
+    mean = derived(result.mean)
+    spread = {
+        k: np.std([d[k] for d in per_member], axis=0) if len(per_member) > 1 else None
+        for k in ("eps_poly", "a_r")
+    }
+    return {"mean": mean, "spread": spread}
+
+
+def _formula(atoms: ase.Atoms) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(atoms.get_chemical_formula()).reduced_formula
+
+
+def _pm(value: float, spread, i: int, digits: int = 3) -> str:
+    text = f"{value:.{digits}f}"
+    return text if spread is None else f"{text} ± {spread[i]:.{digits}f}"
+
+
+def prediction_table(result: Predictions) -> str:
+    """A readable report: per crystal the formula, crystal system, 3x3 tensor, eigenvalues,
+    ``eps_poly`` and ``a_r`` (with the ensemble spread when there is one); then what was
+    skipped."""
+    summary = _summary(result)
+    mean, spread = summary["mean"], summary["spread"]
+    blocks = []
+    for i, (source, atoms) in enumerate(zip(result.sources, result.structures)):
+        eps = result.mean[i]
+        rows = "\n".join(
+            "    [" + "  ".join(f"{round(v, 3) + 0.0:8.3f}" for v in row) + " ]" for row in eps
+        )
+        blocks.append(
+            f"{_formula(atoms)} ({crystal_system(atoms)})  {source}\n"
+            f"  dielectric tensor (eps_inf):\n{rows}\n"
+            f"  eigenvalues {'  '.join(f'{v:.3f}' for v in mean['eigenvalues'][i])}"
+            f"   eps_poly {_pm(mean['eps_poly'][i], spread['eps_poly'], i)}"
+            f"   a_r {_pm(mean['a_r'][i], spread['a_r'], i)}"
+        )
+    if len(result.members) > 1 and blocks:
+        blocks.append(f"(± : spread of the {len(result.members)}-model ensemble)")
+    for source, reason in result.skipped:
+        blocks.append(f"skipped {source}: {reason}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def write_predictions(result: Predictions, out, force: bool = False) -> None:
+    """Write ``predictions.csv`` and ``predictions.extxyz`` (``dielectric_tensor_pred`` in each
+    frame's info, as ``nequip-evaluate`` writes) into ``out``, together or not at all."""
+    summary = _summary(result)
+    mean, spread = summary["mean"], summary["spread"]
+    with staged_output_dir(out, force=force) as stage:
+        frames = []
+        for i, atoms in enumerate(result.structures):
+            atoms = atoms.copy()
+            atoms.info["source"] = result.sources[i]
+            atoms.info["dielectric_tensor_pred"] = result.mean[i].reshape(-1)
+            if len(result.members) > 1:
+                atoms.info["dielectric_tensor_pred_std"] = result.members[:, i].std(0).reshape(-1)
+            frames.append(atoms)
+        ase.io.write(stage / "predictions.extxyz", frames, format="extxyz")
+        with open(stage / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            components = [f"eps_{a}{b}" for a in "xyz" for b in "xyz"]
+            header = ["source", "formula", "crystal_system", "n_atoms", *components]
+            header += ["eigenvalue1", "eigenvalue2", "eigenvalue3", "eps_poly", "a_r"]
+            if len(result.members) > 1:
+                header += ["eps_poly_std", "a_r_std"]
+            writer.writerow(header)
+            for i, atoms in enumerate(result.structures):
+                row = [result.sources[i], _formula(atoms),
+                       crystal_system(atoms), len(atoms)]  # fmt: skip
+                values = [*result.mean[i].reshape(-1), *mean["eigenvalues"][i]]
+                values += [mean["eps_poly"][i], mean["a_r"][i]]
+                if len(result.members) > 1:
+                    values += [spread["eps_poly"][i], spread["a_r"][i]]
+                writer.writerow(row + [f"{v:.6f}" for v in values])

@@ -1,0 +1,57 @@
+"""``aniso-nequip predict``: the argument parser; the work is in :mod:`aniso_nequip.prediction`."""
+
+PREDICT_EXAMPLES = """examples:
+  aniso-nequip predict examples/*.cif                      # the shipped ready model
+  aniso-nequip predict my_structures/ POSCAR --out predictions/
+  aniso-nequip predict data.extxyz --model outputs/run/best.ckpt --batch-size 64
+  aniso-nequip predict a.cif --model m1.nequip.zip m2.nequip.zip   # an ensemble: mean and spread
+"""
+
+
+def add_parser(commands, command_error) -> None:
+    import argparse
+
+    parser = commands.add_parser(
+        "predict",
+        help="dielectric tensors of CIF/POSCAR/extxyz structures (ready model by default)",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("structures", nargs="+", help="files, folders or glob patterns")
+    parser.add_argument("--model", nargs="+",
+                        help="checkpoint(s) or package(s); several: an ensemble (default: the "
+                        "ready model shipped with aniso-nequip)")  # fmt: skip
+    parser.add_argument("--out", help="write predictions.csv and predictions.extxyz here")
+    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--strict", action="store_true",
+                        help="exit non-zero when any input is skipped")  # fmt: skip
+    parser.set_defaults(func=lambda args: run(args, command_error))
+
+
+def run(args, command_error) -> None:
+    import os
+
+    from ..inference import ModelLoadError
+    from ..io import OutputExistsError
+    from ..prediction import predict_files, prediction_table, write_predictions
+
+    if args.batch_size < 1:
+        raise command_error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out and os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
+        raise OutputExistsError(
+            f"output directory `{args.out}` is not empty; choose another or pass --force"
+        )
+    try:
+        result = predict_files(args.structures, args.model, args.device, args.batch_size)
+    except ModelLoadError as err:
+        raise command_error(str(err)) from err
+    print(prediction_table(result), end="")
+    if args.out and result.structures:
+        write_predictions(result, args.out, force=args.force)
+        print(f"wrote {args.out}/predictions.csv and predictions.extxyz")
+    if not result.structures:
+        raise command_error("no structure could be predicted (see the reasons above)")
+    if result.skipped and args.strict:
+        raise command_error(f"{len(result.skipped)} input(s) skipped (--strict)")

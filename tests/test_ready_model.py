@@ -1,0 +1,109 @@
+"""The ready model shipped in the package, and `aniso-nequip predict` on structure files."""
+
+import csv
+import hashlib
+import pathlib
+
+import ase.build
+import ase.io
+import numpy as np
+import pytest
+
+import aniso_nequip
+from aniso_nequip.data.symmetry import crystal_system
+from aniso_nequip.inference import predict_members
+from aniso_nequip.metrics import reference_tensor, tensor_metrics
+from aniso_nequip.pretrained import model_card, model_paths
+from aniso_nequip.scripts.cli import main as cli
+from conftest import ROOT, bundled
+
+EXAMPLES = sorted(str(p) for p in (ROOT / "examples").glob("*.cif"))
+
+
+def test_shipped_files_match_their_card():
+    card = model_card()
+    paths = model_paths()
+    assert len(paths) == len(card["files"]) >= 1
+    for path in paths:
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+        assert digest == card["sha256"][pathlib.Path(path).name]
+    assert (pathlib.Path(paths[0]).parent / "MODEL_CARD.md").is_file()
+    assert card["functional"].startswith("PBE") and "Si" in card["elements_trained_on"]
+
+
+def test_shipped_model_reproduces_its_recorded_test_errors():
+    """The card's test MAEs, recomputed from the shipped files on the bundled test split."""
+    frames = bundled("mp_subset_test")
+    reference = np.stack([reference_tensor(a) for a in frames])
+    predicted = predict_members(frames, model_paths(), device="cpu").mean(axis=0)
+    metrics = tensor_metrics(reference, predicted, [crystal_system(a) for a in frames])
+    recorded = model_card()["test_metrics"]
+    for key in ("eps_poly_mae", "anisotropy_ratio_mae", "component_mae", "eigenvalue_mae"):
+        assert metrics[key] == pytest.approx(recorded[key], abs=1e-4)
+
+
+def test_default_model_everywhere(symmetric_cells):
+    """No model given: aniso_nequip.predict and the calculator use the shipped one; a cubic
+    crystal comes out isotropic, a wurtzite one uniaxial along c."""
+    cells = [symmetric_cells["rocksalt"], symmetric_cells["wurtzite"]]
+    rocksalt, wurtzite = aniso_nequip.predict(cells, device="cpu")
+    np.testing.assert_allclose(rocksalt, np.trace(rocksalt) / 3 * np.eye(3), atol=1e-5)
+    assert 1.0 < np.trace(rocksalt) / 3 < 10.0
+    assert abs(wurtzite[0, 0] - wurtzite[1, 1]) < 1e-5 and abs(wurtzite[0, 1]) < 1e-5
+    atoms = symmetric_cells["wurtzite"].copy()
+    atoms.calc = aniso_nequip.DielectricCalculator()
+    np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor", atoms), wurtzite,
+                               atol=1e-6)  # fmt: skip
+
+
+def test_predict_command_on_the_example_cifs(tmp_path, capsys):
+    assert len(EXAMPLES) == 3
+    out = tmp_path / "predictions"
+    assert cli(["predict", *EXAMPLES, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for formula in ("NaCl (cubic)", "ZnO (hexagonal)", "MoS2 (hexagonal)"):
+        assert formula in printed
+    assert "eps_poly" in printed and "a_r" in printed
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [pathlib.Path(r["source"]).name for r in rows] == [
+        pathlib.Path(e).name for e in EXAMPLES
+    ]
+    frames = ase.io.read(out / "predictions.extxyz", ":")
+    expected = aniso_nequip.predict([ase.io.read(e) for e in EXAMPLES], device="cpu")
+    for row, atoms, eps in zip(rows, frames, expected):
+        np.testing.assert_allclose(np.reshape(atoms.info["dielectric_tensor_pred"], (3, 3)), eps,
+                                   atol=1e-5)  # fmt: skip
+        assert float(row["eps_poly"]) == pytest.approx(np.trace(eps) / 3, abs=1e-5)
+    nacl = next(r for r in rows if "NaCl" in r["source"])
+    assert nacl["crystal_system"] == "cubic" and float(nacl["a_r"]) == pytest.approx(1.0, abs=1e-5)
+    mos2 = next(r for r in rows if "MoS2" in r["source"])
+    assert float(mos2["a_r"]) > 1.01  # a layered crystal is predicted anisotropic
+
+
+def test_predict_command_skips_and_reports_bad_inputs(tmp_path, capsys):
+    garbage = tmp_path / "garbage.cif"
+    garbage.write_text("data_x\n_cell_length_a nonsense\n")
+    broken = tmp_path / "broken.extxyz"
+    broken.write_text("2\nLattice=oops\nNa 0 0\n")
+    unknown = tmp_path / "Am.cif"
+    ase.io.write(unknown, ase.build.bulk("Am", "fcc", a=4.9))
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    inputs = [EXAMPLES[0], str(garbage), str(broken), str(unknown), str(tmp_path / "missing.cif"),
+              str(empty_dir), str(tmp_path / "*.vasp")]  # fmt: skip
+    assert cli(["predict", *inputs]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped {garbage}: contains no structure" in printed
+    assert f"skipped {broken}: cannot be read" in printed
+    assert f"skipped {unknown}: element(s) Am unknown to the model" in printed
+    assert f"skipped {tmp_path / 'missing.cif'}: no such file or folder" in printed
+    assert f"skipped {empty_dir}: folder holds no CIF, POSCAR or extxyz file" in printed
+    assert "no file matches this pattern" in printed
+    assert cli(["predict", *inputs, "--strict"]) == 2
+    assert "6 input(s) skipped" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert cli(["predict", str(garbage), str(unknown), "--out", str(out)]) == 2
+    assert "no structure could be predicted" in capsys.readouterr().err
+    assert not out.exists()  # nothing written when nothing was predicted
+    assert cli(["predict", EXAMPLES[0], "--batch-size", "0"]) == 2
