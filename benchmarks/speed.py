@@ -150,7 +150,12 @@ def table(results):
             cells = [r["config"], r["device"], r["compile_mode"], f"failed: {r['error'][-80:]}"]
             cells += [""] * 4
         else:
-            cells = [r["config"], r["device"], r["compile_mode"], f"{r['parameters']:,}",
+            config = " ".join([r["config"], *r.get("overrides", [])])
+            trainable = r.get("trainable_parameters", r["parameters"])
+            params = f"{r['parameters']:,}" + (
+                f" ({trainable:,} trained)" if trainable != r["parameters"] else ""
+            )
+            cells = [config, r["device"], r["compile_mode"], params,
                      f"{r['train_structures_per_s']:.1f}", f"{r['inference_structures_per_s']:.1f}",
                      f"{r['peak_rss_mb']:.0f}", "" if r["peak_gpu_memory_mb"] is None
                      else f"{r['peak_gpu_memory_mb']:.0f}"]  # fmt: skip

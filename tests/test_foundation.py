@@ -367,7 +367,7 @@ def test_foundation_sweep_runs_its_trials(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "foundation.yaml").read_text())
     spec.update(n_trials=1, output_dir=str(tmp_path / "sweep"), overrides=["max_epochs=1"])
-    spec["parameters"]["backbone_layers"] = {"type": "int", "low": 1, "high": 1}
+    spec["parameters"]["backbone_layers"] = {"type": "categorical", "choices": [1]}
     spec["parameters"]["num_features"] = {"type": "categorical", "choices": [8]}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))

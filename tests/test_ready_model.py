@@ -79,6 +79,14 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
     assert nacl["crystal_system"] == "cubic" and float(nacl["a_r"]) == pytest.approx(1.0, abs=1e-5)
     mos2 = next(r for r in rows if "MoS2" in r["source"])
     assert float(mos2["a_r"]) > 1.01  # a layered crystal is predicted anisotropic
+    # `aniso-nequip screen` without --model ranks with the same model
+    screen = tmp_path / "screen"
+    args = ["screen", "--quiet", "--structures", str(ROOT / "examples"), "--no-dimensionality"]
+    assert cli([*args, "--out", str(screen)]) == 0
+    with open(screen / "ranking.csv") as f:
+        ranking = list(csv.DictReader(f))
+    assert ranking[0]["id"] == "MoS2_2H_layered"
+    assert float(ranking[0]["a_r"]) == pytest.approx(float(mos2["a_r"]), rel=1e-4)
 
 
 def test_predict_command_skips_and_reports_bad_inputs(tmp_path, capsys):

@@ -382,7 +382,7 @@ def test_screen_refuses_foreign_output_dir(models, pool, tmp_path, capsys):
     assert cli(args) == 2
     assert "is not empty" in capsys.readouterr().err
     assert cli(["screen", "--model", models[0], "--out", str(out)]) == 2
-    assert "needs --model, --structures and --out" in capsys.readouterr().err
+    assert "needs --structures and --out" in capsys.readouterr().err
     missing = tmp_path / "missing.ckpt"
     assert cli(["screen", "--model", str(missing), "--structures", pool["pool"], "--out", "x"]) == 2
     assert f"`{missing}` does not exist" in capsys.readouterr().err
