@@ -23,7 +23,7 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from machine import describe
 from nequip.data import AtomicDataDict
 from nequip.utils.global_state import set_global_state
@@ -87,7 +87,7 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
     # as nequip's training module does: parameter groups (e.g. a backbone's) when configured
     param_groups = optim_cfg.pop("param_groups", None)
     params = instantiate(param_groups, model=model) if param_groups else model.parameters()
-    optimizer = instantiate({**optim_cfg, "params": params})
+    optimizer = get_class(optim_cfg.pop("_target_"))(params=params, **optim_cfg)
 
     def train_step(batch):
         optimizer.zero_grad(set_to_none=True)
