@@ -18,6 +18,18 @@ class OutputExistsError(FileExistsError):
     """The output already exists and overwriting was not requested."""
 
 
+def check_output_dir(out: Union[str, os.PathLike], force: bool = False) -> None:
+    """Refuse an ``out`` that is not a directory, or a non-empty one unless ``force``: the check
+    :func:`staged_output_dir` makes, for commands that want it before their expensive work."""
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output `{out}` exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExistsError(
+            f"output directory `{out}` is not empty; choose another or pass --force to overwrite"
+        )
+
+
 @contextlib.contextmanager
 def staged_output_dir(out: Union[str, os.PathLike], force: bool = False) -> Iterator[pathlib.Path]:
     """Yield a fresh staging folder beside ``out``; on success move its files into ``out``.
@@ -27,12 +39,7 @@ def staged_output_dir(out: Union[str, os.PathLike], force: bool = False) -> Iter
     ``out`` is left as it was. An ``out`` that exists and is not empty is refused unless ``force``.
     """
     out = pathlib.Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output `{out}` exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(
-            f"output directory `{out}` is not empty; choose another or pass --force to overwrite"
-        )
+    check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

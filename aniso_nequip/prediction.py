@@ -22,7 +22,7 @@ import ase.io
 import numpy as np
 
 from .data.symmetry import crystal_system
-from .inference import ensemble_members, load_model, predict_members
+from .inference import ensemble_members, load_model, predict_members, unknown_elements
 from .io import staged_output_dir
 from .metrics import derived
 
@@ -72,14 +72,14 @@ def expand_inputs(inputs: Sequence[str]) -> Tuple[List[pathlib.Path], List[Tuple
     return files, missing
 
 
-def _problem(atoms: ase.Atoms, known: set) -> Optional[str]:
+def _problem(atoms: ase.Atoms, known: Sequence[str]) -> Optional[str]:
     if len(atoms) == 0:
         return "structure has no atoms"
     if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
         return "structure has no 3D cell (a crystal needs lattice vectors)"
     if not np.isfinite(atoms.positions).all():
         return "atom positions are not finite"
-    unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+    unknown = unknown_elements([atoms], known).get(0)
     if unknown:
         return f"element(s) {', '.join(unknown)} unknown to the model"
     return None
@@ -91,7 +91,6 @@ def read_structures(
     """``(sources, structures, skipped)`` for ``inputs``: every usable structure with where it
     came from (``file`` or ``file:frame``), and ``(source, reason)`` for each one skipped."""
     files, skipped = expand_inputs(inputs)
-    known = set(type_names)
     sources, structures = [], []
     for path in files:
         fmt = "vasp" if path.name.startswith(POSCAR_NAMES) else None
@@ -104,7 +103,7 @@ def read_structures(
             skipped.append((str(path), "contains no structure"))
         for i, atoms in enumerate(frames):
             source = str(path) if len(frames) == 1 else f"{path}:{i}"
-            problem = _problem(atoms, known)
+            problem = _problem(atoms, type_names)
             if problem:
                 skipped.append((source, problem))
                 continue

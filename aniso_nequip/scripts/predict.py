@@ -31,18 +31,14 @@ def add_parser(commands, command_error) -> None:
 
 
 def run(args, command_error) -> None:
-    import os
-
     from ..inference import ModelLoadError
-    from ..io import OutputExistsError
+    from ..io import check_output_dir
     from ..prediction import predict_files, prediction_table, write_predictions
 
     if args.batch_size < 1:
         raise command_error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.out and os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
-        raise OutputExistsError(
-            f"output directory `{args.out}` is not empty; choose another or pass --force"
-        )
+    if args.out:
+        check_output_dir(args.out, args.force)
     try:
         result = predict_files(args.structures, args.model, args.device, args.batch_size)
     except ModelLoadError as err:
