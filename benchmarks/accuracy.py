@@ -10,7 +10,7 @@ count. 111 test crystals make single runs
 noisy: report the seed spread.
 
     python benchmarks/accuracy.py configs/anisonet.yaml --seeds 0 1 2
-    python benchmarks/accuracy.py configs/anisonet_best.yaml --jobs 3 \
+    python benchmarks/accuracy.py configs/anisonet_finetune.yaml --jobs 3 \
         --pretrain configs/anisonet_pretrain.yaml
     python benchmarks/accuracy.py configs/tiny.yaml --seeds 0 1 --max-minutes 2 max_epochs=3
 """

@@ -22,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEST = "configs/anisonet_best.yaml"
+FINETUNE = "configs/anisonet_finetune.yaml"
 PRETRAIN = "configs/anisonet_pretrain.yaml"
 FOUNDATION = "configs/anisonet_foundation.yaml"
 # anisonet_best.yaml with every idea off = configs/anisonet.yaml
-IDEAS_OFF = {"loss_metric": "nequip.train.MeanSquaredError", "max_epochs": 120}
+IDEAS_OFF = {"loss_metric": "mse", "max_epochs": 120}
 EMA = (
     "training_module._target_=nequip.train.EMALightningModule",
     "+training_module.ema_decay=0.999",
@@ -52,13 +53,13 @@ EXPERIMENTS = {
     "r_max_6": ("idea", "cutoff 6 A instead of 5 A", "configs/anisonet.yaml", ["r_max=6.0"], [0],
                 None),
     "l1_loss": ("idea", "L1 (MAE) loss on the 0e+2e coefficients instead of MSE", BEST,
-                _only(loss_metric="nequip.train.MeanAbsoluteError"), [0], None),
+                _only(loss_metric="mae"), [0], None),
     "pretrain": ("idea", "pre-train on phonondb, fine-tune on mp_subset (half the time each)",
-                 BEST, _only(), [0], PRETRAIN),
+                 FINETUNE, _only(), [0], PRETRAIN),
     "best_long": ("idea", "configs/anisonet_best.yaml with 60 instead of 30 fine-tuning epochs",
-                  BEST, ["max_epochs=60"], [0], PRETRAIN),
+                  FINETUNE, ["max_epochs=60"], [0], PRETRAIN),
     "best": ("best", "configs/anisonet_best.yaml: L1 loss + pre-training on phonondb",
-             BEST, [], [0, 1, 2], PRETRAIN),
+             FINETUNE, [], [0, 1, 2], PRETRAIN),
     "foundation_frozen": ("foundation", "configs/anisonet_foundation.yaml: frozen SevenNet-0 "
                           "(2 blocks) + 1 head convolution", FOUNDATION, [], [0, 1, 2], None),
     "foundation_physical": ("foundation", "the same with the I + PSD readout (eigenvalues >= 1), "

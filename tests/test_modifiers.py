@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from nequip.data import AtomicDataDict
 from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
-from omegaconf import OmegaConf
 
 from aniso_nequip.train import (
     AnisotropyRatio,
@@ -14,7 +12,6 @@ from aniso_nequip.train import (
     SortedEigenvalues,
     SymmetricTensorIrreps,
 )
-from conftest import CONFIGS
 
 
 def _data(eps):
@@ -85,60 +82,3 @@ def test_metrics_manager_accumulates_exact_maes(pair):
     frob2 = ((pred - target) ** 2).sum(axis=(1, 2))
     assert out["irreps_mse"].item() == pytest.approx(frob2.mean() / 6)
     assert out["weighted_sum"].item() == pytest.approx(out["irreps_mse"].item())
-
-
-@pytest.mark.parametrize("name", ["anisonet", "anisonet_scalar", "anisonet_single_file", "tiny"])
-def test_config_metrics_and_stats_instantiate(name):
-    """Each shipped config composes, names our builder and its hooks instantiate."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose(config_name=name)
-    for key in (
-        "train_file",
-        "val_file",
-        "test_file",
-        "r_max",
-        "l_max",
-        "num_features",
-        "num_layers",
-        "batch_size",
-        "lr",
-        "max_epochs",
-        "seed",
-    ):
-        assert key in cfg, key
-    assert cfg.train_file == "datasets/mp_subset_train.extxyz.gz"
-    builder = cfg.training_module.model._target_
-    expected = "ScalarAnisoNetModel" if name == "anisonet_scalar" else "AnisoNetModel"
-    assert builder == f"aniso_nequip.model.{expected}"
-    metrics = instantiate(cfg.metrics)
-    assert set(metrics.entries) == {
-        "irreps_mse",
-        "component_mae",
-        "eps_poly_mae",
-        "a_r_mae",
-        "eigenvalue_mae",
-    }
-    stats = instantiate(cfg.data.stats_manager)
-    assert stats.names == ["num_neighbors_mean", "eps_poly_mean", "eps_poly_std", "eps_2e_rms"]
-
-
-def test_paper_settings_in_anisonet_config():
-    cfg = OmegaConf.load(CONFIGS / "anisonet.yaml")
-    assert (cfg.r_max, cfg.l_max, cfg.num_features, cfg.num_layers, cfg.num_basis) == (
-        5.0,
-        3,
-        48,
-        2,
-        15,
-    )
-    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.lr_decay, cfg.max_epochs) == (
-        0.003,
-        0.03,
-        12,
-        0.98,
-        120,
-    )
-    assert cfg.training_module.optimizer._target_ == "torch.optim.AdamW"
-    assert list(cfg.run) == ["train", "test"]

@@ -1,13 +1,18 @@
-"""Pre-training then fine-tuning: held-out crystals left out of a dataset, weights carried over."""
+"""Pre-training then fine-tuning: held-out crystals left out of a dataset; fine-tuning with
+nequip's loaders gives self-contained checkpoints and refuses data the source model does not fit."""
+
+import shutil
+import subprocess
+from types import SimpleNamespace
 
 import ase.io
 import numpy as np
 import pytest
+import torch
 
 from aniso_nequip.data import dataset_from_file, write_frames
-from conftest import bundled, predict
-
-TINY = dict(r_max=5.0, l_max=2, num_layers=1, num_features=8, num_basis=6, seed=3)
+from aniso_nequip.train import SelfContainedCheckpoints
+from conftest import BIN, ROOT, bundled, predict, run_command
 
 
 @pytest.mark.parametrize("suffix", [".extxyz", ".h5"])
@@ -34,27 +39,64 @@ def test_exclude_structures_in_leaves_out_held_out_crystals(tmp_path, suffix):
         dataset_from_file(str(data), exclude_structures_in=[str(tmp_path / "missing.extxyz")])
 
 
-def test_pretrained_model_starts_from_the_checkpoint(trained):
+@pytest.fixture(scope="module")
+def finetuned(trained, tmp_path_factory):
+    """configs/anisonet_finetune.yaml from a copy of the tiny model's checkpoint, 2 epochs."""
+    tmp = tmp_path_factory.mktemp("finetune")
+    source = tmp / "source.ckpt"
+    shutil.copy(trained["dir"] / "best.ckpt", source)
+    model = torch.load(source, weights_only=False)["hyper_parameters"]["model"]
+    files = trained["files"]
+    run_command(
+        [str(BIN / "nequip-train"), "-cn", "configs/anisonet_finetune.yaml",
+         f"pretrained={source}", f"model_type_names=[{','.join(model['type_names'])}]",
+         f"r_max={model['r_max']}", f"train_file={files['train']}", f"val_file={files['val']}",
+         f"test_file={files['test']}", "max_epochs=2", f"hydra.run.dir={tmp / 'run'}"]
+    )  # fmt: skip
+    return {"source": source, "dir": tmp / "run", "type_names": model["type_names"]}
+
+
+def test_finetuned_checkpoint_survives_deleting_its_source(finetuned, tmp_path):
     from aniso_nequip.inference import load_model
-    from aniso_nequip.model import AnisoNetModel
 
-    ckpt = trained["dir"] / "best.ckpt"
-    reference = load_model(ckpt)
+    ckpt = finetuned["dir"] / "best.ckpt"
+    hparams = torch.load(ckpt, weights_only=False)["hyper_parameters"]
+    assert hparams["model"]["_target_"] == "aniso_nequip.model.AnisoNetModel"
+    assert hparams["info_dict"]["training_module"]["model"] == hparams["model"]
     frames = bundled("mp_subset_test", ":6")
-    # data statistics of the new training set differ; the pre-trained ones are carried over
-    model = AnisoNetModel(
-        type_names=reference.type_names, model_dtype="float32", avg_num_neighbors=3.0,
-        isotropic_shift=0.0, isotropic_scale=1.0, anisotropic_scale=1.0, pretrained=str(ckpt),
-        **TINY,
-    ).eval()  # fmt: skip
-    np.testing.assert_allclose(predict(model, frames), predict(reference, frames), atol=1e-5)
-    fresh = AnisoNetModel(
-        type_names=reference.type_names, model_dtype="float32", avg_num_neighbors=3.0, **TINY
-    ).eval()
-    assert np.abs(predict(fresh, frames) - predict(reference, frames)).max() > 0.1
+    source = predict(load_model(finetuned["source"]), frames)
+    before = predict(load_model(ckpt), frames)
+    assert np.abs(before - source).max() > 1e-4  # it trained
 
-    with pytest.raises(ValueError, match="does not fit"):
-        AnisoNetModel(
-            type_names=reference.type_names, model_dtype="float32", avg_num_neighbors=3.0,
-            pretrained=str(ckpt), **{**TINY, "num_features": 4},
-        )  # fmt: skip
+    finetuned["source"].unlink()
+    np.testing.assert_array_equal(predict(load_model(ckpt), frames), before)
+    package = tmp_path / "finetuned.nequip.zip"
+    run_command([str(BIN / "nequip-package"), "build", str(ckpt), str(package)])
+    np.testing.assert_allclose(predict(load_model(package), frames), before, atol=1e-6)
+
+
+def test_finetuning_refuses_other_elements_or_cutoff(trained, tmp_path):
+    source = tmp_path / "source.ckpt"
+    shutil.copy(trained["dir"] / "best.ckpt", source)
+    names = torch.load(source, weights_only=False)["hyper_parameters"]["model"]["type_names"]
+    module = SimpleNamespace(
+        hparams={"model": {"_target_": "nequip.model.saved_models.load_saved_model",
+                           "input_path": str(source)}}
+    )  # fmt: skip
+    SelfContainedCheckpoints(names, 5.0).setup(None, module, "fit")
+    with pytest.raises(ValueError, match=r"type_names \['H', 'Li'.*model_type_names \['Li', 'H'"):
+        SelfContainedCheckpoints([names[1], names[0], *names[2:]], 5.0).setup(None, module, "fit")
+    with pytest.raises(ValueError, match="r_max 5.0 but .* r_max 4.0: set r_max=5.0"):
+        SelfContainedCheckpoints(names, 4.0).setup(None, module, "fit")
+
+    files = trained["files"]
+    proc = subprocess.run(
+        [str(BIN / "nequip-train"), "-cn", "configs/anisonet_finetune.yaml",
+         f"pretrained={source}", f"model_type_names=[{','.join([names[1], names[0], *names[2:]])}]",
+         f"train_file={files['train']}", f"val_file={files['val']}", f"test_file={files['test']}",
+         "max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "model_type_names ['Li', 'H'" in proc.stderr
+    assert not (tmp_path / "run" / "best.ckpt").exists()

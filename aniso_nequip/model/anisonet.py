@@ -1,8 +1,7 @@
 """Model builders: AnisoNet (equivariant ``0e+2e`` readout) and its ``6x0e`` ablation."""
 
-import inspect
 import warnings
-from typing import Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 from e3nn import o3
 from nequip.data import AtomicDataDict
@@ -19,7 +18,6 @@ from nequip.nn.embedding import (
 from .. import _keys
 from ..nn import GaussianEdgeLengthEncoding, GraphMeanPool, SymmetricTensorReadout
 from ..tensors import change_of_basis
-from .pretrained import load_pretrained_weights
 
 _RADIAL_BASES = ("gaussian", "bessel")
 
@@ -136,23 +134,37 @@ def _trunk(
     polynomial_cutoff_p: int = 6,
     radial_mlp_depth: int = 1,
     radial_mlp_width: int = 64,
+    backbone: Optional[Callable] = None,
 ):
     """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``.
 
     ``last_layer`` lists the irreps the last convolution keeps (``num_features`` of each), e.g.
     ``("0e", "2e")``; when it asks for ``2e`` and none can reach it, a warning says so.
+
+    ``backbone`` (a function of the edge embedding's ``irreps_out``, or ``None`` when there are
+    no convolutions, returning a module that writes node features) puts a pretrained network
+    between the embeddings and the convolutions, named ``backbone``; its features replace the
+    type embedding as the first convolution's input, and ``num_layers`` may then be 0.
     """
-    if num_layers < 1:
-        raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
-    modules = _embeddings(
-        r_max, type_names, l_max, num_features, type_embed_num_features, radial_basis,
-        num_basis, polynomial_cutoff_p,
-    )  # fmt: skip
-    convolutions, prev_irreps = _convolutions(
-        modules["radial_basis"].irreps_out, last_layer, type_names, avg_num_neighbors, l_max,
-        num_layers, num_features, parity, radial_mlp_depth, radial_mlp_width,
-    )  # fmt: skip
-    modules.update(convolutions)
+    if num_layers < (0 if backbone else 1):
+        raise ValueError(f"`num_layers` must be >= {0 if backbone else 1}, got {num_layers}")
+    modules = {}
+    if num_layers:
+        modules = _embeddings(
+            r_max, type_names, l_max, num_features, type_embed_num_features, radial_basis,
+            num_basis, polynomial_cutoff_p,
+        )  # fmt: skip
+    prev_irreps = modules["radial_basis"].irreps_out if modules else None
+    if backbone is not None:
+        modules["backbone"] = backbone(prev_irreps)
+        prev_irreps = modules["backbone"].irreps_out
+    if num_layers:
+        convolutions, prev_irreps = _convolutions(
+            prev_irreps, last_layer, type_names, avg_num_neighbors, l_max, num_layers,
+            num_features, parity, radial_mlp_depth, radial_mlp_width,
+            prefix="head" if backbone else "layer", reads_embedding=backbone is None,
+        )  # fmt: skip
+        modules.update(convolutions)
     node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
     if "2e" in last_layer and o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
         warnings.warn(
@@ -160,9 +172,6 @@ def _trunk(
             "so the predicted tensors are isotropic; raise l_max or num_layers to learn anisotropy"
         )
     return modules, prev_irreps
-
-
-TRUNK_ARGS = set(inspect.signature(_trunk).parameters) - {"last_layer"}
 
 
 def readout_scales(
@@ -220,27 +229,38 @@ def tensor_head(
     return dict(zip(names, (per_atom, pool, readout)))
 
 
+def dielectric_head(
+    prev_irreps,
+    isotropic_shift: float,
+    isotropic_scale: float,
+    anisotropic_scale: float,
+    physical_readout: bool,
+    equivariant_readout: bool = True,
+    names: Sequence[str] = ("per_atom_readout", "mean_pool", "tensor_readout"),
+    atomic_field: str = AtomicDataDict.NODE_FEATURES_KEY,
+) -> dict:
+    """:func:`tensor_head` for ``dielectric_tensor`` (``physical_readout``: ``I + S @ S``)."""
+    return tensor_head(
+        names=names,
+        prev_irreps=prev_irreps,
+        readout_irreps="1x0e+1x2e" if equivariant_readout else "6x0e",
+        atomic_field=atomic_field,
+        pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
+        out_field=AtomicDataDict.DIELECTRIC_KEY,
+        **readout_scales(
+            isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout, floor=1.0
+        ),
+    )
+
+
 @model_builder
 def AnisoNetModel(
-    r_max: float,
-    type_names: Sequence[str],
-    avg_num_neighbors: Union[float, Dict[str, float]],
-    l_max: int = 3,
-    num_layers: int = 2,
-    num_features: int = 48,
-    parity: bool = True,
-    type_embed_num_features: Optional[int] = None,
-    radial_basis: str = "gaussian",
-    num_basis: int = 15,
-    polynomial_cutoff_p: int = 6,
-    radial_mlp_depth: int = 1,
-    radial_mlp_width: int = 64,
     isotropic_shift: float = 0.0,
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
     equivariant_readout: bool = True,
     physical_readout: bool = False,
-    pretrained: Optional[str] = None,
+    **kwargs,
 ) -> GraphModel:
     """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
 
@@ -278,31 +298,21 @@ def AnisoNetModel(
         physical_readout (bool): predict ``I + S @ S`` (``S`` the symmetric tensor of the
             readout), so every eigenvalue is >= 1 like a physical electronic tensor (default
             ``False``: the paper's linear readout)
-        pretrained (str): checkpoint or package of a model with the same architecture (e.g.
-            trained by ``configs/anisonet_pretrain.yaml``) whose weights, shift and scales this
-            one starts from (fine-tuning); ``None`` (default) starts from random weights
     """
-    trunk_args = {k: v for k, v in locals().items() if k in TRUNK_ARGS}
     modules, prev_irreps = _trunk(
-        last_layer=("0e", "2e") if equivariant_readout else ("0e",), **trunk_args
+        last_layer=("0e", "2e") if equivariant_readout else ("0e",), **kwargs
     )
     modules.update(
-        tensor_head(
-            ("per_atom_readout", "mean_pool", "tensor_readout"),
+        dielectric_head(
             prev_irreps,
-            readout_irreps="1x0e+1x2e" if equivariant_readout else "6x0e",
-            atomic_field=AtomicDataDict.NODE_FEATURES_KEY,
-            pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
-            out_field=AtomicDataDict.DIELECTRIC_KEY,
-            **readout_scales(
-                isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout, floor=1.0
-            ),
+            isotropic_shift=isotropic_shift,
+            isotropic_scale=isotropic_scale,
+            anisotropic_scale=anisotropic_scale,
+            physical_readout=physical_readout,
+            equivariant_readout=equivariant_readout,
         )
     )
-    network = SequentialGraphNetwork(modules)
-    if pretrained is not None:
-        load_pretrained_weights(network, pretrained)
-    return network
+    return SequentialGraphNetwork(modules)
 
 
 @model_builder

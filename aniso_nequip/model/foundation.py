@@ -7,7 +7,7 @@ Cartesian readout.
 """
 
 import os
-from typing import Dict, Optional, Sequence, Union
+from typing import Sequence, Union
 
 import ase.data
 import torch
@@ -17,9 +17,8 @@ from nequip.model import model_builder
 from nequip.nn import GraphModel, SequentialGraphNetwork
 from nequip.utils.dtype import torch_default_dtype
 
-from .. import _keys
 from ..nn import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
-from .anisonet import _convolutions, _embeddings, readout_scales, tensor_head
+from .anisonet import _trunk, dielectric_head
 
 _NEQUIP_SUFFIXES = (".ckpt", ".nequip.zip")
 FOUNDATION_EXTRA = "pip install 'aniso-nequip[foundation]'"
@@ -203,26 +202,17 @@ def load_backbone(
 
 @model_builder
 def FoundationAnisoNetModel(
-    r_max: float,
-    type_names: Sequence[str],
-    avg_num_neighbors: Union[float, Dict[str, float]],
     backbone: str = "7net-0",
     backbone_layers: int = 2,
     freeze_backbone: bool = True,
     num_layers: int = 1,
     l_max: int = 2,
     num_features: int = 32,
-    parity: bool = True,
-    type_embed_num_features: Optional[int] = None,
-    radial_basis: str = "gaussian",
-    num_basis: int = 15,
-    polynomial_cutoff_p: int = 6,
-    radial_mlp_depth: int = 1,
-    radial_mlp_width: int = 64,
     isotropic_shift: float = 0.0,
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
     physical_readout: bool = False,
+    **kwargs,
 ) -> GraphModel:
     """AnisoNet's dielectric head on the node features of a pretrained universal potential.
 
@@ -233,43 +223,31 @@ def FoundationAnisoNetModel(
     With ``num_layers=0`` the per-atom linear reads the backbone's features directly.
 
     Args:
-        seed (int): seed for reproducibility (of the head's initial weights)
-        model_dtype (str): ``float32`` or ``float64``
-        r_max (float): cutoff radius (Angstrom); must be the backbone's
-        type_names (Sequence[str]): element symbols; each must be known to the backbone
-        avg_num_neighbors (float): normalization of the head's neighbour sums
         backbone (str): SevenNet pretrained name (``7net-0``, ``7net-l3i5``), a SevenNet
             checkpoint (``.pth``), or a nequip checkpoint (``.ckpt``) / package (``.nequip.zip``)
         backbone_layers (int): interaction blocks of the backbone to run (its deepest blocks of
             an energy model keep few or no ``2e`` features)
         freeze_backbone (bool): keep the backbone's weights fixed (only the head trains)
         num_layers (int): gated convolutions of the head (default ``1``)
-        l_max, num_features, parity, type_embed_num_features, radial_basis, num_basis,
-        polynomial_cutoff_p, radial_mlp_depth, radial_mlp_width: the head's convolutions, as
-            in :func:`~aniso_nequip.model.AnisoNetModel`
+        l_max (int): rotation order of the head's convolutions (default ``2``)
+        num_features (int): channels of the head's convolutions (default ``32``)
         isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout: the readout, as
             in :func:`~aniso_nequip.model.AnisoNetModel`
+        **kwargs: ``seed``, ``model_dtype``, ``r_max`` (must be the backbone's cutoff),
+            ``type_names`` (each must be known to the backbone), ``avg_num_neighbors`` and the
+            other arguments of the head's convolutions, as in
+            :func:`~aniso_nequip.model.AnisoNetModel`
     """
-    if num_layers < 0:
-        raise ValueError(f"`num_layers` must be >= 0, got {num_layers}")
-    # the head's convolutions need the edge and type embeddings; the backbone makes its own
-    modules = {}
-    if num_layers:
-        modules = _embeddings(
-            r_max, type_names, l_max, num_features, type_embed_num_features, radial_basis,
-            num_basis, polynomial_cutoff_p,
-        )  # fmt: skip
-    irreps_in = modules["radial_basis"].irreps_out if modules else None
-    modules["backbone"] = load_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
-    modules["backbone"].requires_grad_(not freeze_backbone)
-    prev_irreps = modules["backbone"].irreps_out
-    if num_layers:
-        convolutions, prev_irreps = _convolutions(
-            prev_irreps, ("0e", "2e"), type_names, avg_num_neighbors, l_max, num_layers,
-            num_features, parity, radial_mlp_depth, radial_mlp_width, prefix="head",
-            reads_embedding=False,
-        )  # fmt: skip
-        modules.update(convolutions)
+    type_names, r_max = kwargs["type_names"], kwargs["r_max"]
+
+    def build_backbone(irreps_in):
+        module = load_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
+        return module.requires_grad_(not freeze_backbone)
+
+    modules, prev_irreps = _trunk(
+        last_layer=("0e", "2e"), num_layers=num_layers, l_max=l_max, num_features=num_features,
+        backbone=build_backbone, **kwargs,
+    )  # fmt: skip
     node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
     if o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
         raise ValueError(
@@ -277,16 +255,12 @@ def FoundationAnisoNetModel(
             f"block(s): {node_irreps}): use fewer `backbone_layers` or `num_layers` >= 1"
         )
     modules.update(
-        tensor_head(
-            ("per_atom_readout", "mean_pool", "tensor_readout"),
+        dielectric_head(
             prev_irreps,
-            readout_irreps="1x0e+1x2e",
-            atomic_field=AtomicDataDict.NODE_FEATURES_KEY,
-            pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
-            out_field=AtomicDataDict.DIELECTRIC_KEY,
-            **readout_scales(
-                isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout, floor=1.0
-            ),
+            isotropic_shift=isotropic_shift,
+            isotropic_scale=isotropic_scale,
+            anisotropic_scale=anisotropic_scale,
+            physical_readout=physical_readout,
         )
     )
     return SequentialGraphNetwork(modules)

@@ -1,7 +1,5 @@
 """Multi-target model: electronic and ionic dielectric tensors and Born effective charges."""
 
-from typing import Dict, Union
-
 from nequip.data import AtomicDataDict
 from nequip.model import model_builder
 from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
@@ -9,14 +7,11 @@ from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
 from .. import _keys
 from ..nn import BornChargeReadout
 from ..tensors import change_of_basis
-from .anisonet import _trunk, readout_scales, tensor_head
+from .anisonet import _trunk, dielectric_head, readout_scales, tensor_head
 
 
 @model_builder
 def AnisoNetStaticModel(
-    r_max: float,
-    type_names,
-    avg_num_neighbors: Union[float, Dict[str, float]],
     electronic: bool = True,
     ionic: bool = True,
     born_charges: bool = True,
@@ -27,7 +22,7 @@ def AnisoNetStaticModel(
     ionic_scale: float = 1.0,
     born_scale: float = 1.0,
     physical_readout: bool = False,
-    **trunk_options,
+    **kwargs,
 ) -> GraphModel:
     """One :func:`~aniso_nequip.model.AnisoNetModel` trunk with up to three equivariant heads.
 
@@ -47,11 +42,7 @@ def AnisoNetStaticModel(
     if not (electronic or ionic or born_charges):
         raise ValueError("at least one of `electronic`, `ionic`, `born_charges` must be enabled")
     modules, prev_irreps = _trunk(
-        last_layer=("0e", "2e", "1e") if born_charges else ("0e", "2e"),
-        r_max=r_max,
-        type_names=type_names,
-        avg_num_neighbors=avg_num_neighbors,
-        **trunk_options,
+        last_layer=("0e", "2e", "1e") if born_charges else ("0e", "2e"), **kwargs
     )
 
     # each head reads the trunk's node features; irreps chain through the heads so that the
@@ -63,23 +54,28 @@ def AnisoNetStaticModel(
 
     if electronic:
         add(
-            tensor_head(
-                ("electronic_per_atom", "electronic_pool", "electronic_readout"), prev_irreps,
-                "1x0e+1x2e", _keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
-                _keys.DIELECTRIC_IRREPS_KEY, AtomicDataDict.DIELECTRIC_KEY,
-                **readout_scales(isotropic_shift, isotropic_scale, anisotropic_scale,
-                                 physical_readout, floor=1.0),
+            dielectric_head(
+                prev_irreps,
+                isotropic_shift=isotropic_shift,
+                isotropic_scale=isotropic_scale,
+                anisotropic_scale=anisotropic_scale,
+                physical_readout=physical_readout,
+                names=("electronic_per_atom", "electronic_pool", "electronic_readout"),
+                atomic_field=_keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
             )
-        )  # fmt: skip
+        )
     if ionic:
         add(
             tensor_head(
-                ("ionic_per_atom", "ionic_pool", "ionic_readout"), prev_irreps,
-                "1x0e+1x2e", _keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
-                _keys.DIELECTRIC_IONIC_IRREPS_KEY, _keys.DIELECTRIC_IONIC_KEY,
+                names=("ionic_per_atom", "ionic_pool", "ionic_readout"),
+                prev_irreps=prev_irreps,
+                readout_irreps="1x0e+1x2e",
+                atomic_field=_keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
+                pooled_field=_keys.DIELECTRIC_IONIC_IRREPS_KEY,
+                out_field=_keys.DIELECTRIC_IONIC_KEY,
                 **readout_scales(ionic_mean, ionic_scale, ionic_scale, positive=True, floor=0.0),
             )
-        )  # fmt: skip
+        )
     if born_charges:
         per_atom = AtomwiseLinear(
             field=AtomicDataDict.NODE_FEATURES_KEY,

@@ -1,6 +1,8 @@
 """Loss, metric and data-statistics hooks for nequip's training machinery."""
 
+from .finetune import SelfContainedCheckpoints
 from .logging import loggers
+from .managers import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
 from .modifiers import (
     AnisotropyRatio,
     PolycrystallineConstant,
@@ -12,12 +14,16 @@ from .param_groups import BackboneParamGroups
 from .pruning import OptunaPruning
 
 __all__ = [
-    "BackboneParamGroups",
-    "loggers",
-    "OptunaPruning",
     "AnisotropyRatio",
+    "BackboneParamGroups",
+    "DielectricLoss",
+    "DielectricMetrics",
+    "DielectricStatisticsManager",
+    "OptunaPruning",
     "PolycrystallineConstant",
+    "SelfContainedCheckpoints",
     "SortedEigenvalues",
     "SymmetricTensorIrreps",
     "TensorIsotropicPart",
+    "loggers",
 ]

@@ -1,0 +1,102 @@
+"""Fine-tuning with nequip's saved-model loaders, made self-contained.
+
+nequip's loaders (``load_saved_model``, ``ModelFromCheckpoint``, ``ModelFromPackage``) take the
+architecture and weights from the source model, so a fine-tuning config never repeats the
+architecture; but the checkpoints they write store only the loader and the source's path, and
+every later load (evaluation, packaging, resuming) reads the source file again.
+:class:`SelfContainedCheckpoints` writes the source's own builder configuration into them instead:
+a fine-tuned checkpoint holds its architecture and weights and no longer needs the source file.
+"""
+
+import zipfile
+from typing import Optional, Sequence
+
+import lightning
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+_LOADERS = {
+    "ModelFromCheckpoint": "checkpoint_path",
+    "ModelFromPackage": "package_path",
+    "load_saved_model": "input_path",
+}
+
+
+def _loader_path(model_config: dict) -> Optional[str]:
+    """The source path when ``model_config`` is a nequip saved-model loader, else ``None``."""
+    target = str(model_config.get("_target_", ""))
+    name = target.rsplit(".", 1)[-1]
+    if target.startswith("nequip.") and name in _LOADERS:
+        return str(model_config[_LOADERS[name]])
+    return None
+
+
+def source_model_config(model_config: dict) -> dict:
+    """The builder configuration of the model a saved-model loader configuration loads
+    (following loaders of loaders); ``model_config`` itself when it is a builder's."""
+    model_config = dict(model_config)
+    while (path := _loader_path(model_config)) is not None:
+        if path.endswith(".nequip.zip"):
+            with zipfile.ZipFile(path) as archive:
+                (name,) = [n for n in archive.namelist() if n.endswith("model/config.yaml")]
+                config = yaml.safe_load(archive.read(name))
+            model_config = config["training_module"]["model"]
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            model_config = checkpoint["hyper_parameters"]["model"]
+        if OmegaConf.is_config(model_config):
+            model_config = OmegaConf.to_container(model_config, resolve=True)
+        model_config = dict(model_config)
+    return model_config
+
+
+class SelfContainedCheckpoints(lightning.Callback):
+    """Checks that the data match the model, and makes fine-tuned checkpoints self-contained.
+
+    At setup, the model's ``type_names`` and ``r_max`` (for a fine-tuned model: the source
+    model's) must equal the ones the data transforms use (``model_type_names``, ``r_max`` of
+    the config): a reordered element list or another cutoff would silently feed the source
+    model other atom types or neighbourhoods than it was trained on. When the model comes
+    from ``nequip.model.ModelFromCheckpoint`` / ``ModelFromPackage``, every checkpoint saved
+    gets the source model's builder configuration in place of the loader.
+
+    Args:
+        type_names (Sequence[str]): element order of the data transforms
+        r_max (float): cutoff of the data transforms' neighbour lists
+    """
+
+    def __init__(self, type_names: Sequence[str], r_max: float):
+        super().__init__()
+        self.type_names = list(type_names)
+        self.r_max = float(r_max)
+        self.source: Optional[dict] = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        model_config = pl_module.hparams["model"]
+        if OmegaConf.is_config(model_config):
+            model_config = OmegaConf.to_container(model_config, resolve=True)
+        path = _loader_path(model_config)
+        config = source_model_config(model_config)
+        self.source = config if path is not None else None
+        origin = f"the model of `{path}`" if path else "the model"
+        if list(config["type_names"]) != self.type_names:
+            raise ValueError(
+                f"{origin} has type_names {list(config['type_names'])} but the data are mapped "
+                f"with model_type_names {self.type_names}: give the same elements in the same "
+                "order (model_type_names=...)"
+            )
+        if float(config["r_max"]) != self.r_max:
+            raise ValueError(
+                f"{origin} has r_max {config['r_max']} but the data's neighbour lists use "
+                f"r_max {self.r_max}: set r_max={config['r_max']}"
+            )
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self.source is None:
+            return
+        hparams = dict(checkpoint["hyper_parameters"])
+        info = dict(hparams["info_dict"])
+        info["training_module"] = {**info["training_module"], "model": self.source}
+        hparams.update(model=self.source, info_dict=info)
+        checkpoint["hyper_parameters"] = hparams

@@ -1,0 +1,216 @@
+"""Loss, metrics and data statistics of dielectric models, as nequip's ``EnergyForceLoss``,
+``EnergyForceMetrics`` and ``CommonDataStatisticsManager`` are for energy models.
+
+A config names the predicted fields (heads) and their weights; everything else follows:
+
+.. code-block:: yaml
+
+    training_module:
+      loss:
+        _target_: aniso_nequip.train.DielectricLoss
+        coeffs: {dielectric_tensor: 1.0}
+        metric: mae
+"""
+
+from typing import Dict, Iterable, List, Optional
+
+from nequip.data import (
+    AtomicDataDict,
+    DataStatisticsManager,
+    Mean,
+    NumNeighbors,
+    RootMeanSquare,
+    StandardDeviation,
+)
+from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
+
+from .._keys import DIELECTRIC_IONIC_KEY
+from .modifiers import (
+    AnisotropyRatio,
+    PolycrystallineConstant,
+    SortedEigenvalues,
+    SymmetricTensorIrreps,
+    TensorIsotropicPart,
+)
+
+HEADS = {
+    AtomicDataDict.DIELECTRIC_KEY: "",
+    DIELECTRIC_IONIC_KEY: "ionic_",
+    AtomicDataDict.BORN_CHARGE_KEY: "born_",
+}
+"""Fields a dielectric model may predict, with the prefix of their loss and metric names."""
+
+LOSS_METRICS = {"mse": MeanSquaredError, "mae": MeanAbsoluteError}
+
+_DEFAULT_HEADS = {AtomicDataDict.DIELECTRIC_KEY: 1.0}
+
+
+def _check_heads(heads: Dict[str, float], what: str) -> None:
+    unknown = sorted(set(heads) - set(HEADS))
+    if unknown or not heads:
+        raise ValueError(f"{what} must name fields among {sorted(HEADS)}, got {sorted(heads)}")
+
+
+def _error_entry(field: str, coeff: Optional[float], metric: str) -> dict:
+    """The ``{prefix}irreps_{metric}`` (symmetric tensors) or ``born_{metric}`` entry."""
+    if metric not in LOSS_METRICS:
+        raise ValueError(f"loss `metric` must be one of {sorted(LOSS_METRICS)}, got `{metric}`")
+    if field == AtomicDataDict.BORN_CHARGE_KEY:
+        name, modified = f"born_{metric}", field
+    else:
+        name, modified = f"{HEADS[field]}irreps_{metric}", SymmetricTensorIrreps(field=field)
+    return {"name": name, "field": modified, "coeff": coeff, "metric": LOSS_METRICS[metric]()}
+
+
+def DielectricLoss(
+    coeffs: Dict[str, float] = _DEFAULT_HEADS,
+    metric: str = "mse",
+    anisotropic_coeff: float = 0.0,
+    type_names: Optional[List[str]] = None,
+) -> MetricsManager:
+    """The training loss: ``metric`` (``mse``, the paper's, or ``mae``) of each predicted field,
+    weighted by ``coeffs`` (which ``MetricsManager`` normalises to sum 1).
+
+    Symmetric tensors (``dielectric_tensor``, ``dielectric_ionic_tensor``) are compared on their
+    ``1x0e+1x2e`` coefficients (entries ``irreps_mse``, ``ionic_irreps_mse``), Born charges
+    component-wise (``born_mse``).
+
+    Args:
+        coeffs (Dict[str, float]): predicted field -> weight (default ``{dielectric_tensor: 1}``)
+        metric (str): ``mse`` or ``mae``
+        anisotropic_coeff (float): weight of an extra term on the ``2e`` (anisotropic)
+            coefficients of ``dielectric_tensor`` (``anisotropic_{metric}``; default 0: none)
+        type_names (List[str]): atom type names (nequip's training module passes them)
+    """
+    _check_heads(coeffs, "loss `coeffs`")
+    entries = [_error_entry(field, coeff, metric) for field, coeff in coeffs.items()]
+    if anisotropic_coeff:
+        entries.append(
+            {
+                "name": f"anisotropic_{metric}",
+                "field": SymmetricTensorIrreps(irrep="2e"),
+                "coeff": anisotropic_coeff,
+                "metric": LOSS_METRICS[metric](),
+            }
+        )
+    return MetricsManager(entries, type_names=type_names)
+
+
+def _tensor_metrics(field: str) -> List[dict]:
+    prefix, ionic = HEADS[field], field == DIELECTRIC_IONIC_KEY
+    return [
+        {"name": f"{prefix}component_mae", "field": field, "metric": MeanAbsoluteError()},
+        {
+            "name": f"{prefix}eps_poly_mae",
+            "field": PolycrystallineConstant(field=field),
+            "metric": MeanAbsoluteError(),
+        },
+        {
+            # an ionic tensor may vanish, where its anisotropy ratio is undefined
+            "name": f"{prefix}a_r_mae",
+            "field": AnisotropyRatio(field=field),
+            "metric": MeanAbsoluteError(),
+            "ignore_nan": ionic,
+        },
+        {
+            "name": f"{prefix}eigenvalue_mae",
+            "field": SortedEigenvalues(field=field),
+            "metric": MeanAbsoluteError(),
+        },
+    ]
+
+
+def DielectricMetrics(
+    heads: Dict[str, float] = _DEFAULT_HEADS, type_names: Optional[List[str]] = None
+) -> MetricsManager:
+    """Validation and test metrics of the predicted fields ``heads``.
+
+    Each field's MSE entry (as in :func:`DielectricLoss`) carries its ``heads`` weight, so the
+    logged ``weighted_sum`` (what checkpointing and early stopping monitor) is the paper's MSE
+    for one head. For each symmetric tensor the MAEs of the components, ``eps_poly``, ``a_r``
+    and the sorted eigenvalues follow (``component_mae``, ``eps_poly_mae``, ``a_r_mae``,
+    ``eigenvalue_mae``, prefixed ``ionic_`` for the ionic tensor); with both tensors, those of
+    the static tensor (``static_eps_poly_mae``, ``static_a_r_mae``); for Born charges the MAE
+    of the components and of their isotropic part (``born_mae``, ``born_isotropic_mae``).
+
+    Args:
+        heads (Dict[str, float]): predicted field -> weight (default ``{dielectric_tensor: 1}``)
+        type_names (List[str]): atom type names (nequip's training module passes them)
+    """
+    _check_heads(heads, "metrics `heads`")
+    entries = [_error_entry(field, coeff, "mse") for field, coeff in heads.items()]
+    for field in heads:
+        if field != AtomicDataDict.BORN_CHARGE_KEY:
+            entries += _tensor_metrics(field)
+    if {AtomicDataDict.DIELECTRIC_KEY, DIELECTRIC_IONIC_KEY} <= set(heads):
+        static = dict(field=AtomicDataDict.DIELECTRIC_KEY, plus=DIELECTRIC_IONIC_KEY)
+        entries += [
+            {
+                "name": "static_eps_poly_mae",
+                "field": PolycrystallineConstant(**static),
+                "metric": MeanAbsoluteError(),
+            },
+            {
+                "name": "static_a_r_mae",
+                "field": AnisotropyRatio(**static),
+                "metric": MeanAbsoluteError(),
+                "ignore_nan": True,
+            },
+        ]
+    if AtomicDataDict.BORN_CHARGE_KEY in heads:
+        entries += [
+            {
+                "name": "born_mae",
+                "field": AtomicDataDict.BORN_CHARGE_KEY,
+                "metric": MeanAbsoluteError(),
+            },
+            {
+                "name": "born_isotropic_mae",
+                "field": TensorIsotropicPart(),
+                "metric": MeanAbsoluteError(),
+            },
+        ]
+    return MetricsManager(entries, type_names=type_names)
+
+
+def DielectricStatisticsManager(
+    heads: Iterable[str] = (AtomicDataDict.DIELECTRIC_KEY,),
+    dataloader_kwargs: Optional[dict] = None,
+    type_names: Optional[List[str]] = None,
+) -> DataStatisticsManager:
+    """Training-data statistics that the model builders' shifts and scales interpolate
+    (``${training_data_stats:NAME}``):
+
+    - always ``num_neighbors_mean``;
+    - ``dielectric_tensor``: ``eps_poly_mean``, ``eps_poly_std``, ``eps_2e_rms`` (RMS of the
+      ``2e`` coefficients);
+    - ``dielectric_ionic_tensor``: ``ionic_eps_poly_mean``, ``ionic_eps_poly_std``;
+    - ``born_effective_charges``: ``born_rms``.
+
+    Args:
+        heads (Iterable[str]): predicted fields, e.g. the keys of the loss ``coeffs``
+            (default ``[dielectric_tensor]``)
+        dataloader_kwargs (dict): of the statistics pass (default ``{batch_size: 32}``)
+        type_names (List[str]): atom type names (for per-type statistics)
+    """
+    _check_heads(dict.fromkeys(heads), "statistics `heads`")
+    stats = [("num_neighbors_mean", NumNeighbors(), Mean())]
+    if AtomicDataDict.DIELECTRIC_KEY in heads:
+        stats += [
+            ("eps_poly_mean", PolycrystallineConstant(), Mean()),
+            ("eps_poly_std", PolycrystallineConstant(), StandardDeviation()),
+            ("eps_2e_rms", SymmetricTensorIrreps(irrep="2e"), RootMeanSquare()),
+        ]
+    if DIELECTRIC_IONIC_KEY in heads:
+        ionic = PolycrystallineConstant(field=DIELECTRIC_IONIC_KEY)
+        stats += [
+            ("ionic_eps_poly_mean", ionic, Mean()),
+            ("ionic_eps_poly_std", ionic, StandardDeviation()),
+        ]
+    if AtomicDataDict.BORN_CHARGE_KEY in heads:
+        stats.append(("born_rms", AtomicDataDict.BORN_CHARGE_KEY, RootMeanSquare()))
+    return DataStatisticsManager(
+        [{"name": name, "field": field, "metric": metric} for name, field, metric in stats],
+        dataloader_kwargs=dataloader_kwargs or {"batch_size": 32},
+        type_names=type_names,
+    )

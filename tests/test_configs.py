@@ -1,0 +1,140 @@
+"""Every shipped config composes and its parts instantiate: datamodule, data statistics, loss,
+metrics, callbacks and model (data statistics stubbed); the factories give each config its
+heads' entries."""
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_method, instantiate
+from omegaconf import OmegaConf
+
+from aniso_nequip.train import (
+    DielectricLoss,
+    DielectricMetrics,
+    DielectricStatisticsManager,
+    SelfContainedCheckpoints,
+)
+from conftest import CONFIGS
+
+SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+ELECTRONIC = {"irreps_mse", "component_mae", "eps_poly_mae", "a_r_mae", "eigenvalue_mae"}
+STATIC = ELECTRONIC | {
+    "ionic_irreps_mse", "ionic_component_mae", "ionic_eps_poly_mae", "ionic_a_r_mae",
+    "ionic_eigenvalue_mae", "static_eps_poly_mae", "static_a_r_mae", "born_mse", "born_mae",
+    "born_isotropic_mae",
+}  # fmt: skip
+BUILDERS = {
+    "anisonet_scalar": "ScalarAnisoNetModel",
+    "anisonet_static": "AnisoNetStaticModel",
+    "anisonet_foundation": "FoundationAnisoNetModel",
+}
+
+
+@pytest.fixture
+def stub_statistics():
+    """``${training_data_stats:NAME}`` as nequip's runner would resolve it (a positive number)."""
+    OmegaConf.register_new_resolver("training_data_stats", lambda name: 3.0, replace=True)
+    yield
+    OmegaConf.clear_resolver("training_data_stats")
+
+
+def _compose(name, overrides=()):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def test_every_config_is_tested():
+    assert set(SHIPPED) == {
+        "anisonet", "anisonet_best", "anisonet_finetune", "anisonet_foundation",
+        "anisonet_pretrain", "anisonet_scalar", "anisonet_single_file", "anisonet_static", "tiny",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_config_instantiates(name, trained, stub_statistics):
+    if name == "anisonet_foundation":
+        pytest.importorskip("sevenn")
+    overrides = (
+        [f"pretrained={trained['dir'] / 'best.ckpt'}"] if name == "anisonet_finetune" else []
+    )
+    if name == "anisonet_finetune":
+        # the tiny checkpoint's elements and cutoff (checked by SelfContainedCheckpoints)
+        source = torch.load(trained["dir"] / "best.ckpt", weights_only=False)["hyper_parameters"]
+        names = ",".join(source["model"]["type_names"])
+        overrides += [f"model_type_names=[{names}]", f"r_max={source['model']['r_max']}"]
+    cfg = _compose(name, overrides)
+    for key in ("train_file", "val_file", "test_file", "r_max", "l_max", "num_features",
+                "num_layers", "batch_size", "lr", "max_epochs", "seed", "heads",
+                "early_stopping_patience"):  # fmt: skip
+        assert key in cfg, key
+
+    static = name == "anisonet_static"
+    metrics = instantiate(cfg.metrics)
+    assert set(metrics.entries) == (STATIC if static else ELECTRONIC)
+    loss = instantiate(cfg.training_module.loss)
+    expected_loss = {"irreps_mse", "ionic_irreps_mse", "born_mse"} if static else {"irreps_mse"}
+    if name in ("anisonet_best", "anisonet_pretrain", "anisonet_finetune", "anisonet_foundation"):
+        expected_loss = {"irreps_mae"}
+    assert set(loss.entries) == expected_loss
+
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    assert datamodule.seed == cfg.seed
+    stats = OmegaConf.to_container(cfg.data.stats_manager, resolve=True)
+    assert instantiate(stats).names[:4] == [
+        "num_neighbors_mean", "eps_poly_mean", "eps_poly_std", "eps_2e_rms",
+    ]  # fmt: skip
+    callbacks = [
+        instantiate(c)
+        for c in cfg.trainer.callbacks
+        if "hydra:" not in str(OmegaConf.to_container(c))  # ModelCheckpoint: Hydra's run dir
+    ]
+    assert any(isinstance(c, SelfContainedCheckpoints) for c in callbacks)
+
+    model_config = OmegaConf.to_container(cfg.training_module.model, resolve=True)
+    model = get_method(model_config.pop("_target_"))(**model_config)
+    if name != "anisonet_finetune":
+        builder = model_config.get("model_builder", BUILDERS.get(name, "AnisoNetModel"))
+        assert cfg.training_module.model._target_ == f"aniso_nequip.model.{builder}"
+    assert "dielectric_tensor" in model.irreps_out
+
+
+def test_pretrain_config_holds_out_the_evaluation_crystals():
+    cfg = _compose("anisonet_pretrain")
+    assert list(cfg.data.exclude_structures_in) == [
+        "datasets/mp_subset_val.extxyz.gz", "datasets/mp_subset_test.extxyz.gz",
+    ]  # fmt: skip
+    assert cfg.train_file == "datasets/phonondb_train.extxyz.gz"
+
+
+def test_paper_settings_in_anisonet_config():
+    cfg = OmegaConf.load(CONFIGS / "anisonet.yaml")
+    assert (cfg.r_max, cfg.l_max, cfg.num_features, cfg.num_layers, cfg.num_basis) == (
+        5.0, 3, 48, 2, 15,
+    )  # fmt: skip
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.lr_decay, cfg.max_epochs) == (
+        0.003, 0.03, 12, 0.98, 120,
+    )  # fmt: skip
+    assert cfg.loss_metric == "mse" and dict(cfg.heads) == {"dielectric_tensor": 1.0}
+    assert cfg.training_module.optimizer._target_ == "torch.optim.AdamW"
+    assert list(cfg.run) == ["train", "test"]
+
+
+def test_config_sizes():
+    """Each config states only what differs from the one it builds on."""
+    lines = {p.stem: len(p.read_text().splitlines()) for p in CONFIGS.glob("*.yaml")}
+    assert lines["anisonet"] < 100 and lines["anisonet_static"] < 50
+    assert "dataset_from_file" not in (CONFIGS / "anisonet_pretrain.yaml").read_text()
+
+
+def test_factories_weights_and_errors():
+    heads = {"dielectric_tensor": 1.0, "dielectric_ionic_tensor": 0.05}
+    loss = DielectricLoss(coeffs=heads, metric="mae", anisotropic_coeff=0.5)
+    assert set(loss.entries) == {"irreps_mae", "ionic_irreps_mae", "anisotropic_mae"}
+    metrics = DielectricMetrics(heads=heads)
+    assert {"static_eps_poly_mae", "ionic_a_r_mae"} <= set(metrics.entries)
+    stats = DielectricStatisticsManager(heads=["born_effective_charges"])
+    assert stats.names == ["num_neighbors_mean", "born_rms"]
+    with pytest.raises(ValueError, match="mse"):
+        DielectricLoss(metric="huber")
+    with pytest.raises(ValueError, match="dielectric_tensr"):
+        DielectricMetrics(heads={"dielectric_tensr": 1.0})
