@@ -15,13 +15,14 @@ from ase.spacegroup import crystal
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data.matching import StructureIndex
+from aniso_nequip.errors import InputError
 from aniso_nequip.inference import load_model, predict
 from aniso_nequip.metrics import derived
 from aniso_nequip.screen import runner
 from aniso_nequip.screen.dimensionality import dimensionality
 from aniso_nequip.screen.filters import PoolFilter, Thresholds
 from aniso_nequip.screen.runner import exclusion_index
-from aniso_nequip.screen.sources import InputError, iter_structures
+from aniso_nequip.screen.sources import iter_structures
 from aniso_nequip.scripts.cli import main as cli
 from conftest import bundled
 
