@@ -1,8 +1,9 @@
 """``aniso-nequip data``: the argument parsers; the work is in :mod:`aniso_nequip.data.pipeline`,
 :mod:`aniso_nequip.data.mp` and :mod:`aniso_nequip.data.stats`."""
 
-import argparse
 import pathlib
+
+from . import add_command
 
 DATA_EXAMPLES = """examples:
   aniso-nequip data mp --out datasets/mp_dielectric.extxyz      # needs MP_API_KEY and network
@@ -117,41 +118,40 @@ def _mp_candidates(args) -> None:
     print(f"  aniso-nequip screen --model MODEL --structures {out} --out screen/")
 
 
-def _command(subparsers, name: str, help: str, func) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        name, help=help, epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.set_defaults(func=func)
-    return parser
-
-
 def add_parser(commands) -> None:
     """Add ``data`` and its actions (``mp``, ``convert``, ``stats``, ``mp-candidates``)."""
     from ..screen.filters import Thresholds
 
-    data = commands.add_parser(
-        "data",
-        help="Materials Project data: download, convert, stats",
-        epilog=DATA_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    data = add_command(
+        commands, "data", "Materials Project data: download, convert, stats", DATA_EXAMPLES
     )
     actions = data.add_subparsers(dest="action", required=True)
 
-    mp = _command(actions, "mp", "download MP dielectric documents (MP_API_KEY), convert", _mp)
+    mp = add_command(
+        actions, "mp", "download MP dielectric documents (MP_API_KEY), convert", DATA_EXAMPLES, _mp
+    )
     mp.add_argument("--cache", default=DEFAULT_CACHE, help=f"raw document cache ({DEFAULT_CACHE})")
     mp.add_argument("--refresh", action="store_true", help="download again despite the cache")
     _add_pipeline_options(mp)
 
-    convert = _command(actions, "convert", "convert a saved JSON(.gz) dump", _convert)
+    convert = add_command(
+        actions, "convert", "convert a saved JSON(.gz) dump", DATA_EXAMPLES, _convert
+    )
     convert.add_argument("documents", help="JSON or JSON.gz list of MP dielectric documents")
     _add_pipeline_options(convert)
 
-    stats = _command(actions, "stats", "crystal systems, eps_poly and a_r distributions", _stats)
+    stats = add_command(
+        actions, "stats", "crystal systems, eps_poly and a_r distributions", DATA_EXAMPLES, _stats
+    )
     stats.add_argument("file", help="extxyz(.gz) or .h5 dataset")
     stats.add_argument("--png", help="histogram output (default: FILE.stats.png)")
 
-    candidates = _command(
-        actions, "mp-candidates", "download a screening pool (MP_API_KEY)", _mp_candidates
+    candidates = add_command(
+        actions,
+        "mp-candidates",
+        "download a screening pool (MP_API_KEY)",
+        DATA_EXAMPLES,
+        _mp_candidates,
     )
     candidates.add_argument("--out", required=True, help="JSON(.gz) output, e.g. pool.json.gz")
     for option, kind, name in (

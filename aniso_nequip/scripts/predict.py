@@ -1,8 +1,7 @@
 """``aniso-nequip predict``: the argument parser; the work is in :mod:`aniso_nequip.prediction`."""
 
-import argparse
-
 from ..errors import InputError
+from . import add_command
 
 PREDICT_EXAMPLES = """examples:
   aniso-nequip predict examples/*.cif                      # the shipped ready model
@@ -14,11 +13,12 @@ PREDICT_EXAMPLES = """examples:
 
 def add_parser(commands) -> None:
     """Add ``predict``."""
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "predict",
-        help="dielectric tensors of CIF/POSCAR/extxyz structures (ready model by default)",
-        epilog=PREDICT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "dielectric tensors of CIF/POSCAR/extxyz structures (ready model by default)",
+        PREDICT_EXAMPLES,
+        _run,
     )
     parser.add_argument("structures", nargs="+", help="files, folders or glob patterns")
     parser.add_argument("--model", nargs="+",
@@ -30,7 +30,6 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--strict", action="store_true",
                         help="exit non-zero when any input is skipped")  # fmt: skip
-    parser.set_defaults(func=_run)
 
 
 def _run(args) -> None:

@@ -3,6 +3,7 @@
 import argparse
 
 from ..errors import InputError
+from . import add_command
 
 SCREEN_EXAMPLES = """examples:
   aniso-nequip screen --model outputs/anisonet/best.ckpt \\
@@ -98,13 +99,13 @@ def add_parser(commands) -> None:
     from ..screen.layout import RANK_BY
 
     defaults = Thresholds()
-    screen = commands.add_parser(
+    screen = add_command(
+        commands,
         "screen",
-        help="rank a pool of crystals by predicted dielectric anisotropy",
-        epilog=SCREEN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "rank a pool of crystals by predicted dielectric anisotropy",
+        SCREEN_EXAMPLES,
+        _run,
     )
-    screen.set_defaults(func=_run)
     many = dict(action="extend", nargs="+", default=[])
     screen.add_argument("--model", **many,
                         help="checkpoint or package; several: an ensemble (default: the ready "

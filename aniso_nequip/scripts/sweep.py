@@ -1,6 +1,6 @@
 """``aniso-nequip sweep``: the argument parser; the work is in :mod:`aniso_nequip.sweep`."""
 
-import argparse
+from . import add_command
 
 SWEEP_EXAMPLES = """examples:
   aniso-nequip sweep configs/sweeps/anisonet_bo.yaml                  # the paper's BO
@@ -20,13 +20,13 @@ def _run(args) -> None:
 
 def add_parser(commands) -> None:
     """Add ``sweep``."""
-    sweep = commands.add_parser(
+    sweep = add_command(
+        commands,
         "sweep",
-        help="optuna hyperparameter sweep of nequip-train runs (YAML spec)",
-        epilog=SWEEP_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "optuna hyperparameter sweep of nequip-train runs (YAML spec)",
+        SWEEP_EXAMPLES,
+        _run,
     )
     sweep.add_argument("spec", help="sweep spec YAML, e.g. configs/sweeps/anisonet_bo.yaml")
     sweep.add_argument("--n-trials", type=int, help="finished trials wanted in the study")
     sweep.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every trial")
-    sweep.set_defaults(func=_run)
