@@ -17,11 +17,12 @@ from nequip.data._key_registry import get_field_type
 
 from ._keys import PREDICTED_FIELDS
 from .data import atoms_to_graphs
+from .errors import InputError
 
 _PACKAGE_SUFFIX = ".nequip.zip"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(InputError):
     """A model file is missing or is not a readable nequip checkpoint/package."""
 
 

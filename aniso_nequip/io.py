@@ -2,11 +2,15 @@
 unless asked."""
 
 import contextlib
+import gzip
+import json
 import os
 import pathlib
 import shutil
 import tempfile
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
+
+from .errors import InputError
 
 
 def full_suffix(path: pathlib.Path) -> str:
@@ -14,7 +18,7 @@ def full_suffix(path: pathlib.Path) -> str:
     return "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(FileExistsError, InputError):
     """The output already exists and overwriting was not requested."""
 
 
@@ -75,3 +79,12 @@ def atomic_file(path: Union[str, os.PathLike], force: bool = False) -> Iterator[
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json(obj: Any, path: Union[str, os.PathLike], force: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`atomic_file`); a ``.gz`` path is
+    gzip-compressed and written without indentation."""
+    compress = str(path).endswith(".gz")
+    with atomic_file(path, force=force) as tmp:
+        with gzip.open(tmp, "wt") if compress else open(tmp, "w") as f:
+            json.dump(obj, f, indent=None if compress else 2)

@@ -123,8 +123,8 @@ def _ood_file(out):
 
 
 def _evaluate_seed(seed, run_dir, wall, ood_file):
+    from aniso_nequip.evaluation import evaluate
     from aniso_nequip.inference import load_model
-    from aniso_nequip.scripts.evaluate import evaluate
 
     ckpt = run_dir / "best.ckpt"
     metrics = evaluate(str(ckpt), [str(ROOT / TEST_FILE)], run_dir / "eval", force=True,

@@ -26,7 +26,8 @@ import ase.io
 import numpy as np
 import torch
 
-from aniso_nequip.screen.runner import Settings, merge, prepare, run_shard
+from aniso_nequip.screen.layout import Settings
+from aniso_nequip.screen.runner import screen
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ROOT / "datasets"
@@ -80,9 +81,7 @@ def _screen(model, pool, out, dimensionality, batch_size):
         dimensionality=dimensionality,
     )
     start = time.perf_counter()
-    prepare(out, settings)
-    run_shard(out, settings, device="cpu", batch_size=batch_size, progress=False)
-    summary = merge(out)
+    summary = screen(out, settings, device="cpu", batch_size=batch_size, progress=False).summary
     seconds = time.perf_counter() - start
     return {
         "structures": summary["read"],

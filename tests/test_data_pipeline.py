@@ -10,8 +10,19 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data import dataset_from_file, read_frames, write_frames
 from aniso_nequip.data.cleaning import clean
-from aniso_nequip.data.mp import DocumentError, doc_to_atoms, document_to_dict
+from aniso_nequip.data.mp import (
+    DocumentError,
+    convert_documents,
+    dielectric_documents,
+    doc_to_atoms,
+    document_to_dict,
+    download_candidates,
+)
+from aniso_nequip.data.pipeline import build_dataset, dataset_paths
 from aniso_nequip.data.splits import split_frames
+from aniso_nequip.data.stats import dataset_statistics
+from aniso_nequip.errors import InputError
+from aniso_nequip.io import OutputExistsError
 from aniso_nequip.scripts.cli import main as cli
 from conftest import bundled, rotation
 
@@ -168,6 +179,72 @@ def _with_id(atoms, material_id, eps=None):
     atoms.info.update(material_id=material_id, entry_id=material_id, frame_deviation=0.0)
     atoms.calc = SinglePointCalculator(atoms, dielectric_tensor=tensor.reshape(9))
     return atoms
+
+
+def test_crystals_without_ids_are_never_duplicates_by_id(frames):
+    distinct = [_with_id(a, None) for a in frames[:3]]
+    for atoms in distinct:
+        del atoms.info["material_id"], atoms.info["entry_id"]
+    copy = distinct[0].copy()
+    copy.calc = distinct[0].calc
+    kept, report = clean([*distinct, copy])
+    assert kept == distinct
+    assert report["removed"]["duplicate_id"] == []
+    assert report["removed"]["duplicate_structure"] == ["<frame 3>"]
+
+
+def test_documents_without_material_id_are_all_kept(frames, tmp_path):
+    docs = [mp_document(a) for a in frames[:3]]
+    for doc in docs:
+        doc["material_id"] = None
+    broken = {**docs[0], "electronic": None}
+    converted, skipped = convert_documents([*docs, broken])
+    assert skipped == {"<document 3>": "missing `electronic` tensor"}
+    assert all("material_id" not in a.info for a in converted)
+    report = build_dataset([*docs, broken], tmp_path / "noid.extxyz", split=None)
+    assert report["kept"] == 3 and report["removed"]["duplicate_id"] == []
+    assert len(read_frames(tmp_path / "noid.extxyz")) == 3
+
+
+def test_build_dataset_writes_its_report_and_refuses_existing_outputs(docs, tmp_path):
+    out = tmp_path / "mp.extxyz.gz"
+    report = build_dataset(docs[:12], out, split=(0.5, 0.25, 0.25), seed=3)
+    paths = dataset_paths(out)
+    assert {p.name for p in paths.values()} == {
+        "mp.extxyz.gz", "mp_report.json", "mp_train.extxyz.gz", "mp_val.extxyz.gz",
+        "mp_test.extxyz.gz",
+    }  # fmt: skip
+    assert json.loads(paths["report"].read_text()) == json.loads(json.dumps(report))
+    assert report["split"] == {"fractions": [0.5, 0.25, 0.25], "seed": 3, "stratify": False,
+                               "train": 6, "val": 3, "test": 3}  # fmt: skip
+    assert [len(read_frames(paths[s])) for s in ("all", "train", "val", "test")] == [12, 6, 3, 3]
+    with pytest.raises(OutputExistsError, match="outputs exist"):
+        build_dataset(docs[:12], out)
+    with pytest.raises(InputError, match="no crystal left"):
+        build_dataset(docs[:2], tmp_path / "none.extxyz", max_eps_poly=0.5)
+
+
+def test_dataset_statistics():
+    from conftest import DATASETS
+
+    stats = dataset_statistics(DATASETS / "mp_subset_test.extxyz.gz")
+    assert stats.n_frames == len(stats.eps_poly) == len(stats.a_r) == 111
+    counts = list(stats.crystal_systems.values())
+    assert stats.crystal_systems["orthorhombic"] == 24 and sum(counts) == 111
+    assert counts == sorted(counts, reverse=True)
+    assert (stats.a_r >= 1).all() and "a_r: mean" in stats.summary()
+    with pytest.raises(InputError, match="does not exist"):
+        dataset_statistics("missing.extxyz")
+
+
+def test_mp_downloads_use_the_cache_and_refuse_existing_outputs(docs, tmp_path, monkeypatch):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    cache = _dump(docs[:3], tmp_path / "docs.json.gz")
+    assert dielectric_documents(cache) == (docs[:3], False)
+    with pytest.raises(InputError, match="MP_API_KEY is not set"):
+        dielectric_documents(cache, refresh=True)
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        download_candidates(cache)  # refused before any download is tried
 
 
 def test_each_cleaning_rule(frames):

@@ -200,3 +200,75 @@ def test_existing_output_is_not_overwritten(trained, tmp_path, capsys):
     assert (out / "metrics.json").read_text() == "keep me"
     assert evaluate_main(argv + ["--force"]) == 0
     assert json.loads((out / "metrics.json").read_text())["n"] == 16
+
+
+def test_parity_plot_is_a_scatter_for_small_sets_and_a_density_for_large(tmp_path):
+    from matplotlib.collections import PathCollection, QuadMesh
+
+    from aniso_nequip import plots
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(2, 10, 100)
+    systems = ["cubic"] * 30 + ["tetragonal"] * 50 + ["monoclinic"] * 20
+    fig = plots.parity_figure(ref, ref + rng.normal(0, 0.2, 100), "eps_poly", systems)
+    (ax,) = fig.axes  # no colour bar
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [len(c.get_offsets()) for c in scatters] == [20, 50, 30]  # crystal-system order
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["monoclinic (20)", "tetragonal (50)", "cubic (30)"]
+    plots.pyplot().close(fig)
+
+    big = rng.uniform(2, 10, 3000)
+    fig = plots.parity_figure(big, big, "eps_poly", ["cubic"] * 3000)
+    assert len(fig.axes) == 2  # the plot and its colour bar
+    assert any(isinstance(c, QuadMesh) for c in fig.axes[0].collections)
+    plots.pyplot().close(fig)
+    assert plots.parity_plot(ref, ref, "a_r", tmp_path / "small.png", systems) == "scatter"
+    assert plots.parity_plot(big, big, "a_r", tmp_path / "big.png") == "density"
+    assert (tmp_path / "small.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_evaluate_draws_scatter_parity_plots_for_a_small_test_set(trained, tmp_path, monkeypatch):
+    from aniso_nequip import evaluation, plots
+
+    drawn = []
+
+    def spy(reference, predicted, label, path, systems=None, **kwargs):
+        drawn.append((label, path.name, list(systems)))
+        return parity_plot(reference, predicted, label, path, systems, **kwargs)
+
+    parity_plot = plots.parity_plot
+    monkeypatch.setattr(plots, "parity_plot", spy)
+    ckpt = trained["dir"] / "best.ckpt"
+    out = tmp_path / "out"
+    metrics = evaluation.evaluate(ckpt, [trained["files"]["test"]], out, quiet=True)
+    assert metrics["n"] == 16 and metrics["model"] == str(ckpt)
+    systems = [a.info["crystal_system"] for a in ase.io.read(trained["files"]["test"], ":")]
+    assert drawn == [
+        ("eps_poly", "parity_eps_poly.png", systems),
+        ("a_r", "parity_anisotropy_ratio.png", systems),
+    ]
+    assert {p.name for p in out.iterdir()} == OUTPUTS
+
+
+def test_evaluation_metrics_of_every_head():
+    from aniso_nequip.evaluation import evaluation_metrics, metrics_text
+
+    frames = [ase.build.bulk("NaCl", "rocksalt", a=5.6 + 0.1 * i) for i in range(3)]
+    electronic = np.stack([np.diag([2.0, 2.5, 3.0 + i]) for i in range(3)])
+    ionic = np.stack([np.diag([1.0, 1.0, 0.5 * i]) for i in range(3)])
+    for atoms, eps, ion in zip(frames[:2], electronic, ionic):
+        atoms.info["dielectric_ionic_tensor"] = ion.reshape(9)
+        atoms.info["dielectric_tensor"] = eps.reshape(9)
+    outputs = {"dielectric_tensor": electronic + 0.3 * np.eye(3), "dielectric_ionic_tensor": ionic}
+    metrics = evaluation_metrics(frames, outputs, ["cubic"] * 3)
+    assert metrics["n"] == 2 and metrics["n_without_reference"] == 1
+    assert metrics["eps_poly_mae"] == pytest.approx(0.3)
+    assert metrics["dielectric_ionic_tensor"]["eps_poly_mae"] == pytest.approx(0.0)
+    assert metrics["static"]["eps_poly_mae"] == pytest.approx(0.3)
+    text = metrics_text(metrics)
+    assert "\ndielectric_ionic_tensor:\n" in text and "\nstatic:\n" in text
+    assert evaluation_metrics(frames[2:], {"dielectric_tensor": electronic[2:]}, ["cubic"]) == {
+        "n": 0,
+        "n_without_reference": 1,
+    }

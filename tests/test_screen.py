@@ -4,6 +4,8 @@ import csv
 import gzip
 import json
 import re
+import subprocess
+import sys
 
 import ase
 import ase.build
@@ -15,13 +17,14 @@ from ase.spacegroup import crystal
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data.matching import StructureIndex
+from aniso_nequip.errors import InputError
 from aniso_nequip.inference import load_model, predict
 from aniso_nequip.metrics import derived
 from aniso_nequip.screen import runner
 from aniso_nequip.screen.dimensionality import dimensionality
 from aniso_nequip.screen.filters import PoolFilter, Thresholds
 from aniso_nequip.screen.runner import exclusion_index
-from aniso_nequip.screen.sources import InputError, iter_structures
+from aniso_nequip.screen.sources import iter_structures
 from aniso_nequip.scripts.cli import main as cli
 from conftest import bundled
 
@@ -435,3 +438,37 @@ def test_mp_candidates_queries_the_summary_endpoint(tmp_path, monkeypatch, capsy
     assert [a.info["energy_above_hull"] for *_, a in entries] == [0.0, 0.01]
     assert [len(a) for *_, a in entries] == [2, 6]
     assert cli(["data", "mp-candidates", "--out", str(out)]) == 2  # exists: needs --force
+
+
+def test_report_and_layout_do_not_import_the_runner():
+    code = (
+        "import sys, aniso_nequip.screen.report, aniso_nequip.screen.layout; "
+        "print('aniso_nequip.screen.runner' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_screen_function_runs_resumes_and_merges_shards(models, pool, tmp_path):
+    from aniso_nequip.screen.layout import Settings
+    from aniso_nequip.screen.report import console_summary
+    from aniso_nequip.screen.runner import screen
+
+    settings = Settings(models=[models[0]], structures=[pool["pool"]], dimensionality=False)
+    out = tmp_path / "one"
+    first = screen(out, settings, device="cpu", progress=False)
+    assert first.ran and first.missing == [] and first.summary["predicted"] == 15
+    assert "ranking.csv" in first.summary["files"] and (out / "ranking.csv").is_file()
+    again = screen(out, settings, device="cpu", progress=False)
+    assert not again.ran and again.summary["top"] == first.summary["top"]
+    assert "16 structures read, 15 screened" in console_summary(again.summary, out)
+
+    sharded = Settings(**{**settings.__dict__, "shards": 2})
+    out = tmp_path / "two"
+    assert screen(out, sharded, shard=1, device="cpu", progress=False) == runner.ScreenResult(True)
+    waiting = screen(out, sharded, shard=1, device="cpu", progress=False, merge_when_done=True)
+    assert not waiting.ran and waiting.missing == [0] and waiting.summary is None
+    done = screen(out, sharded, shard=0, device="cpu", progress=False, merge_when_done=True)
+    assert done.summary["top"] == first.summary["top"]
+    with pytest.raises(InputError, match="missing.ckpt` does not exist"):
+        screen(out, Settings(models=["missing.ckpt"], structures=[pool["pool"]]))

@@ -2,14 +2,16 @@
 
 import csv
 import os
+import re
 
 import ase.io
 import optuna
 import pytest
 import yaml
 
+from aniso_nequip.errors import InputError
 from aniso_nequip.scripts.cli import main as cli
-from aniso_nequip.sweep import SpecError, load_spec
+from aniso_nequip.sweep import SpecError, load_spec, run_and_report
 from conftest import BIN, ROOT, bundled, epoch_values, run_command
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -209,3 +211,10 @@ def test_journal_storage_for_shared_file_systems(tmp_path):
     # another process (here: another storage object) sees the same study
     again = optuna.load_study(study_name="j", storage=open_storage(url))
     assert [t.value for t in again.trials] == [0.25]
+
+
+def test_run_and_report_checks_overrides_and_spec_before_any_trial(tmp_path):
+    with pytest.raises(InputError, match=re.escape("key=value: ['max_epochs']")):
+        run_and_report(tmp_path / "nope.yaml", overrides=["max_epochs"])
+    with pytest.raises(SpecError, match="nope.yaml` does not exist"):
+        run_and_report(tmp_path / "nope.yaml", overrides=["max_epochs=1"])

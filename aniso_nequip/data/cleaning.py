@@ -5,15 +5,11 @@ from typing import Dict, List, Optional, Tuple
 import ase
 import numpy as np
 
-from .matching import StructureIndex, crystal_id
+from .matching import StructureIndex, crystal_id, frame_label
 
 
 def _eps(atoms: ase.Atoms) -> np.ndarray:
     return np.reshape(atoms.calc.results["dielectric_tensor"], (3, 3))
-
-
-def _id(atoms: ase.Atoms) -> str:
-    return crystal_id(atoms) or "?"
 
 
 def clean(
@@ -28,12 +24,13 @@ def clean(
 
     Rules: ``frame`` (tensor not invariant under the structure's point group by more than
     ``frame_tolerance`` of its largest component, see ``info["frame_deviation"]``),
-    ``duplicate_id`` (repeated material id, first kept), ``min_diagonal`` (a diagonal element
+    ``duplicate_id`` (repeated material id, first kept; crystals without an id are never
+    duplicates by id), ``min_diagonal`` (a diagonal element
     below ``min_diagonal``), ``max_eps_poly`` (mean eigenvalue above ``max_eps_poly``),
     ``duplicate_structure`` (pymatgen ``StructureMatcher`` match of an earlier kept crystal).
 
     Returns the kept frames and a report ``{"input": n, "kept": m, "removed": {rule: [ids]},
-    "rules": {...}}``.
+    "rules": {...}}``; a crystal without an id is listed as ``<frame i>`` (its input position).
     """
     rules = {
         "frame": frame_tolerance,
@@ -45,21 +42,26 @@ def clean(
     removed = {rule: [] for rule, setting in rules.items() if setting not in (None, False)}
     seen_ids = set()
     candidates = []
-    for atoms in frames:
+    for i, atoms in enumerate(frames):
         eps = _eps(atoms)
+        material_id = crystal_id(atoms)
+        label = frame_label(atoms, i)
         if "frame" in removed and atoms.info.get("frame_deviation", 0.0) > frame_tolerance:
-            removed["frame"].append(_id(atoms))
-        elif "duplicate_id" in removed and _id(atoms) in seen_ids:
-            removed["duplicate_id"].append(_id(atoms))
+            removed["frame"].append(label)
+        elif "duplicate_id" in removed and material_id is not None and material_id in seen_ids:
+            removed["duplicate_id"].append(label)
         elif "min_diagonal" in removed and np.diag(eps).min() < min_diagonal:
-            removed["min_diagonal"].append(_id(atoms))
+            removed["min_diagonal"].append(label)
         elif "max_eps_poly" in removed and np.trace(eps) / 3 > max_eps_poly:
-            removed["max_eps_poly"].append(_id(atoms))
+            removed["max_eps_poly"].append(label)
         else:
-            candidates.append(atoms)
-        seen_ids.add(_id(atoms))
+            candidates.append((label, atoms))
+        if material_id is not None:
+            seen_ids.add(material_id)
     kept = (
-        _drop_duplicate_structures(candidates, removed) if drop_duplicate_structures else candidates
+        _drop_duplicate_structures(candidates, removed)
+        if drop_duplicate_structures
+        else [atoms for _, atoms in candidates]
     )
     report = {
         "input": len(frames),
@@ -71,11 +73,11 @@ def clean(
     return kept, report
 
 
-def _drop_duplicate_structures(frames: List[ase.Atoms], removed: Dict) -> List[ase.Atoms]:
+def _drop_duplicate_structures(candidates: List[Tuple[str, ase.Atoms]], removed: Dict):
     kept, index = [], StructureIndex()
-    for atoms in frames:
+    for label, atoms in candidates:
         if atoms in index:
-            removed["duplicate_structure"].append(_id(atoms))
+            removed["duplicate_structure"].append(label)
             continue
         index.add(atoms)
         kept.append(atoms)

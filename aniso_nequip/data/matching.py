@@ -22,6 +22,11 @@ def crystal_id(atoms: ase.Atoms, keys: Sequence[str] = ID_KEYS) -> Optional[str]
     return None
 
 
+def frame_label(atoms: ase.Atoms, index: int) -> str:
+    """The crystal's :func:`crystal_id`, or ``<frame index>`` for one without an id."""
+    return crystal_id(atoms) or f"<frame {index}>"
+
+
 class StructureIndex:
     """A set of known crystals, queried by id and by structure.
 

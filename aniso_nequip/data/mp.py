@@ -4,18 +4,23 @@ A document is what ``mp_api.client.MPRester().materials.dielectric.search()`` re
 emmet-core ``DielectricDoc``) or a plain dict / JSON dump of one: ``material_id``, ``structure``
 (pymatgen dict), ``electronic``, ``ionic`` and ``total`` (3x3 lists), and, where a document was
 merged with summary data, ``band_gap`` and ``energy_above_hull``.
+
+:func:`dielectric_documents` and :func:`download_candidates` download them (``MP_API_KEY``).
 """
 
 import gzip
 import json
 import os
-from typing import Any, Dict, Iterable, List, Tuple
+import pathlib
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import ase
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._keys import DIELECTRIC_IONIC_KEY
+from ..errors import InputError
+from ..io import OutputExistsError, write_json
 from .symmetry import SYMPREC, point_group_deviation
 
 SOURCE = "mp-dfpt-pbe"
@@ -32,7 +37,7 @@ CANDIDATE_FIELDS = [
 ]
 
 
-class DocumentError(ValueError):
+class DocumentError(InputError):
     """One document cannot be converted; the message names its material id."""
 
     def __init__(self, material_id: str, problem: str):
@@ -100,25 +105,28 @@ def document_atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
     return atoms
 
 
-def doc_to_atoms(doc, symprec: float = SYMPREC) -> ase.Atoms:
-    """Convert one document; raises :class:`DocumentError` naming the material id.
+def doc_to_atoms(doc, symprec: float = SYMPREC, name: str = "<no material_id>") -> ase.Atoms:
+    """Convert one document; raises :class:`DocumentError` naming the material id (``name`` for
+    a document without one).
 
     The electronic tensor becomes ``dielectric_tensor`` (an ASE calculator property, as in the
     bundled files), the ionic one ``info["dielectric_ionic_tensor"]``; both are symmetrised.
     ``info["frame_deviation"]`` records :func:`~aniso_nequip.data.symmetry.point_group_deviation`
-    of the electronic tensor in the document's own structure.
+    of the electronic tensor in the document's own structure. ``info["material_id"]`` and
+    ``info["entry_id"]`` are set only when the document has a material id.
     """
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     doc = document_to_dict(doc)
-    material_id = str(doc.get("material_id") or "<no material_id>")
-    atoms = document_atoms(doc, material_id)
-    electronic = _tensor(doc, "electronic", material_id)
+    material_id = doc.get("material_id")
+    name = str(material_id or name)
+    atoms = document_atoms(doc, name)
+    electronic = _tensor(doc, "electronic", name)
     sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
+    ids = {"material_id": name, "entry_id": name} if material_id else {}
     info = {
-        "material_id": material_id,
-        "entry_id": material_id,
+        **ids,
         "formula": doc.get("formula_pretty") or atoms.get_chemical_formula(mode="reduce"),
         "source": SOURCE,
         "crystal_system": sga.get_crystal_system(),
@@ -126,7 +134,7 @@ def doc_to_atoms(doc, symprec: float = SYMPREC) -> ase.Atoms:
         "frame_deviation": point_group_deviation(atoms, electronic, symprec),
     }
     if doc.get("ionic") is not None:
-        info[DIELECTRIC_IONIC_KEY] = _tensor(doc, "ionic", material_id).reshape(9)
+        info[DIELECTRIC_IONIC_KEY] = _tensor(doc, "ionic", name).reshape(9)
     for key in ("band_gap", "energy_above_hull"):
         if doc.get(key) is not None:
             info[key] = float(doc[key])
@@ -136,28 +144,99 @@ def doc_to_atoms(doc, symprec: float = SYMPREC) -> ase.Atoms:
 
 
 def convert_documents(docs: Iterable, symprec: float = SYMPREC) -> Tuple[List[ase.Atoms], Dict]:
-    """Convert documents, skipping (and reporting by material id) those that cannot be."""
+    """Convert documents, skipping (and reporting by material id, ``<document i>`` for one
+    without an id) those that cannot be."""
     frames, skipped = [], {}
-    for doc in docs:
+    for i, doc in enumerate(docs):
         try:
-            frames.append(doc_to_atoms(doc, symprec))
+            frames.append(doc_to_atoms(doc, symprec, name=f"<document {i}>"))
         except DocumentError as err:
             skipped[err.material_id] = err.problem
     return frames, skipped
 
 
 def read_documents(path: str) -> List[Dict[str, Any]]:
-    """Documents from a JSON or gzip-compressed JSON file (a list, or ``{"documents": [...]}``)."""
+    """Documents from a JSON or gzip-compressed JSON file (a list, or ``{"documents": [...]}``);
+    raises :class:`~aniso_nequip.errors.InputError` for a missing or malformed file."""
     opener = gzip.open if str(path).endswith(".gz") else open
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"document file `{path}` does not exist")
+        raise InputError(f"document file `{path}` does not exist")
     try:
         with opener(path, "rt") as f:
             data = json.load(f)
     except (json.JSONDecodeError, EOFError, OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"`{path}` is not valid JSON (truncated or corrupt?): {err}") from err
+        raise InputError(f"`{path}` is not valid JSON (truncated or corrupt?): {err}") from err
     if isinstance(data, dict) and "documents" in data:
         data = data["documents"]
     if not isinstance(data, list):
-        raise ValueError(f"`{path}` must hold a JSON list of documents")
+        raise InputError(f"`{path}` must hold a JSON list of documents")
     return data
+
+
+def fetch_documents(search: Callable) -> List[Dict[str, Any]]:
+    """The documents ``search(mpr)`` returns for an ``MPRester`` made with ``MP_API_KEY``, as
+    dicts (:func:`document_to_dict`); the key is never printed.
+
+    Raises :class:`~aniso_nequip.errors.InputError` when the key is not set or the download fails.
+    """
+    key = os.environ.get("MP_API_KEY", "").strip()
+    if not key:
+        raise InputError(
+            "MP_API_KEY is not set: create an API key at https://materialsproject.org/api and "
+            "`export MP_API_KEY=...`, or convert a saved dump with `aniso-nequip data convert`"
+        )
+    try:
+        from mp_api.client import MPRester
+
+        with MPRester(api_key=key) as mpr:
+            docs = search(mpr)
+    except Exception as err:  # network, authentication, server errors
+        message = str(err).replace(key, "***")
+        raise InputError(
+            f"could not download from the Materials Project ({type(err).__name__}: {message}); "
+            "check the network and MP_API_KEY"
+        ) from None
+    return [document_to_dict(d) for d in docs]
+
+
+def dielectric_documents(cache, refresh: bool = False) -> Tuple[List[Dict[str, Any]], bool]:
+    """Every Materials Project dielectric document: read from ``cache`` when it exists (unless
+    ``refresh``), else downloaded (:func:`fetch_documents`) and saved to ``cache``.
+
+    Returns:
+        the documents and whether they were downloaded
+    """
+    cache = pathlib.Path(cache)
+    if cache.exists() and not refresh:
+        return read_documents(str(cache)), False
+    docs = fetch_documents(lambda mpr: mpr.materials.dielectric.search(fields=DOCUMENT_FIELDS))
+    write_json(docs, cache, force=refresh)
+    return docs, True
+
+
+def download_candidates(
+    out,
+    max_e_above_hull: Optional[float] = None,
+    min_band_gap: Optional[float] = None,
+    max_sites: Optional[int] = None,
+    force: bool = False,
+) -> int:
+    """Download a screening pool of Materials Project summary documents (``CANDIDATE_FIELDS``)
+    within the given energy-above-hull, band-gap and site-count bounds (``None``: unbounded) into
+    the JSON(.gz) file ``out``; returns the number of documents.
+
+    An existing ``out`` is refused before downloading unless ``force``.
+    """
+    out = pathlib.Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"`{out}` exists; pass --force to overwrite it")
+    docs = fetch_documents(
+        lambda mpr: mpr.materials.summary.search(
+            energy_above_hull=(0, max_e_above_hull),
+            band_gap=(min_band_gap, None),
+            nsites=(None, max_sites),
+            fields=CANDIDATE_FIELDS,
+        )
+    )
+    write_json(docs, out, force=force)
+    return len(docs)

@@ -10,10 +10,12 @@ from typing import Dict, List, Optional
 import ase.io
 import numpy as np
 
+from .. import plots
 from ..data.files import read_frames
+from ..errors import InputError
 from ..io import staged_output_dir
 from ..metrics import derived, reference_tensor
-from .runner import (
+from .layout import (
     ID_LIST_SUFFIXES,
     OUTPUTS,
     PHYSICAL_MIN_EIGENVALUE,
@@ -21,7 +23,6 @@ from .runner import (
     shard_path,
     sort_key,
 )
-from .sources import InputError
 
 TOP_TABLE = 10
 LISTED = 50  # crystals listed by name per rule in summary.md (all are in summary.json)
@@ -81,52 +82,6 @@ def training_a_r(settings: Settings) -> Optional[np.ndarray]:
 
 def _dim_label(value: str) -> str:
     return f"{value}D" if value else "n/a"
-
-
-def _plot_by_dimensionality(rows, score: str, path, n_unphysical: int) -> None:
-    import matplotlib.pyplot as plt
-
-    groups = {}
-    for row in rows:
-        groups.setdefault(_dim_label(row["dimensionality"]), []).append(float(row[score]))
-    names = sorted(groups)
-    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=150)
-    values = [np.asarray(groups[n])[np.isfinite(groups[n])] for n in names]
-    ax.boxplot(values, showfliers=False)
-    ax.set_xticks(range(1, len(names) + 1), names)
-    rng = np.random.default_rng(0)
-    for i, v in enumerate(values, start=1):
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=6, alpha=0.5, color="tab:blue")
-    ax.set(xlabel="structural dimensionality", ylabel=score)
-    title = ", ".join(f"{n}: {len(v)}" for n, v in zip(names, values))
-    if n_unphysical:
-        title += f"; {n_unphysical} unphysical predictions left out"
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _plot_histogram(a_r, training, score: str, path, n_unphysical: int) -> None:
-    import matplotlib.pyplot as plt
-
-    a_r = a_r[np.isfinite(a_r)]
-    screened = f"screened ({len(a_r)})"
-    if n_unphysical:
-        screened = f"screened ({len(a_r)}; {n_unphysical} unphysical predictions left out)"
-    sets = [(a_r, screened)]
-    if training is not None:
-        sets.append((training[np.isfinite(training)], f"training set ({len(training)})"))
-    hi = max(float(v.max()) for v, _ in sets if len(v))
-    bins = np.linspace(1.0, max(hi, 1.0 + 1e-3), 40)
-    fig, ax = plt.subplots(figsize=(4.8, 3.4), dpi=150)
-    for values, name in sets:
-        ax.hist(values, bins=bins, density=True, alpha=0.55, label=name, log=True)
-    ax.set(xlabel=f"anisotropy ratio ({score})", ylabel="density (log)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _cell(value) -> str:
@@ -257,10 +212,6 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
 def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
     """Write the final outputs into ``out`` (atomically: all of them or none); returns the summary
     with the output file names added."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
     rows = _ranked_rows(out, settings)
     physical = [r for r in rows if _physical(r)]
     unphysical = [r for r in rows if not _physical(r)]
@@ -276,12 +227,16 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
         ase.io.write(stage / OUTPUTS["candidates"], _candidates(out, settings), format="extxyz")
         if settings.dimensionality and physical:
             files.append(OUTPUTS["by_dimensionality"])
+            groups = {}
+            for row in physical:
+                groups.setdefault(_dim_label(row["dimensionality"]), []).append(float(row[score]))
             path = stage / OUTPUTS["by_dimensionality"]
-            _plot_by_dimensionality(physical, score, path, len(unphysical))
+            plots.a_r_by_dimensionality(groups, score, path, len(unphysical))
         if physical:
             files.append(OUTPUTS["histogram"])
             a_r = np.array([float(r[score]) for r in physical])
-            _plot_histogram(a_r, training, score, stage / OUTPUTS["histogram"], len(unphysical))
+            path = stage / OUTPUTS["histogram"]
+            plots.a_r_histogram(a_r, training, score, path, len(unphysical))
         dims = [_dim_label(r["dimensionality"]) for r in rows]
         summary = {
             **summary,
@@ -307,3 +262,24 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
         (stage / OUTPUTS["summary"]).write_text(_summary_md(settings, summary, top, files))
         (stage / OUTPUTS["summary_json"]).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def console_summary(summary: Dict, out) -> str:
+    """A few lines on a merged run (:func:`write_outputs`' summary): counts, what each filter
+    removed, unphysical predictions, the top 5 and the files written into ``out``."""
+    lines = [
+        f"{summary['read']} structures read, {summary['predicted']} screened, "
+        f"{len(summary['unknown_elements'])} skipped for unknown elements"
+    ]
+    lines += [f"  {name:>18}: {len(rule['removed'])} removed"
+              for name, rule in summary["rules"].items()]  # fmt: skip
+    unphysical = summary["unphysical"]
+    if unphysical["count"]:
+        where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
+        lines.append(f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
+                     f"{where}: see summary.md")  # fmt: skip
+    score = summary["ranked_by"]
+    lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
+              for row in summary["top"][:5]]  # fmt: skip
+    lines.append(f"wrote {', '.join(summary['files'])} into {out}")
+    return "\n".join(lines)

@@ -1,24 +1,14 @@
-"""Predicting a pool shard by shard, resumably, and merging the shards.
-
-A run writes into its output folder ``OUT``:
-
-- ``OUT/shards/settings.json``: everything that determines the results; a later run into the same
-  folder must have the same settings (or ``force`` to discard the old shards);
-- per shard ``i`` of ``n``: ``shard-i-of-n.csv`` (one row per screened crystal, in input order),
-  ``shard-i-of-n.extxyz`` (the shard's top ``top`` crystals with their predictions, physical
-  ones only unless ``keep_unphysical``) and
-  ``shard-i-of-n.json`` (filter report and timings), each written atomically, the JSON last: a
-  shard with its JSON is finished and is skipped when the run is repeated.
-
-Structure ``index`` belongs to shard ``index % n``; an unsharded run is shard 0 of 1.
-:func:`merge` combines finished shards into the final outputs (:mod:`.report`).
+"""Predicting a pool shard by shard, resumably, and merging the shards (the files are those of
+:mod:`.layout`); :func:`screen` runs one shard and merges when all are done, as
+``aniso-nequip screen`` does, and :func:`merge` combines finished shards into the final outputs
+(:mod:`.report`).
 """
 
 import csv
 import dataclasses
 import heapq
 import json
-import math
+import os
 import pathlib
 import shutil
 import sys
@@ -32,122 +22,30 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
+from ..errors import InputError
 from ..inference import load_model, predict
 from ..io import OutputExistsError, atomic_file
 from ..metrics import derived
 from .dimensionality import dimensionality
-from .filters import PoolFilter, Thresholds, label, merge_reports
-from .sources import InputError, iter_structures
-
-RANK_BY = ("mean", "upper", "lower")
-ID_LIST_SUFFIXES = (".txt", ".ids")
-OUTPUTS = {
-    "ranking": "ranking.csv",
-    "candidates": "candidates.extxyz",
-    "summary": "summary.md",
-    "summary_json": "summary.json",
-    "by_dimensionality": "a_r_by_dimensionality.png",
-    "histogram": "a_r_histogram.png",
-}
-# a predicted tensor is physical when its smallest eigenvalue is at least this (eps_inf >= 1)
-PHYSICAL_MIN_EIGENVALUE = 1 - 1e-6
-_VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-_VOIGT_NAMES = ("xx", "yy", "zz", "yz", "xz", "xy")
+from .filters import PoolFilter, label, merge_reports
+from .layout import (
+    ID_LIST_SUFFIXES,
+    OUTPUTS,
+    PHYSICAL_MIN_EIGENVALUE,
+    VOIGT,
+    VOIGT_NAMES,
+    Settings,
+    read_settings,
+    settings_path,
+    shard_path,
+    sort_key,
+)
+from .report import write_outputs
+from .sources import iter_structures
 
 
-class ShardsMissingError(RuntimeError):
+class ShardsMissingError(InputError):
     """:func:`merge` was asked for before every shard finished."""
-
-
-@dataclasses.dataclass
-class Settings:
-    """What determines a screening run's results (stored in ``OUT/shards/settings.json``).
-
-    Args:
-        models: model files (``.ckpt`` or ``.nequip.zip``); several make an ensemble
-        structures: inputs (:func:`~aniso_nequip.screen.sources.iter_structures`)
-        exclude: training-set files: extxyz (or HDF5) frames, or id lists (``.txt``/``.ids``,
-            one id per line)
-        training_set: files whose reference tensors give the training ``a_r`` histogram
-            (default: the ``exclude`` frame files)
-        thresholds: pool filters
-        rank_by: ``mean`` ``a_r``, or its ``upper``/``lower`` bound ``mean +/- k * std``
-        k: bound width in ensemble standard deviations
-        top: crystals in ``candidates.extxyz``
-        keep_unphysical: rank by score alone; by default crystals whose predicted tensor is
-            unphysical (smallest eigenvalue below 1) rank after all physical ones and are left
-            out of ``candidates.extxyz``
-        dimensionality: classify structural dimensionality (the slow part)
-        shards: the number of shards the pool is split into
-    """
-
-    models: List[str]
-    structures: List[str]
-    exclude: List[str] = dataclasses.field(default_factory=list)
-    training_set: Optional[List[str]] = None
-    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
-    rank_by: str = "mean"
-    k: float = 1.0
-    top: int = 50
-    keep_unphysical: bool = False
-    dimensionality: bool = True
-    shards: int = 1
-
-    def to_dict(self) -> Dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: Dict) -> "Settings":
-        return cls(**{**d, "thresholds": Thresholds(**d["thresholds"])})
-
-    @property
-    def ensemble(self) -> bool:
-        return len(self.models) > 1
-
-    @property
-    def score_column(self) -> str:
-        """The CSV column the ranking sorts by (descending)."""
-        if not self.ensemble:
-            return "a_r"
-        return "a_r_mean" if self.rank_by == "mean" else f"a_r_{self.rank_by}"
-
-    def ranked_last(self, physical: bool) -> bool:
-        """Whether a crystal ranks after the others and stays out of ``candidates.extxyz``."""
-        return not (physical or self.keep_unphysical)
-
-    def columns(self) -> List[str]:
-        """Per-crystal CSV columns of a shard (the final ranking adds ``rank`` in front)."""
-        stats = ["eps_poly", "a_r"]
-        if self.ensemble:
-            stats = ["a_r_mean", "a_r_std", "eps_poly_mean", "eps_poly_std"]
-            if self.rank_by != "mean":
-                stats.insert(0, self.score_column)
-        return (
-            ["id", "formula"]
-            + stats
-            + ["physical", "dimensionality", "crystal_system", "n_sites"]
-            + ["energy_above_hull", "band_gap"]
-            + ["source", "index"]
-            + [f"eps_{c}" for c in _VOIGT_NAMES]
-            + ["eig_1", "eig_2", "eig_3"]
-            + [f"axis_{i}_{c}" for i in (1, 2, 3) for c in "xyz"]
-        )
-
-
-def shard_path(out, shard: int, n_shards: int, suffix: str) -> pathlib.Path:
-    """``OUT/shards/shard-i-of-n<suffix>``."""
-    return pathlib.Path(out) / "shards" / f"shard-{shard}-of-{n_shards}{suffix}"
-
-
-def _settings_path(out) -> pathlib.Path:
-    return pathlib.Path(out) / "shards" / "settings.json"
-
-
-def read_settings(out) -> Settings:
-    path = _settings_path(out)
-    if not path.is_file():
-        raise FileNotFoundError(f"`{out}` holds no screening run (no {path})")
-    return Settings.from_dict(json.loads(path.read_text()))
 
 
 def prepare(out, settings: Settings, force: bool = False) -> None:
@@ -155,7 +53,7 @@ def prepare(out, settings: Settings, force: bool = False) -> None:
     the same settings (resumed). Other content is refused unless ``force``, which discards the
     shards and outputs of a run with different settings."""
     out = pathlib.Path(out)
-    path = _settings_path(out)
+    path = settings_path(out)
     if path.is_file():
         old = json.loads(path.read_text())
         if old == settings.to_dict():
@@ -231,7 +129,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             "band_gap": atoms.info.get("band_gap"),
             "source": source,
             "index": index,
-            **{f"eps_{c}": float(mean[b][ij]) for c, ij in zip(_VOIGT_NAMES, _VOIGT)},
+            **{f"eps_{c}": float(mean[b][ij]) for c, ij in zip(VOIGT_NAMES, VOIGT)},
             **{f"eig_{i + 1}": float(eigenvalues[b, i]) for i in range(3)},
             **{
                 f"axis_{i + 1}_{c}": float(axes[b, j, i])
@@ -245,12 +143,6 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
         frame.info["principal_axes"] = axes[b].T.reshape(9)  # row i: axis of eigenvalue i
         frame.calc = SinglePointCalculator(frame, dielectric_tensor=mean[b].reshape(9))
         yield row, frame
-
-
-def sort_key(score: float, index: int, last: bool = False):
-    """Ranking order: ``last`` after the others (:meth:`Settings.ranked_last`), then descending
-    score, NaN last, ties in input order."""
-    return (last, math.inf if math.isnan(score) else -score, index)
 
 
 def run_shard(
@@ -337,8 +229,6 @@ def merge(out) -> Dict:
 
     Raises :class:`ShardsMissingError` naming the shards still to run.
     """
-    from .report import write_outputs
-
     settings = read_settings(out)
     missing = missing_shards(out, settings)
     if missing:
@@ -358,3 +248,60 @@ def merge(out) -> Dict:
         **merge_reports(reports),
     }
     return write_outputs(out, settings, summary)
+
+
+@dataclasses.dataclass
+class ScreenResult:
+    """What :func:`screen` did.
+
+    Args:
+        ran: ``False`` when the shard had finished before (and was skipped)
+        missing: shards still unfinished, so not merged; ``None`` when merging was not asked for
+        summary: the merged summary (:func:`merge`), ``None`` when not merged
+    """
+
+    ran: bool
+    missing: Optional[List[int]] = None
+    summary: Optional[Dict] = None
+
+
+def screen(
+    out,
+    settings: Settings,
+    shard: int = 0,
+    device: Optional[str] = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    force: bool = False,
+    merge_when_done: bool = False,
+) -> ScreenResult:
+    """Screen shard ``shard`` of ``settings.shards`` into ``out`` and, for an unsharded run or
+    with ``merge_when_done``, merge once every shard has finished.
+
+    Args:
+        out: output folder (:func:`prepare`); a repeated run resumes
+        settings: the run's settings
+        shard: the shard to run
+        device: ``cpu``, ``cuda``, ... (default: ``cuda`` when available)
+        batch_size: structures per forward pass
+        progress: show a progress bar
+        force: discard the shards of a run with other settings
+        merge_when_done: merge a sharded run when its last shard has finished
+
+    Raises :class:`~aniso_nequip.errors.InputError` for a missing model, structure or exclusion
+    file, an unreadable input and an output folder holding something else.
+    """
+    inputs = settings.models + settings.structures + settings.exclude
+    for path in inputs + (settings.training_set or []):
+        if not os.path.exists(path):
+            raise InputError(f"`{path}` does not exist")
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    prepare(out, settings, force=force)
+    ran = run_shard(out, settings, shard, device, batch_size, progress)
+    if settings.shards > 1 and not merge_when_done:
+        return ScreenResult(ran)
+    missing = missing_shards(out, settings)
+    return ScreenResult(ran, missing, None if missing else merge(out))

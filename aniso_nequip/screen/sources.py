@@ -13,16 +13,13 @@ import ase
 import ase.io
 
 from ..data.mp import DocumentError, document_atoms, document_to_dict, read_documents
+from ..errors import InputError
 from ..io import full_suffix
 
 JSON_SUFFIXES = (".json", ".json.gz")
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 POSCAR_NAMES = ("POSCAR", "CONTCAR")
 METADATA_KEYS = ("energy_above_hull", "band_gap")
-
-
-class InputError(ValueError):
-    """An input cannot be read; the message names the file (and entry) and the problem."""
 
 
 def _checked(atoms: ase.Atoms, source: str) -> ase.Atoms:
@@ -85,11 +82,7 @@ def _document(doc, path: pathlib.Path, i: int) -> ase.Atoms:
 
 
 def _documents(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
-    try:
-        docs = read_documents(str(path))
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(str(err)) from err
-    for i, doc in enumerate(docs):
+    for i, doc in enumerate(read_documents(str(path))):
         yield f"{path}#{i}", lambda doc=doc, i=i: _document(doc, path, i)
 
 
@@ -110,8 +103,8 @@ def iter_structures(
     ``source`` names where a structure came from: ``file:frame``, a CIF/POSCAR file, or
     ``file#entry`` for a document dump. Document metadata (``material_id``, ``formula``,
     ``energy_above_hull``, ``band_gap``) land in ``atoms.info``; files in a folder get their
-    name as ``entry_id``. Raises :class:`InputError` for a missing, empty or unreadable input
-    and for a structure without atoms or 3D cell.
+    name as ``entry_id``. Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty
+    or unreadable input and for a structure without atoms or 3D cell.
     """
     index = 0
     for path in map(pathlib.Path, paths):

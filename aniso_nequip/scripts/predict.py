@@ -1,5 +1,8 @@
 """``aniso-nequip predict``: the argument parser; the work is in :mod:`aniso_nequip.prediction`."""
 
+from ..errors import InputError
+from . import add_command
+
 PREDICT_EXAMPLES = """examples:
   aniso-nequip predict examples/*.cif                      # the shipped ready model
   aniso-nequip predict my_structures/ POSCAR --out predictions/
@@ -8,14 +11,14 @@ PREDICT_EXAMPLES = """examples:
 """
 
 
-def add_parser(commands, command_error) -> None:
-    import argparse
-
-    parser = commands.add_parser(
+def add_parser(commands) -> None:
+    """Add ``predict``."""
+    parser = add_command(
+        commands,
         "predict",
-        help="dielectric tensors of CIF/POSCAR/extxyz structures (ready model by default)",
-        epilog=PREDICT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "dielectric tensors of CIF/POSCAR/extxyz structures (ready model by default)",
+        PREDICT_EXAMPLES,
+        _run,
     )
     parser.add_argument("structures", nargs="+", help="files, folders or glob patterns")
     parser.add_argument("--model", nargs="+",
@@ -27,27 +30,22 @@ def add_parser(commands, command_error) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--strict", action="store_true",
                         help="exit non-zero when any input is skipped")  # fmt: skip
-    parser.set_defaults(func=lambda args: run(args, command_error))
 
 
-def run(args, command_error) -> None:
-    from ..inference import ModelLoadError
+def _run(args) -> None:
     from ..io import check_output_dir
     from ..prediction import predict_files, prediction_table, write_predictions
 
     if args.batch_size < 1:
-        raise command_error(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.out:
         check_output_dir(args.out, args.force)
-    try:
-        result = predict_files(args.structures, args.model, args.device, args.batch_size)
-    except ModelLoadError as err:
-        raise command_error(str(err)) from err
+    result = predict_files(args.structures, args.model, args.device, args.batch_size)
     print(prediction_table(result), end="")
     if args.out and result.structures:
         write_predictions(result, args.out, force=args.force)
         print(f"wrote {args.out}/predictions.csv and predictions.extxyz")
     if not result.structures:
-        raise command_error("no structure could be predicted (see the reasons above)")
+        raise InputError("no structure could be predicted (see the reasons above)")
     if result.skipped and args.strict:
-        raise command_error(f"{len(result.skipped)} input(s) skipped (--strict)")
+        raise InputError(f"{len(result.skipped)} input(s) skipped (--strict)")

@@ -1,12 +1,16 @@
-"""Sweep results: trials.csv / trials.md, best.yaml, optuna's plots, a one-screen summary."""
+"""Sweep results: trials.csv / trials.md, best.yaml, optuna's plots, a one-screen summary;
+:func:`run_and_report` runs a sweep and writes them (``aniso-nequip sweep``)."""
 
 import csv
 import os
 import pathlib
-import warnings
+from typing import Optional, Sequence
 
+from .. import plots
+from ..errors import InputError
 from ..io import atomic_file
-from .runner import TRIAL_CONFIG
+from .runner import TRIAL_CONFIG, run_sweep
+from .spec import load_spec
 
 _PRUNING_CALLBACK = "aniso_nequip.train.OptunaPruning"
 
@@ -46,7 +50,7 @@ def write_results(study, spec) -> dict:
     if best is not None:
         paths["best"] = out / "best.yaml"
         _write_best_config(best, spec.study_name, paths["best"])
-    paths.update(_plots(study, out))
+    paths.update(plots.sweep_plots(study, out))
     return paths
 
 
@@ -89,31 +93,6 @@ def _write_best_config(trial, study_name, path) -> None:
         tmp.write_text(header + OmegaConf.to_yaml(cfg))
 
 
-def _plots(study, out: pathlib.Path) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    made = {}
-    for name, plot in (("history", ovm.plot_optimization_history),
-                       ("importance", ovm.plot_param_importances)):  # fmt: skip
-        path = out / f"{name}.png"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ax = plot(study)
-            with atomic_file(path, force=True) as tmp:
-                ax.figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-            made[name] = path
-        except (ValueError, RuntimeError, ZeroDivisionError) as err:
-            print(f"no {name} plot: {err}")
-        finally:
-            plt.close("all")
-    return made
-
-
 def summary(study, spec, paths) -> str:
     from collections import Counter
 
@@ -128,3 +107,19 @@ def summary(study, spec, paths) -> str:
         lines += [f"  {k} = {v}" for k, v in best.params.items()]
     lines += [f"{k}: {v}" for k, v in paths.items()]
     return "\n".join(lines)
+
+
+def run_and_report(spec_path, n_trials: Optional[int] = None, overrides: Sequence[str] = ()) -> str:
+    """Load the sweep spec ``spec_path``, run (or resume) its study with ``overrides``
+    (``key=value``) applied to every trial, write the results (:func:`write_results`) and return
+    the one-screen :func:`summary`.
+
+    Raises :class:`~aniso_nequip.errors.InputError` for an override without ``=`` and
+    :class:`~aniso_nequip.sweep.SpecError` for an invalid spec.
+    """
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise InputError(f"overrides must look like key=value: {bad}")
+    spec = load_spec(spec_path)
+    study = run_sweep(spec, n_trials=n_trials, cli_overrides=list(overrides))
+    return summary(study, spec, write_results(study, spec))

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from ..errors import InputError
 from .pruners import PRUNERS
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -33,7 +34,7 @@ _KEYS = {
 }  # fmt: skip
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """The sweep specification is invalid."""
 
 

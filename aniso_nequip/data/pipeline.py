@@ -1,0 +1,142 @@
+"""Materials Project documents -> a cleaned, split dataset: convert, clean, split, write, report.
+
+:func:`build_dataset` is what ``aniso-nequip data convert`` and ``data mp`` run::
+
+    from aniso_nequip.data.mp import read_documents
+    from aniso_nequip.data.pipeline import build_dataset
+
+    report = build_dataset(read_documents("docs.json.gz"), "datasets/mp.extxyz", stratify=True)
+"""
+
+import pathlib
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from ..errors import InputError
+from ..io import OutputExistsError, full_suffix, write_json
+from .cleaning import clean
+from .files import write_frames
+from .matching import frame_label
+from .mp import convert_documents
+from .splits import SPLITS, split_frames
+
+SKIPPED_LISTED = 20  # malformed documents listed by id in the summary (all are in the report)
+REMOVED_LISTED = 8  # ids listed per cleaning rule in the summary
+
+
+def dataset_paths(out, split: bool = True) -> Dict[str, pathlib.Path]:
+    """The files :func:`build_dataset` writes for ``out``: ``all`` (``out`` itself), ``report``
+    (``<stem>_report.json``) and, with ``split``, ``train``/``val``/``test``
+    (``<stem>_<split><suffix>``)."""
+    out = pathlib.Path(out)
+    suffix = full_suffix(out)
+    stem = out.name[: -len(suffix)] if suffix else out.name
+    paths = {"all": out, "report": out.with_name(f"{stem}_report.json")}
+    if split:
+        paths.update({s: out.with_name(f"{stem}_{s}{suffix}") for s in SPLITS})
+    return paths
+
+
+def build_dataset(
+    docs: List,
+    out,
+    split: Optional[Sequence[float]] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    stratify: bool = False,
+    frame_tolerance: float = 0.05,
+    keep_frame_mismatch: bool = False,
+    min_diagonal: Optional[float] = 1.0,
+    max_eps_poly: Optional[float] = 15.0,
+    drop_duplicates: bool = True,
+    force: bool = False,
+) -> Dict:
+    """Convert ``docs`` (:func:`~aniso_nequip.data.mp.convert_documents`), clean them
+    (:func:`~aniso_nequip.data.cleaning.clean`), split them and write the files of
+    :func:`dataset_paths`.
+
+    Args:
+        docs: Materials Project dielectric documents (dicts or emmet-core documents)
+        out: file of all kept crystals (``.extxyz[.gz]``, or ``.h5`` for HDF5)
+        split: train/val/test fractions, or ``None`` to write no splits
+        seed: split seed
+        stratify: stratify the split by crystal system
+        frame_tolerance: largest point-group deviation of a tensor, relative to its largest
+            component; entries above it are reported as ``frame_check_failed``
+        keep_frame_mismatch: keep those entries all the same
+        min_diagonal: drop tensors with a smaller diagonal element (``None``: keep)
+        max_eps_poly: drop tensors with a larger mean eigenvalue (``None``: keep)
+        drop_duplicates: drop repeated material ids and ``StructureMatcher`` duplicates
+        force: overwrite existing outputs
+
+    Returns:
+        the report written to ``<stem>_report.json``: documents read, malformed ones skipped
+        (``{material_id: problem}``), frame-check failures, what each cleaning rule removed and
+        the split sizes
+
+    Raises :class:`~aniso_nequip.io.OutputExistsError` (before any work) when an output exists
+    and not ``force``, and :class:`~aniso_nequip.errors.InputError` when no crystal is left.
+    """
+    paths = dataset_paths(out, split=split is not None)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise OutputExistsError(f"outputs exist: {', '.join(existing)} (pass --force to overwrite)")
+    frames, skipped = convert_documents(_progress(docs, "converting"))
+    kept, report = clean(
+        frames,
+        frame_tolerance=None if keep_frame_mismatch else frame_tolerance,
+        min_diagonal=min_diagonal,
+        max_eps_poly=max_eps_poly,
+        drop_duplicate_ids=drop_duplicates,
+        drop_duplicate_structures=drop_duplicates,
+    )
+    flagged = sorted(
+        (frame_label(a, i), round(float(a.info["frame_deviation"]), 4))
+        for i, a in enumerate(frames)
+        if a.info["frame_deviation"] > frame_tolerance
+    )
+    report = {"documents": len(docs), "skipped": skipped, "frame_check_failed": flagged, **report}
+    if not kept:
+        raise InputError(f"no crystal left after conversion and cleaning: {summary(report)}")
+    outputs = {"all": kept}
+    if split is not None:
+        stratify_by = "crystal_system" if stratify else None
+        outputs.update(split_frames(kept, split, seed=seed, stratify_by=stratify_by))
+        report["split"] = {
+            "fractions": list(split),
+            "seed": seed,
+            "stratify": stratify,
+            **{s: len(outputs[s]) for s in SPLITS},
+        }
+    for name, frames_out in outputs.items():
+        write_frames(frames_out, paths[name], force=force)
+    write_json(report, paths["report"], force=force)
+    return report
+
+
+def summary(report: Dict) -> str:
+    """A few lines on a :func:`build_dataset` report: skipped documents, what each cleaning rule
+    removed, the split sizes."""
+    skipped = report["skipped"]
+    lines = [f"{report['documents']} documents, {len(skipped)} skipped as malformed"]
+    for material_id, problem in list(skipped.items())[:SKIPPED_LISTED]:
+        lines.append(f"  skipped {material_id}: {problem}")
+    if len(skipped) > SKIPPED_LISTED:
+        lines.append(f"  ... and {len(skipped) - SKIPPED_LISTED} more (see the report file)")
+    if "removed_counts" in report:
+        lines.append(f"cleaning: {report['input']} converted -> {report['kept']} kept")
+        for rule, count in report["removed_counts"].items():
+            ids = report["removed"][rule]
+            shown = ", ".join(ids[:REMOVED_LISTED]) + (" ..." if len(ids) > REMOVED_LISTED else "")
+            lines.append(f"  {rule:>19}: {count} removed" + (f" ({shown})" if ids else ""))
+    if report.get("split"):
+        s = report["split"]
+        lines.append(
+            f"split (seed {s['seed']}): train {s['train']}, val {s['val']}, test {s['test']}"
+        )
+    return "\n".join(lines)
+
+
+def _progress(items, desc: str) -> list:
+    from tqdm import tqdm
+
+    return list(tqdm(items, desc=desc, unit="doc", disable=not sys.stderr.isatty()))

@@ -1,0 +1,267 @@
+"""Evaluating a trained model on files with reference tensors (``nequip-evaluate``): predictions,
+metrics of every head, parity plots::
+
+    from aniso_nequip.evaluation import evaluate
+
+    metrics = evaluate("best.ckpt", ["datasets/mp_subset_test.extxyz.gz"], "eval/mp_test")
+"""
+
+import csv
+import json
+import os
+import pathlib
+from typing import Dict, List, Sequence
+
+import ase
+import ase.io
+import numpy as np
+from nequip.data import AtomicDataDict
+from nequip.data._key_registry import get_field_type
+
+from . import plots
+from ._keys import DIELECTRIC_IONIC_KEY
+from .data.files import read_frames
+from .data.matching import ID_KEYS, crystal_id
+from .data.symmetry import crystal_system
+from .errors import InputError
+from .inference import load_model, predict, unknown_elements
+from .io import staged_output_dir
+from .metrics import derived, metrics_table, reference_tensor, tensor_metrics
+
+_EPS = AtomicDataDict.DIELECTRIC_KEY
+_IONIC = DIELECTRIC_IONIC_KEY
+_BORN = AtomicDataDict.BORN_CHARGE_KEY
+
+
+def _read_frames(paths: List[str]):
+    frames, origin = [], []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise InputError(f"data file `{path}` does not exist")
+        if os.path.getsize(path) == 0:
+            raise InputError(f"data file `{path}` contains no frames")
+        try:
+            these = read_frames(path)
+        except Exception as err:
+            raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+        if len(these) == 0:
+            raise InputError(f"data file `{path}` contains no frames")
+        frames += these
+        origin += [(path, i) for i in range(len(these))]
+    return frames, origin
+
+
+def _head_metrics(frames, outputs, systems):
+    """Metrics of the heads beyond the electronic tensor, on the frames that have references."""
+    out = {}
+    if _IONIC in outputs:
+        refs = [a.info.get(_IONIC) for a in frames]
+        keep = [
+            i
+            for i, r in enumerate(refs)
+            if r is not None and reference_tensor(frames[i]) is not None
+        ]
+        if keep:
+            ionic_ref = np.stack([np.reshape(refs[i], (3, 3)) for i in keep])
+            ionic_pred = outputs[_IONIC][keep]
+            kept_systems = [systems[i] for i in keep]
+            out[_IONIC] = tensor_metrics(ionic_ref, ionic_pred, kept_systems)
+            electronic_ref = np.stack([reference_tensor(frames[i]) for i in keep])
+            out["static"] = tensor_metrics(
+                electronic_ref + ionic_ref, outputs[_EPS][keep] + ionic_pred, kept_systems
+            )
+    if _BORN in outputs:
+        pairs = [
+            (np.reshape(a.calc.results[_BORN], (-1, 3, 3)), z)
+            for a, z in zip(frames, outputs[_BORN])
+            if a.calc is not None and _BORN in a.calc.results
+        ]
+        if pairs:
+            ref = np.concatenate([r for r, _ in pairs])
+            pred = np.concatenate([p for _, p in pairs])
+            iso = np.abs(np.trace(pred, axis1=1, axis2=2) - np.trace(ref, axis1=1, axis2=2)) / 3
+            out[_BORN] = {
+                "n_atoms": int(len(ref)),
+                "component_mae": float(np.abs(pred - ref).mean()),
+                "isotropic_mae": float(iso.mean()),
+            }
+    return out
+
+
+def evaluation_metrics(
+    frames: Sequence[ase.Atoms], outputs: Dict[str, np.ndarray], systems: Sequence[str]
+) -> Dict:
+    """Metrics of predictions against the references the frames carry.
+
+    Args:
+        frames: the evaluated crystals; a reference ``dielectric_tensor`` is a calculator result
+            (or ``info`` entry), ``dielectric_ionic_tensor`` an ``info`` entry and
+            ``born_effective_charges`` a calculator result
+        outputs: predictions per field, one entry per frame (as
+            :func:`~aniso_nequip.inference.predict` with ``field="all"`` returns them)
+        systems: the crystal system of each frame
+
+    Returns:
+        :func:`~aniso_nequip.metrics.tensor_metrics` of the electronic tensor over the frames with
+        a reference (``{"n": 0}`` without any) with ``n_without_reference``, and, where the model
+        predicts them and references exist, ``dielectric_ionic_tensor`` and ``static``
+        (electronic + ionic) metrics and ``born_effective_charges`` component and isotropic-part
+        MAEs
+    """
+    has_ref = np.array([reference_tensor(a) is not None for a in frames])
+    if has_ref.any():
+        reference = np.stack([reference_tensor(a) for a, h in zip(frames, has_ref) if h])
+        kept_systems = [s for s, h in zip(systems, has_ref) if h]
+        metrics = tensor_metrics(reference, outputs[_EPS][has_ref], kept_systems)
+    else:
+        metrics = {"n": 0}
+    metrics["n_without_reference"] = int((~has_ref).sum())
+    metrics.update(_head_metrics(frames, outputs, systems))
+    return metrics
+
+
+def metrics_text(metrics: Dict) -> str:
+    """Markdown tables of :func:`evaluation_metrics`, one per head."""
+    text = metrics_table(metrics) if metrics["n"] else "No reference tensors: no metrics.\n"
+    for head in (_IONIC, "static"):
+        if head in metrics:
+            text += f"\n{head}:\n\n" + metrics_table(metrics[head])
+    if _BORN in metrics:
+        born = metrics[_BORN]
+        text += (
+            f"\nborn_effective_charges ({born['n_atoms']} atoms): component MAE "
+            f"{born['component_mae']:.4f}, isotropic-part MAE {born['isotropic_mae']:.4f}\n"
+        )
+    return text
+
+
+def _note(metrics: Dict) -> str:
+    n_without = metrics["n_without_reference"]
+    if not n_without:
+        return ""
+    return (
+        f"{n_without} frame(s) without a reference tensor got predictions but are left out of "
+        "the metrics.\n"
+    )
+
+
+def _identifier(atoms, index):
+    return crystal_id(atoms, (*ID_KEYS, "mp_id", "id")) or str(index)
+
+
+def _annotated(frames, outputs):
+    """Copies of ``frames`` with each prediction as ``info``/``arrays`` ``<field>_pred``."""
+    annotated = []
+    for i, frame in enumerate(frames):
+        atoms = frame.copy()
+        atoms.calc = frame.calc
+        for field, values in outputs.items():
+            value = np.asarray(values[i])
+            if get_field_type(field) == "node":
+                atoms.arrays[f"{field}_pred"] = value.reshape(len(atoms), -1)
+            else:
+                atoms.info[f"{field}_pred"] = value.reshape(-1)
+        annotated.append(atoms)
+    return annotated
+
+
+def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        header = ["file", "frame", "id", "formula", "crystal_system", "n_atoms"]
+        for which in ("ref", "pred"):
+            header += [f"eps_poly_{which}", f"a_r_{which}"]
+            header += [f"eigenvalue{k}_{which}" for k in (1, 2, 3)]
+        writer.writerow(header)
+        for i, atoms in enumerate(frames):
+            row = [
+                origin[i][0],
+                origin[i][1],
+                _identifier(atoms, i),
+                atoms.get_chemical_formula(),
+                systems[i],
+                len(atoms),
+            ]
+            for d, present in ((ref_d, has_ref[i]), (pred_d, True)):
+                values = [d["eps_poly"][i], d["a_r"][i], *d["eigenvalues"][i]]
+                row += [f"{v:.6f}" if present else "" for v in values]
+            writer.writerow(row)
+
+
+def evaluate(
+    model_path,
+    data_paths: Sequence,
+    out,
+    batch_size: int = 32,
+    device: str = "cpu",
+    force: bool = False,
+    quiet: bool = False,
+) -> Dict:
+    """Predict every frame of ``data_paths`` with a model and write, into the folder ``out``
+    (atomically: all files or none), ``predictions.extxyz``, ``predictions.csv``,
+    ``metrics.json``, ``metrics.md`` and the parity plots ``parity_eps_poly.png`` and
+    ``parity_anisotropy_ratio.png`` (:func:`~aniso_nequip.plots.parity_plot`).
+
+    Args:
+        model_path: checkpoint (``.ckpt``) or package (``.nequip.zip``)
+        data_paths: extxyz(.gz) or HDF5 files
+        out: output folder; a non-empty one is refused unless ``force``
+        batch_size: structures per forward pass
+        device: ``cpu``, ``cuda``, ...
+        force: overwrite the files of a non-empty ``out``
+        quiet: no progress bar and no printed tables
+
+    Returns:
+        :func:`evaluation_metrics` with the ``model`` and ``data`` paths
+
+    Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty or unreadable data file,
+    frames with elements the model does not know, a model that cannot be loaded and an existing
+    ``out``.
+    """
+    frames, origin = _read_frames(data_paths)
+    model = load_model(model_path, device)
+    missing = unknown_elements(frames, model.type_names)
+    if missing:
+        listed = "\n".join(
+            f"  {origin[i][0]} frame {origin[i][1]} ({frames[i].get_chemical_formula()}): "
+            f"{', '.join(els)}"
+            for i, els in missing.items()
+        )
+        raise InputError(
+            f"{len(missing)} frame(s) contain elements the model was not trained on "
+            f"(model types: {len(model.type_names)} elements):\n{listed}"
+        )
+
+    outputs = predict(frames, model, batch_size, device, field="all", progress=not quiet)
+    refs = [reference_tensor(a) for a in frames]
+    has_ref = np.array([r is not None for r in refs])
+    systems = [crystal_system(a) for a in frames]
+    ref_d = derived(np.stack([r if r is not None else np.eye(3) for r in refs]))
+    pred_d = derived(outputs[_EPS])
+    metrics = evaluation_metrics(frames, outputs, systems)
+    metrics["model"] = str(model_path)
+    metrics["data"] = [str(p) for p in data_paths]
+    text, note = metrics_text(metrics), _note(metrics)
+
+    with staged_output_dir(out, force=force) as stage:
+        annotated = _annotated(frames, outputs)
+        ase.io.write(stage / "predictions.extxyz", annotated, format="extxyz")
+        _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref)
+        with open(stage / "metrics.json", "w") as f:
+            json.dump(metrics, f, indent=2)
+        report = f"# nequip-evaluate\n\nmodel: `{model_path}`\n\n{text}\n{note}"
+        (stage / "metrics.md").write_text(report)
+        if has_ref.any():
+            ref_systems = [s for s, h in zip(systems, has_ref) if h]
+            for key, name in (("eps_poly", "eps_poly"), ("a_r", "anisotropy_ratio")):
+                plots.parity_plot(
+                    ref_d[key][has_ref],
+                    pred_d[key][has_ref],
+                    key,
+                    stage / f"parity_{name}.png",
+                    systems=ref_systems,
+                )
+    if not quiet:
+        print(text + note, end="")
+        print(f"wrote {pathlib.Path(out)}/")
+    return metrics
