@@ -14,7 +14,7 @@ from aniso_nequip.train import (
     DielectricStatisticsManager,
     SelfContainedCheckpoints,
 )
-from conftest import CONFIGS
+from helpers import CONFIGS
 
 SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 ELECTRONIC = {"irreps_mse", "component_mae", "eps_poly_mae", "a_r_mae", "eigenvalue_mae"}

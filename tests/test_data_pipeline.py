@@ -24,7 +24,7 @@ from aniso_nequip.data.stats import dataset_statistics
 from aniso_nequip.errors import InputError
 from aniso_nequip.io import OutputExistsError
 from aniso_nequip.scripts.cli import main as cli
-from conftest import bundled, rotation
+from helpers import bundled, rotation
 
 SCHEMA_INFO = {"source", "entry_id", "crystal_system", "spacegroup", "dielectric_ionic_tensor"}
 
@@ -225,7 +225,7 @@ def test_build_dataset_writes_its_report_and_refuses_existing_outputs(docs, tmp_
 
 
 def test_dataset_statistics():
-    from conftest import DATASETS
+    from helpers import DATASETS
 
     stats = dataset_statistics(DATASETS / "mp_subset_test.extxyz.gz")
     assert stats.n_frames == len(stats.eps_poly) == len(stats.a_r) == 111
@@ -367,7 +367,7 @@ def test_mp_command_needs_a_key_and_uses_the_cache(docs, tmp_path, capsys, monke
 
 def test_stats_command(tmp_path, capsys):
     png = tmp_path / "stats.png"
-    from conftest import DATASETS
+    from helpers import DATASETS
 
     assert (
         cli(["data", "stats", str(DATASETS / "mp_subset_test.extxyz.gz"), "--png", str(png)]) == 0
@@ -384,7 +384,7 @@ def test_configs_read_hdf5_and_split_single_files(frames, tmp_path, suffix):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from conftest import CONFIGS
+    from helpers import CONFIGS
 
     data_file = tmp_path / f"all{suffix}"
     write_frames(frames[:20], data_file)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from conftest import DATASETS, bundled
+from helpers import DATASETS, bundled
 
 COUNTS = {
     "mp_subset": {"train": 883, "val": 110, "test": 111},

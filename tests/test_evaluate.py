@@ -10,7 +10,7 @@ import pytest
 
 import aniso_nequip
 from aniso_nequip.scripts.evaluate import main as evaluate_main
-from conftest import BIN, epoch_values, run_command
+from helpers import BIN, epoch_values, run_command
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = {

@@ -14,7 +14,7 @@ from nequip.utils.dtype import torch_default_dtype
 from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.model import AnisoNetModel, FoundationAnisoNetModel
 from aniso_nequip.train import BackboneParamGroups
-from conftest import BIN, bundled, predict, rotation, run_command
+from helpers import BIN, bundled, predict, rotated, rotation, run_command
 
 SEVENNET_R_MAX = 5.0
 
@@ -37,13 +37,6 @@ def _foundation(type_names, **kwargs):
     )
     args.update(kwargs)
     return FoundationAnisoNetModel(**args).eval()
-
-
-def _rotated(atoms, rot):
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    out.positions = atoms.positions @ rot.T
-    return out
 
 
 def _idealized(atoms):
@@ -128,7 +121,7 @@ def test_sevennet_features_equal_the_source_models_own_forward(frames, names, la
 def test_rotation_equivariant_and_inversion_invariant(model, frames, seed):
     rot = rotation(seed)
     eps = predict(model, frames)
-    eps_rot = predict(model, [_rotated(f, rot) for f in frames])
+    eps_rot = predict(model, [rotated(f, rot) for f in frames])
     np.testing.assert_allclose(eps_rot, rot @ eps @ rot.T, atol=1e-8, rtol=0)
     inverted = []
     for f in frames:
@@ -204,7 +197,7 @@ def test_physical_readout_eigenvalues_at_least_one(builder, names, frames, type_
     rng = np.random.default_rng(0)
     kwargs = dict(seed=3, physical_readout=True, isotropic_shift=1.05, anisotropic_scale=30.0)
     if builder is AnisoNetModel:
-        from conftest import _build
+        from helpers import _build
 
         model = _build(AnisoNetModel, type_names=type_names, **kwargs)
         structures = bundled("mp_subset_test", ":60")
@@ -297,7 +290,7 @@ def foundation_run(tmp_path_factory):
 
 
 def test_foundation_config_trains_and_packages(foundation_run, tmp_path):
-    from conftest import epoch_values
+    from helpers import epoch_values
 
     run_dir, files = foundation_run
     (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
@@ -362,7 +355,7 @@ def test_foundation_sweep_runs_its_trials(tmp_path, monkeypatch):
     import yaml
 
     from aniso_nequip.scripts.cli import main as cli
-    from conftest import ROOT
+    from helpers import ROOT
 
     monkeypatch.chdir(ROOT)
     spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "foundation.yaml").read_text())

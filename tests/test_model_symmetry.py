@@ -4,16 +4,9 @@ import ase.build
 import numpy as np
 import pytest
 
-from conftest import predict, rotation
+from helpers import predict, rotated, rotation
 
 ATOL = 1e-8  # float64
-
-
-def _rotated(atoms, rot):
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    out.positions = atoms.positions @ rot.T
-    return out
 
 
 def _relative_anisotropy(eps):
@@ -35,14 +28,14 @@ def test_output_shape_and_symmetric(equivariant_model, scalar_model, small_frame
 def test_rotation_equivariance(equivariant_model, small_frames, seed):
     rot = rotation(seed)
     eps = predict(equivariant_model, small_frames)
-    eps_rot = predict(equivariant_model, [_rotated(f, rot) for f in small_frames])
+    eps_rot = predict(equivariant_model, [rotated(f, rot) for f in small_frames])
     np.testing.assert_allclose(eps_rot, rot @ eps @ rot.T, atol=ATOL, rtol=0)
 
 
 def test_scalar_model_is_not_rotation_equivariant(scalar_model, small_frames):
     rot = rotation(0)
     eps = predict(scalar_model, small_frames)
-    eps_rot = predict(scalar_model, [_rotated(f, rot) for f in small_frames])
+    eps_rot = predict(scalar_model, [rotated(f, rot) for f in small_frames])
     # its output is rotation *invariant* instead: the same six numbers for the rotated crystal
     np.testing.assert_allclose(eps_rot, eps, atol=ATOL, rtol=0)
     assert np.abs(eps_rot - rot @ eps @ rot.T).max() > 1e-3
@@ -88,7 +81,7 @@ def test_cubic_cells_are_exactly_isotropic(equivariant_model, scalar_model, symm
 
 
 def test_cubic_isotropy_survives_rotation(equivariant_model, symmetric_cells):
-    atoms = _rotated(symmetric_cells["rocksalt"], rotation(3))
+    atoms = rotated(symmetric_cells["rocksalt"], rotation(3))
     assert _relative_anisotropy(predict(equivariant_model, [atoms])[0]) < 1e-10
 
 

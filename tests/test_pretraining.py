@@ -12,7 +12,7 @@ import torch
 
 from aniso_nequip.data import dataset_from_file, write_frames
 from aniso_nequip.train import SelfContainedCheckpoints
-from conftest import BIN, ROOT, bundled, predict, run_command
+from helpers import BIN, ROOT, bundled, predict, run_command
 
 
 @pytest.mark.parametrize("suffix", [".extxyz", ".h5"])

@@ -15,7 +15,7 @@ from aniso_nequip.inference import predict_members
 from aniso_nequip.metrics import reference_tensor, tensor_metrics
 from aniso_nequip.pretrained import model_card, model_paths
 from aniso_nequip.scripts.cli import main as cli
-from conftest import ROOT, bundled
+from helpers import ROOT, bundled
 
 EXAMPLES = sorted(str(p) for p in (ROOT / "examples").glob("*.cif"))
 

@@ -6,7 +6,7 @@ import socket
 import ase.io
 import torch
 
-from conftest import BIN, bundled, run_command
+from helpers import BIN, bundled, run_command
 
 
 def _free_port() -> int:

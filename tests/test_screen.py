@@ -26,7 +26,7 @@ from aniso_nequip.screen.filters import PoolFilter, Thresholds
 from aniso_nequip.screen.runner import exclusion_index
 from aniso_nequip.screen.sources import iter_structures
 from aniso_nequip.scripts.cli import main as cli
-from conftest import bundled
+from helpers import bundled
 
 
 def _nacl(material_id=None, **info):

@@ -7,7 +7,7 @@ import torch
 from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.model import AnisoNetStaticModel
 from aniso_nequip.train import AnisotropyRatio, PolycrystallineConstant, TensorIsotropicPart
-from conftest import BIN, bundled, epoch_values, rotation, run_command
+from helpers import BIN, bundled, epoch_values, rotated, rotation, run_command
 
 EPS, IONIC, BORN = "dielectric_tensor", "dielectric_ionic_tensor", "born_effective_charges"
 
@@ -32,17 +32,10 @@ def _run(model, structures):
     )
 
 
-def _rotated(atoms, rot):
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    out.positions = atoms.positions @ rot.T
-    return out
-
-
 def test_every_head_is_equivariant(static_model, small_frames):
     rot = rotation(7)
     eps, ionic, born = _run(static_model, small_frames)
-    eps_r, ionic_r, born_r = _run(static_model, [_rotated(a, rot) for a in small_frames])
+    eps_r, ionic_r, born_r = _run(static_model, [rotated(a, rot) for a in small_frames])
     np.testing.assert_allclose(eps_r, rot @ eps @ rot.T, atol=1e-8)
     np.testing.assert_allclose(ionic_r, rot @ ionic @ rot.T, atol=1e-8)
     for z, z_r in zip(born, born_r):

@@ -12,7 +12,7 @@ import yaml
 from aniso_nequip.errors import InputError
 from aniso_nequip.scripts.cli import main as cli
 from aniso_nequip.sweep import SpecError, load_spec, run_and_report
-from conftest import BIN, ROOT, bundled, epoch_values, run_command
+from helpers import BIN, ROOT, bundled, epoch_values, run_command
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

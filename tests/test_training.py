@@ -3,7 +3,7 @@
 import ase.io
 import numpy as np
 
-from conftest import epoch_values, predict
+from helpers import epoch_values, predict
 
 
 def test_training_lowers_loss_and_writes_checkpoints(trained):

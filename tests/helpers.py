@@ -1,0 +1,60 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py)."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import torch
+
+from aniso_nequip.data import atoms_to_graphs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATASETS = ROOT / "datasets"
+CONFIGS = ROOT / "configs"
+BIN = pathlib.Path(sys.executable).parent
+
+
+def bundled(name: str, index=":"):
+    """Frames of a bundled dataset, e.g. ``bundled("mp_subset_train", ":20")``."""
+    return ase.io.read(DATASETS / f"{name}.extxyz.gz", index)
+
+
+def rotation(seed: int = 0) -> np.ndarray:
+    """A random proper rotation matrix."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def rotated(atoms, rot):
+    """``atoms`` with positions and cell rotated by the matrix ``rot``."""
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    out.positions = atoms.positions @ rot.T
+    return out
+
+
+def predict(model, structures) -> np.ndarray:
+    """``(N, 3, 3)`` tensors predicted by a ``GraphModel`` for a list of ``ase.Atoms``."""
+    data = atoms_to_graphs(structures, model.type_names, float(model.metadata["r_max"]))
+    with torch.no_grad():
+        return model(data)["dielectric_tensor"].detach().numpy()
+
+
+def run_command(args, cwd=ROOT, **env_vars):
+    """Run a console script (with extra environment variables); fail the test with its output
+    if it exits non-zero."""
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", **env_vars)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def epoch_values(metrics_csv, column):
+    """Logged values of one column of a Lightning CSVLogger metrics.csv."""
+    with open(metrics_csv) as f:
+        return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
