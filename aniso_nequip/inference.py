@@ -32,10 +32,12 @@ class CompiledModel(torch.nn.Module):
     attributes inference reads from a ``GraphModel``: ``type_names``, ``metadata["r_max"]`` and
     ``irreps_out`` (its output fields, whose irreps the file does not record: ``None``).
 
-    The compiled code reads its inputs as contiguous tensors in the dtypes they were traced in
-    (nequip's float64 for positions, cells and shifts) without checking: inputs are made so here
-    (a single frame's ``batch`` from ``AtomicDataDict.with_batch_`` is an expanded, stride-0
-    tensor that it would read out of bounds).
+    A model compiled for batches also takes one structure without ``batch`` fields (as
+    ``NequIPCalculator`` gives it). The compiled code reads its inputs as contiguous tensors in
+    the dtypes they were traced in (nequip's float64 for positions, cells and shifts) without
+    checking: inputs are made so here (a single frame's ``batch`` from
+    ``AtomicDataDict.with_batch_`` is an expanded, stride-0 tensor that it would read out of
+    bounds).
 
     Args:
         model (torch.nn.Module): the model returned by nequip's ``load_compiled_model``
@@ -51,7 +53,9 @@ class CompiledModel(torch.nn.Module):
         self.batched = AtomicDataDict.BATCH_KEY in model.input_keys
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
-        if not self.batched and AtomicDataDict.num_frames(data) > 1:
+        if self.batched and AtomicDataDict.BATCH_KEY not in data:
+            data = AtomicDataDict.with_batch_(data.copy())
+        elif not self.batched and AtomicDataDict.num_frames(data) > 1:
             raise ValueError(
                 "this model was compiled for one structure at a time (an `ase_*` target): "
                 "compile it with `--target batch_dielectric` (or `batch_dielectric_static`) to "
@@ -114,8 +118,39 @@ def _as_atoms(structure) -> ase.Atoms:
 
 
 def output_fields(model) -> List[str]:
-    """The physical fields a model predicts, e.g. ``["dielectric_tensor"]``."""
-    return [k for k in PREDICTED_FIELDS if k in model.irreps_out]
+    """The physical fields a model predicts, e.g. ``["dielectric_tensor"]`` (a ``GraphModel``,
+    :class:`CompiledModel`, :class:`Ensemble` or nequip's wrapper of a compiled model)."""
+    from nequip.nn.compile import DictInputOutputWrapper
+
+    available = model.output_keys if isinstance(model, DictInputOutputWrapper) else model.irreps_out
+    return [k for k in PREDICTED_FIELDS if k in available]
+
+
+class Ensemble(torch.nn.Module):
+    """The mean prediction of models that share their elements and cutoff, with the attributes
+    of :class:`CompiledModel` (``type_names``, ``metadata``, ``irreps_out``: the fields every
+    member predicts).
+
+    Args:
+        models (Sequence[torch.nn.Module]): the members (e.g. from :func:`load_model`)
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module]):
+        super().__init__()
+        first = models[0]
+        for other in models[1:]:
+            same_types = list(other.type_names) == list(first.type_names)
+            if not same_types or float(other.metadata["r_max"]) != float(first.metadata["r_max"]):
+                raise ValueError("the members of an ensemble must share their elements and r_max")
+        self.members = torch.nn.ModuleList(models)
+        self.type_names = list(first.type_names)
+        self.metadata = first.metadata
+        fields = [f for f in output_fields(first) if all(f in output_fields(m) for m in models)]
+        self.irreps_out = {f: None for f in fields}
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        outs = [member(data) for member in self.members]
+        return {f: torch.stack([out[f] for out in outs]).mean(dim=0) for f in self.irreps_out}
 
 
 def unknown_elements(structures: Iterable[ase.Atoms], type_names: Sequence[str]) -> Dict[int, list]:
