@@ -54,7 +54,7 @@ class DielectricCalculator(NequIPCalculator):
     ):
         if transforms is None:
             members = [as_model(m, device) for m in ensemble_members(model)]
-            model = members[0] if len(members) == 1 else Ensemble(members)
+            model = members[0] if len(members) == 1 else Ensemble(members).eval()
             type_names = list(model.type_names)
             transforms = basic_transforms(
                 model.metadata,
