@@ -5,7 +5,8 @@ For each config, compile mode (``eager``; ``compile``: nequip's ``torch.compile`
 batch_dielectric`` (``batch_dielectric_static`` for the static model) does it, inference only) and
 device (``cpu``; ``cuda`` when present), measured in its own process: training structures/s
 (forward + loss + backward + AdamW step, batches of the config's ``batch_size``, data loading and
-neighbour lists included, as in nequip-train), inference structures/s (batch 32, no gradients),
+neighbour lists included, as in nequip-train), inference structures/s (batches of 32, or
+``--infer-batch-size``, no gradients),
 peak resident memory (and GPU memory), parameter count. Prints a table and writes the figures as
 JSON (``--out``) for ``benchmarks/results.py``. Not a test: figures depend on the machine.
 
@@ -122,7 +123,7 @@ def _aot_compiled(model, datamodule, device, path):
 
 
 def measure(config, device, compile_mode, overrides, train_batches=40, infer_batches=15,
-            warmup=3):  # fmt: skip
+            warmup=3, infer_batch_size=32):  # fmt: skip
     """Figures of one config/device/compile mode, measured in this process."""
     set_global_state()
     device = torch.device(device)
@@ -151,7 +152,9 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
             train_step, datamodule.train_dataloader(), device, warmup, train_batches
         )
     infer_loader = torch.utils.data.DataLoader(
-        datamodule.train_dataset[0], batch_size=32, collate_fn=AtomicDataDict.batched_from_list
+        datamodule.train_dataset[0],
+        batch_size=infer_batch_size,
+        collate_fn=AtomicDataDict.batched_from_list,
     )
     model.eval()
     parameters = sum(p.numel() for p in model.parameters())
@@ -174,6 +177,7 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
         "batch_size": int(cfg.batch_size),
         "train_structures_per_s": None if aot else round(n_train / train_time, 2),
         "train_structures_timed": n_train,
+        "inference_batch_size": infer_batch_size,
         "inference_structures_per_s": round(n_infer / infer_time, 2),
         "inference_structures_timed": n_infer,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -187,7 +191,8 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
 def _measure_in_subprocess(args, config, device, mode):
     command = [sys.executable, __file__, "--one", config, device, mode,
                "--train-batches", str(args.train_batches), "--infer-batches",
-               str(args.infer_batches), "--warmup", str(args.warmup), *args.overrides]  # fmt: skip
+               str(args.infer_batches), "--warmup", str(args.warmup), "--infer-batch-size",
+               str(args.infer_batch_size), *args.overrides]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
@@ -207,13 +212,15 @@ def table(results):
         else:
             config = " ".join([r["config"], *r.get("overrides", [])])
             trainable = r.get("trainable_parameters", r["parameters"])
+            batch = r.get("inference_batch_size", 32)
             params = f"{r['parameters']:,}" + (
                 f" ({trainable:,} trained)" if trainable != r["parameters"] else ""
             )
             cells = [config, r["device"], r["compile_mode"], params,
                      "" if r["train_structures_per_s"] is None
                      else f"{r['train_structures_per_s']:.1f}",
-                     f"{r['inference_structures_per_s']:.1f}",
+                     f"{r['inference_structures_per_s']:.1f}" + ("" if batch == 32
+                                                                  else f" (batch {batch})"),
                      f"{r['peak_rss_mb']:.0f}", "" if r["peak_gpu_memory_mb"] is None
                      else f"{r['peak_gpu_memory_mb']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -231,6 +238,8 @@ def main(argv=None):
     parser.add_argument("--train-batches", type=int, default=40, help="timed training steps")
     parser.add_argument("--infer-batches", type=int, default=15, help="timed inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
+    parser.add_argument("--infer-batch-size", type=int, default=32,
+                        help="structures per inference batch (1: one at a time)")  # fmt: skip
     parser.add_argument("--out", help="JSON file for the figures (and the machine)")
     parser.add_argument("--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"),
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -240,7 +249,7 @@ def main(argv=None):
     if args.one:
         config, device, mode = args.one
         figures = measure(config, device, mode, args.overrides, args.train_batches,
-                          args.infer_batches, args.warmup)  # fmt: skip
+                          args.infer_batches, args.warmup, args.infer_batch_size)  # fmt: skip
         print(json.dumps(figures))
         return
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
