@@ -8,9 +8,7 @@ import aniso_nequip
 from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.inference import CompiledModel, load_model, predict
 from aniso_nequip.model import AnisoNetModel, AnisoNetStaticModel
-from conftest import BIN, run_command
 
-TARGETS = ("batch_dielectric", "batch_dielectric_static", "ase_dielectric", "ase_dielectric_static")
 TINY = dict(
     model_dtype="float32", l_max=2, num_layers=1, num_features=4, num_basis=4, anisotropic_scale=1.0
 )
@@ -60,12 +58,6 @@ def compiled(models, crystals, tmp_path_factory):
                 ]  # fmt: skip
             )
     return files
-
-
-def test_targets_are_offered_by_nequip_compile():
-    """Registered through the nequip.extension entry point, in a fresh process."""
-    out = run_command([str(BIN / "nequip-compile"), "--help"]).stdout
-    assert all(target in out for target in TARGETS)
 
 
 def test_compiled_models_predict_what_eager_ones_do(models, compiled, crystals):
