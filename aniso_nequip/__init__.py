@@ -1,14 +1,15 @@
 """aniso-nequip: equivariant prediction of dielectric tensors as a nequip extension.
 
 This module is imported by nequip's ``nequip.extension`` entry point *inside* nequip's own
-``__init__``: it only registers data fields (importing ``nequip.model`` or ``nequip.train`` here
-would be a circular import). The inference API is loaded lazily on first use::
+``__init__``: it only registers data fields and ``nequip-compile`` targets (importing
+``nequip.model`` or ``nequip.train`` here would be a circular import). The inference API is
+loaded lazily on first use::
 
     import aniso_nequip
     eps = aniso_nequip.predict(structures, "best.ckpt")   # (N, 3, 3)
 """
 
-from . import _keys  # noqa: F401  (registers the fields nequip lacks)
+from . import _compile, _keys  # noqa: F401  (register compile targets and the fields nequip lacks)
 
 __version__ = "0.1.0"
 

@@ -1,49 +1,76 @@
-"""ASE calculator for dielectric tensors (ASE's standard ``dielectric_tensor`` property)."""
+"""ASE calculator for dielectric tensors (ASE's standard ``dielectric_tensor`` and
+``born_effective_charges`` properties), on nequip's ``NequIPCalculator``."""
 
 import os
-from typing import Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
 from nequip.data import AtomicDataDict
+from nequip.integrations.ase import NequIPCalculator
+from nequip.integrations.utils import basic_transforms
+from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
 
-from .inference import as_model, ensemble_members, output_fields, predict_batches
+from ._compile import ASE_DIELECTRIC_TARGET
+from .inference import Ensemble, as_model, ensemble_members, output_fields
 
 
-class DielectricCalculator(Calculator):
+class DielectricCalculator(NequIPCalculator):
     """Predicts ``dielectric_tensor`` (3x3) and, when the model has them, per-atom
-    ``born_effective_charges`` ((N, 3, 3)), both ASE standard properties.
+    ``born_effective_charges`` ((N, 3, 3)); the model predicts no energy, so neither energy,
+    forces nor stress are implemented properties.
 
-        atoms.calc = DielectricCalculator("best.ckpt")   # or DielectricCalculator(): ready model
-        eps = atoms.calc.get_property("dielectric_tensor", atoms)  # or atoms.get_properties([...])
+        atoms.calc = DielectricCalculator()              # the ready model shipped with the package
+        atoms.calc = DielectricCalculator("best.ckpt")   # or .nequip.zip / .nequip.pt2, or a list
+        eps = atoms.calc.get_property("dielectric_tensor", atoms)
+
+    nequip's constructors work as for ``NequIPCalculator``:
+    ``DielectricCalculator._from_saved_model(path)`` for a checkpoint or package and
+    ``DielectricCalculator.from_compiled_model(path)`` for a model compiled with
+    ``nequip-compile --mode aotinductor --target ase_dielectric``.
 
     Args:
-        model: a loaded model or the path of a ``.ckpt`` / ``.nequip.zip`` file; a list of them
-            is an ensemble (the mean of its members); ``None`` (default): the ready model shipped
-            with the package
+        model: a loaded model or the path of a ``.ckpt``, ``.nequip.zip`` or ``.nequip.pt2``
+            file (any of the ``batch_dielectric*`` / ``ase_dielectric*`` compile targets); a list
+            of them is an ensemble (the mean of its members, which must share their elements and
+            cutoff); ``None`` (default): the ready model shipped with the package
         device: torch device (default ``cpu``)
+        transforms: the data transforms (type mapping and neighbour list); ``None`` (default)
+            builds them from the model's elements (chemical symbols) and cutoff
+        **kwargs: passed on to ``NequIPCalculator``
     """
+
+    implemented_properties = [AtomicDataDict.DIELECTRIC_KEY, AtomicDataDict.BORN_CHARGE_KEY]
+
+    @classmethod
+    def _get_aoti_compile_target(cls) -> Dict:
+        return COMPILE_TARGET_DICT[ASE_DIELECTRIC_TARGET]
 
     def __init__(
         self,
         model: Union[None, str, os.PathLike, torch.nn.Module, Sequence] = None,
-        device="cpu",
+        device: Union[str, torch.device] = "cpu",
+        transforms: Optional[List[Callable]] = None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.device = device
-        self.models = [as_model(m, device) for m in ensemble_members(model)]
-        ase_fields = (AtomicDataDict.DIELECTRIC_KEY, AtomicDataDict.BORN_CHARGE_KEY)
-        self.implemented_properties = [f for f in output_fields(self.models[0]) if f in ase_fields]
-
-    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        outs = [
-            next(predict_batches([self.atoms], m, batch_size=1, device=self.device))
-            for m in self.models
+        if transforms is None:
+            members = [as_model(m, device) for m in ensemble_members(model)]
+            model = members[0] if len(members) == 1 else Ensemble(members).eval()
+            type_names = list(model.type_names)
+            transforms = basic_transforms(
+                model.metadata,
+                float(model.metadata["r_max"]),
+                type_names,
+                {t: t for t in type_names},
+            )
+        super().__init__(model=model, device=device, transforms=transforms, **kwargs)
+        # only what this model predicts
+        self.implemented_properties = [
+            f for f in type(self).implemented_properties if f in output_fields(self.model)
         ]
-        self.results = {}
+
+    def save_extra_outputs(self, out: AtomicDataDict.Type):
         for field in self.implemented_properties:
-            value = np.mean([np.asarray(out[field]) for out in outs], axis=0)
-            self.results[field] = value[0] if field == AtomicDataDict.DIELECTRIC_KEY else value
+            value = out[field].detach().cpu().to(torch.float64).numpy()
+            if field == AtomicDataDict.DIELECTRIC_KEY:
+                value = value.reshape(3, 3)
+            self.results[field] = value

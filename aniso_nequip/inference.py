@@ -1,7 +1,7 @@
 """Loading trained models and predicting dielectric tensors from Python.
 
 import aniso_nequip
-model = aniso_nequip.load_model("outputs/.../best.ckpt")      # or a nequip-package .nequip.zip
+model = aniso_nequip.load_model("outputs/.../best.ckpt")      # or .nequip.zip / .nequip.pt2
 eps = aniso_nequip.predict(structures, model)                # (N, 3, 3) numpy array
 """
 
@@ -14,38 +14,88 @@ import numpy as np
 import torch
 from nequip.data import AtomicDataDict
 from nequip.data._key_registry import get_field_type
+from nequip.utils.global_dtype import _GLOBAL_DTYPE
 
 from ._keys import PREDICTED_FIELDS
 from .data import atoms_to_graphs
 from .errors import InputError
 
-_PACKAGE_SUFFIX = ".nequip.zip"
+COMPILED_SUFFIX = ".nequip.pt2"
+"""Suffix of the files ``nequip-compile --mode aotinductor`` writes."""
 
 
 class ModelLoadError(InputError):
-    """A model file is missing or is not a readable nequip checkpoint/package."""
+    """A model file is missing or is not a readable nequip checkpoint/package/compiled model."""
+
+
+class CompiledModel(torch.nn.Module):
+    """A model compiled by ``nequip-compile --mode aotinductor`` (``.nequip.pt2``) with the
+    attributes inference reads from a ``GraphModel``: ``type_names``, ``metadata["r_max"]`` and
+    ``irreps_out`` (its output fields, whose irreps the file does not record: ``None``).
+
+    A model compiled for batches also takes one structure without ``batch`` fields (as
+    ``NequIPCalculator`` gives it). The compiled code reads its inputs as contiguous tensors in
+    the dtypes they were traced in (nequip's float64 for positions, cells and shifts) without
+    checking: inputs are made so here (a single frame's ``batch`` from
+    ``AtomicDataDict.with_batch_`` is an expanded, stride-0 tensor that it would read out of
+    bounds).
+
+    Args:
+        model (torch.nn.Module): the model returned by nequip's ``load_compiled_model``
+        metadata (dict): the metadata returned with it
+    """
+
+    def __init__(self, model: torch.nn.Module, metadata: dict):
+        super().__init__()
+        self.model = model
+        self.metadata = metadata
+        self.type_names = list(metadata["type_names"])
+        self.irreps_out = {field: None for field in model.output_keys}
+        self.batched = AtomicDataDict.BATCH_KEY in model.input_keys
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        if self.batched and AtomicDataDict.BATCH_KEY not in data:
+            data = AtomicDataDict.with_batch_(data.copy())
+        elif not self.batched and AtomicDataDict.num_frames(data) > 1:
+            raise ValueError(
+                "this model was compiled for one structure at a time (an `ase_*` target): "
+                "compile it with `--target batch_dielectric` (or `batch_dielectric_static`) to "
+                "predict batches"
+            )
+        inputs = {}
+        for key in self.model.input_keys:
+            value = data[key]
+            if value.is_floating_point():
+                value = value.to(_GLOBAL_DTYPE)
+            inputs[key] = value.contiguous()
+        return self.model(inputs)
 
 
 def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"):
-    """Load a trained ``GraphModel`` from a ``.ckpt`` checkpoint or a ``.nequip.zip`` package.
+    """Load a trained model with nequip's loaders: a ``.ckpt`` checkpoint or a ``.nequip.zip``
+    package gives the eager ``GraphModel``, a ``.nequip.pt2`` file of ``nequip-compile --mode
+    aotinductor`` a :class:`CompiledModel` (for ``device``: the one it was compiled for).
 
     The model is put in eval mode on ``device``; its ``type_names`` and ``metadata["r_max"]`` say
     which elements it knows and which cutoff its graphs need.
     """
-    from nequip.model import ModelFromCheckpoint, ModelFromPackage
+    from nequip.model.inference_models import load_compiled_model
+    from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.global_state import set_global_state
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file `{path}` does not exist")
     set_global_state()
-    loader = ModelFromPackage if path.endswith(_PACKAGE_SUFFIX) else ModelFromCheckpoint
     try:
-        model = loader(path)["sole_model"]
+        if path.endswith(COMPILED_SUFFIX):
+            model = CompiledModel(*load_compiled_model(path, device))
+        else:
+            model = load_saved_model(path)
     except Exception as err:  # anything torch/zip/pickle may raise on a bad file
         raise ModelLoadError(
-            f"`{path}` is not a readable nequip checkpoint (.ckpt) or package "
-            f"({_PACKAGE_SUFFIX}): {type(err).__name__}: {err}"
+            f"`{path}` is not a readable nequip checkpoint (.ckpt), package (.nequip.zip) or "
+            f"compiled model ({COMPILED_SUFFIX}): {type(err).__name__}: {err}"
         ) from err
     return model.to(device).eval()
 
@@ -69,8 +119,39 @@ def _as_atoms(structure) -> ase.Atoms:
 
 
 def output_fields(model) -> List[str]:
-    """The physical fields a model predicts, e.g. ``["dielectric_tensor"]``."""
-    return [k for k in PREDICTED_FIELDS if k in model.irreps_out]
+    """The physical fields a model predicts, e.g. ``["dielectric_tensor"]`` (a ``GraphModel``,
+    :class:`CompiledModel`, :class:`Ensemble` or nequip's wrapper of a compiled model)."""
+    from nequip.nn.compile import DictInputOutputWrapper
+
+    available = model.output_keys if isinstance(model, DictInputOutputWrapper) else model.irreps_out
+    return [k for k in PREDICTED_FIELDS if k in available]
+
+
+class Ensemble(torch.nn.Module):
+    """The mean prediction of models that share their elements and cutoff, with the attributes
+    of :class:`CompiledModel` (``type_names``, ``metadata``, ``irreps_out``: the fields every
+    member predicts).
+
+    Args:
+        models (Sequence[torch.nn.Module]): the members (e.g. from :func:`load_model`)
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module]):
+        super().__init__()
+        first = models[0]
+        for other in models[1:]:
+            same_types = list(other.type_names) == list(first.type_names)
+            if not same_types or float(other.metadata["r_max"]) != float(first.metadata["r_max"]):
+                raise ValueError("the members of an ensemble must share their elements and r_max")
+        self.members = torch.nn.ModuleList(models)
+        self.type_names = list(first.type_names)
+        self.metadata = first.metadata
+        fields = [f for f in output_fields(first) if all(f in output_fields(m) for m in models)]
+        self.irreps_out = {f: None for f in fields}
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        outs = [member(data) for member in self.members]
+        return {f: torch.stack([out[f] for out in outs]).mean(dim=0) for f in self.irreps_out}
 
 
 def unknown_elements(structures: Iterable[ase.Atoms], type_names: Sequence[str]) -> Dict[int, list]:

@@ -1,14 +1,17 @@
 """Training and inference throughput of the shipped configs on the bundled MP training split.
 
-For each config, compile mode (``eager``; ``compile``: nequip's ``torch.compile`` mode) and device
-(``cpu``; ``cuda`` when present), measured in its own process: training structures/s (forward +
-loss + backward + AdamW step, batches of the config's ``batch_size``, data loading and neighbour
-lists included, as in nequip-train), inference structures/s (batch 32, no gradients), peak
-resident memory (and GPU memory), parameter count. Prints a table and writes the figures as JSON
-(``--out``) for ``benchmarks/results.py``. Not a test: figures depend on the machine.
+For each config, compile mode (``eager``; ``compile``: nequip's ``torch.compile`` mode;
+``aotinductor``: the model exported as ``nequip-compile --mode aotinductor --target
+batch_dielectric`` (``batch_dielectric_static`` for the static model) does it, inference only) and
+device (``cpu``; ``cuda`` when present), measured in its own process: training structures/s
+(forward + loss + backward + AdamW step, batches of the config's ``batch_size``, data loading and
+neighbour lists included, as in nequip-train), inference structures/s (batches of 32, or
+``--infer-batch-size``, no gradients),
+peak resident memory (and GPU memory), parameter count. Prints a table and writes the figures as
+JSON (``--out``) for ``benchmarks/results.py``. Not a test: figures depend on the machine.
 
     python benchmarks/speed.py                                   # every config and mode
-    python benchmarks/speed.py --configs configs/anisonet.yaml --modes eager
+    python benchmarks/speed.py --configs configs/anisonet.yaml --modes eager aotinductor
     python benchmarks/speed.py --devices cuda l_max=2            # trailing Hydra overrides
 """
 
@@ -19,6 +22,7 @@ import pathlib
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -76,12 +80,56 @@ def _throughput(step, loader, device, warmup, batches):
     return n, time.perf_counter() - start
 
 
+def _aot_compiled(model, datamodule, device, path):
+    """``model`` exported as ``nequip-compile --mode aotinductor`` does it with aniso-nequip's
+    batch target (same target settings and metadata, data from the training set), loaded back by
+    :func:`aniso_nequip.load_model`."""
+    from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
+    from nequip.utils.aot import aot_export_model
+    from nequip.utils.aoti_metadata import (
+        NEQUIP_AOTI_INPUTS_KEY,
+        NEQUIP_AOTI_OUTPUTS_KEY,
+        serialize_aoti_keys,
+    )
+    from nequip.utils.global_state import get_latest_global_state
+
+    from aniso_nequip._compile import (
+        BATCH_DIELECTRIC_STATIC_TARGET,
+        BATCH_DIELECTRIC_TARGET,
+        STATIC_OUTPUTS,
+    )
+    from aniso_nequip.inference import load_model, output_fields
+
+    static = output_fields(model) == STATIC_OUTPUTS
+    target = BATCH_DIELECTRIC_STATIC_TARGET if static else BATCH_DIELECTRIC_TARGET
+    target = COMPILE_TARGET_DICT[target]
+    metadata = {**model.metadata, **get_latest_global_state(only_metadata_related=True)}
+    metadata = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in metadata.items()}
+    metadata[NEQUIP_AOTI_INPUTS_KEY] = serialize_aoti_keys(target["input"])
+    metadata[NEQUIP_AOTI_OUTPUTS_KEY] = serialize_aoti_keys(target["output"])
+    data = AtomicDataDict.batched_from_list([datamodule.train_dataset[0][0]])
+    dims = {kind: torch.export.Dim(f"num_{kind}s", min=2) for kind in ("graph", "node", "edge")}
+    aot_export_model(
+        model=model,
+        device=device,
+        input_fields=target["input"],
+        output_fields=target["output"],
+        data=AtomicDataDict.to_(target["data_settings"](data), device),
+        batch_map=target["batch_map_settings"](dims),
+        output_path=str(path),
+        inductor_configs={"aot_inductor.metadata": metadata},
+    )
+    return load_model(path, device)
+
+
 def measure(config, device, compile_mode, overrides, train_batches=40, infer_batches=15,
-            warmup=3):  # fmt: skip
+            warmup=3, infer_batch_size=32):  # fmt: skip
     """Figures of one config/device/compile mode, measured in this process."""
     set_global_state()
     device = torch.device(device)
-    overrides = [*overrides, f"++training_module.model.compile_mode={compile_mode}"]
+    aot = compile_mode == "aotinductor"
+    model_mode = "eager" if aot else compile_mode
+    overrides = [*overrides, f"++training_module.model.compile_mode={model_mode}"]
     cfg, datamodule, model, loss_fn, optim_cfg = _load(pathlib.Path(config), overrides)
     model = model.to(device)
     # as nequip's training module does: parameter groups (e.g. a backbone's) when configured
@@ -97,16 +145,26 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
         optimizer.step()
         loss_fn.reset()
 
-    model.train()
-    n_train, train_time = _throughput(
-        train_step, datamodule.train_dataloader(), device, warmup, train_batches
-    )
+    n_train, train_time = None, None
+    if not aot:  # a compiled model only predicts
+        model.train()
+        n_train, train_time = _throughput(
+            train_step, datamodule.train_dataloader(), device, warmup, train_batches
+        )
     infer_loader = torch.utils.data.DataLoader(
-        datamodule.train_dataset[0], batch_size=32, collate_fn=AtomicDataDict.batched_from_list
+        datamodule.train_dataset[0],
+        batch_size=infer_batch_size,
+        collate_fn=AtomicDataDict.batched_from_list,
     )
     model.eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    predictor = model
+    if aot:
+        with tempfile.TemporaryDirectory() as tmp:
+            predictor = _aot_compiled(model, datamodule, device, f"{tmp}/model.nequip.pt2")
     with torch.no_grad():
-        n_infer, infer_time = _throughput(model, infer_loader, device, warmup, infer_batches)
+        n_infer, infer_time = _throughput(predictor, infer_loader, device, warmup, infer_batches)
 
     result = {
         "config": os.path.relpath(config, ROOT),
@@ -114,11 +172,12 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
         "device": str(device),
         "compile_mode": compile_mode,
         "torch_threads": torch.get_num_threads(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": parameters,
+        "trainable_parameters": trainable,
         "batch_size": int(cfg.batch_size),
-        "train_structures_per_s": round(n_train / train_time, 2),
+        "train_structures_per_s": None if aot else round(n_train / train_time, 2),
         "train_structures_timed": n_train,
+        "inference_batch_size": infer_batch_size,
         "inference_structures_per_s": round(n_infer / infer_time, 2),
         "inference_structures_timed": n_infer,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -132,7 +191,8 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
 def _measure_in_subprocess(args, config, device, mode):
     command = [sys.executable, __file__, "--one", config, device, mode,
                "--train-batches", str(args.train_batches), "--infer-batches",
-               str(args.infer_batches), "--warmup", str(args.warmup), *args.overrides]  # fmt: skip
+               str(args.infer_batches), "--warmup", str(args.warmup), "--infer-batch-size",
+               str(args.infer_batch_size), *args.overrides]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
@@ -152,11 +212,15 @@ def table(results):
         else:
             config = " ".join([r["config"], *r.get("overrides", [])])
             trainable = r.get("trainable_parameters", r["parameters"])
+            batch = r.get("inference_batch_size", 32)
             params = f"{r['parameters']:,}" + (
                 f" ({trainable:,} trained)" if trainable != r["parameters"] else ""
             )
             cells = [config, r["device"], r["compile_mode"], params,
-                     f"{r['train_structures_per_s']:.1f}", f"{r['inference_structures_per_s']:.1f}",
+                     "" if r["train_structures_per_s"] is None
+                     else f"{r['train_structures_per_s']:.1f}",
+                     f"{r['inference_structures_per_s']:.1f}" + ("" if batch == 32
+                                                                  else f" (batch {batch})"),
                      f"{r['peak_rss_mb']:.0f}", "" if r["peak_gpu_memory_mb"] is None
                      else f"{r['peak_gpu_memory_mb']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -168,11 +232,14 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
-    parser.add_argument("--modes", nargs="+", default=["eager", "compile"])
+    parser.add_argument("--modes", nargs="+", default=["eager", "compile", "aotinductor"],
+                        choices=["eager", "compile", "aotinductor"])  # fmt: skip
     parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda when present")
     parser.add_argument("--train-batches", type=int, default=40, help="timed training steps")
     parser.add_argument("--infer-batches", type=int, default=15, help="timed inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
+    parser.add_argument("--infer-batch-size", type=int, default=32,
+                        help="structures per inference batch (1: one at a time)")  # fmt: skip
     parser.add_argument("--out", help="JSON file for the figures (and the machine)")
     parser.add_argument("--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"),
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -182,7 +249,7 @@ def main(argv=None):
     if args.one:
         config, device, mode = args.one
         figures = measure(config, device, mode, args.overrides, args.train_batches,
-                          args.infer_batches, args.warmup)  # fmt: skip
+                          args.infer_batches, args.warmup, args.infer_batch_size)  # fmt: skip
         print(json.dumps(figures))
         return
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

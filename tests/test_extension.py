@@ -6,9 +6,12 @@ import sys
 import pytest
 
 
-def test_entry_point_registers_fields_without_explicit_import():
+def test_entry_point_registers_fields_and_compile_targets_without_explicit_import():
     code = (
         "import sys, nequip.data\n"
+        "from nequip.scripts._compile_utils import COMPILE_TARGET_DICT as targets\n"
+        "assert {'batch_dielectric', 'batch_dielectric_static', 'ase_dielectric',\n"
+        "        'ase_dielectric_static'} <= set(targets)\n"
         "from nequip.data import _key_registry as r\n"
         "assert 'aniso_nequip' in sys.modules\n"
         "assert 'dielectric_ionic_tensor' in r._GRAPH_FIELDS\n"

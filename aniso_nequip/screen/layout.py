@@ -44,7 +44,8 @@ class Settings:
     """What determines a screening run's results (stored in ``OUT/shards/settings.json``).
 
     Args:
-        models: model files (``.ckpt`` or ``.nequip.zip``); several make an ensemble
+        models: model files (``.ckpt``, ``.nequip.zip`` or ``.nequip.pt2``); several make an
+            ensemble
         structures: inputs (:func:`~aniso_nequip.screen.sources.iter_structures`)
         exclude: training-set files: extxyz (or HDF5) frames, or id lists (``.txt``/``.ids``,
             one id per line)

@@ -24,7 +24,11 @@ def main(argv=None) -> int:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="training checkpoint (.ckpt) or .nequip.zip")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="training checkpoint (.ckpt), package (.nequip.zip) or compiled model (.nequip.pt2)",
+    )
     parser.add_argument(
         "--data", required=True, nargs="+", help="extxyz (.gz allowed) or .h5 file(s)"
     )
