@@ -3,9 +3,7 @@ import ase.io
 import pytest
 from nequip.utils.global_state import set_global_state
 
-from helpers import BIN, bundled, run_command
-
-R_MAX = 4.0
+from helpers import BIN, build_tiny, bundled, run_command
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,24 +29,6 @@ def symmetric_cells():
     }
 
 
-def _build(builder, **kwargs):
-    args = dict(
-        seed=1,
-        model_dtype="float64",
-        r_max=R_MAX,
-        avg_num_neighbors=20.0,
-        l_max=2,
-        num_layers=2,
-        num_features=8,
-        num_basis=6,
-        isotropic_shift=1.0,
-        isotropic_scale=2.0,
-        anisotropic_scale=100.0,
-    )
-    args.update(kwargs)
-    return builder(**args).eval()
-
-
 @pytest.fixture(scope="session")
 def type_names(small_frames, symmetric_cells):
     symbols = {s for f in small_frames + list(symmetric_cells.values()) for s in f.symbols}
@@ -59,20 +39,20 @@ def type_names(small_frames, symmetric_cells):
 def equivariant_model(type_names):
     from aniso_nequip.model import AnisoNetModel
 
-    return _build(AnisoNetModel, type_names=type_names)
+    return build_tiny(AnisoNetModel, type_names=type_names)
 
 
 @pytest.fixture(scope="session")
 def scalar_model(type_names):
     from aniso_nequip.model import ScalarAnisoNetModel
 
-    return _build(ScalarAnisoNetModel, type_names=type_names)
+    return build_tiny(ScalarAnisoNetModel, type_names=type_names)
 
 
 @pytest.fixture(scope="session")
 def build_model(type_names):
     def _make(builder, **kwargs):
-        return _build(builder, **{"type_names": type_names, **kwargs})
+        return build_tiny(builder, **{"type_names": type_names, **kwargs})
 
     return _make
 

@@ -16,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ROOT / "datasets"
 CONFIGS = ROOT / "configs"
 BIN = pathlib.Path(sys.executable).parent
+R_MAX = 4.0
 
 
 def bundled(name: str, index=":"):
@@ -58,3 +59,22 @@ def epoch_values(metrics_csv, column):
     """Logged values of one column of a Lightning CSVLogger metrics.csv."""
     with open(metrics_csv) as f:
         return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
+
+
+def build_tiny(builder, **kwargs):
+    """A tiny float64 model of ``builder`` (``kwargs`` override the defaults), in eval mode."""
+    args = dict(
+        seed=1,
+        model_dtype="float64",
+        r_max=R_MAX,
+        avg_num_neighbors=20.0,
+        l_max=2,
+        num_layers=2,
+        num_features=8,
+        num_basis=6,
+        isotropic_shift=1.0,
+        isotropic_scale=2.0,
+        anisotropic_scale=100.0,
+    )
+    args.update(kwargs)
+    return builder(**args).eval()

@@ -197,9 +197,9 @@ def test_physical_readout_eigenvalues_at_least_one(builder, names, frames, type_
     rng = np.random.default_rng(0)
     kwargs = dict(seed=3, physical_readout=True, isotropic_shift=1.05, anisotropic_scale=30.0)
     if builder is AnisoNetModel:
-        from helpers import _build
+        from helpers import build_tiny
 
-        model = _build(AnisoNetModel, type_names=type_names, **kwargs)
+        model = build_tiny(AnisoNetModel, type_names=type_names, **kwargs)
         structures = bundled("mp_subset_test", ":60")
         structures = [f for f in structures if set(f.get_chemical_symbols()) <= set(type_names)]
     else:
