@@ -14,29 +14,15 @@ from nequip.utils.dtype import torch_default_dtype
 from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.model import AnisoNetModel, FoundationAnisoNetModel
 from aniso_nequip.train import BackboneParamGroups
-from helpers import BIN, bundled, predict, rotated, rotation, run_command
+from helpers import BIN, build_tiny, bundled, predict, rotated, rotation, run_command
 
 SEVENNET_R_MAX = 5.0
 
 
 def _foundation(type_names, **kwargs):
-    args = dict(
-        seed=1,
-        model_dtype="float64",
-        r_max=SEVENNET_R_MAX,
-        type_names=type_names,
-        avg_num_neighbors=30.0,
-        backbone_layers=2,
-        num_layers=1,
-        l_max=2,
-        num_features=8,
-        num_basis=6,
-        isotropic_shift=4.0,
-        isotropic_scale=2.0,
-        anisotropic_scale=50.0,
-    )
-    args.update(kwargs)
-    return FoundationAnisoNetModel(**args).eval()
+    args = dict(r_max=SEVENNET_R_MAX, avg_num_neighbors=30.0, backbone_layers=2, num_layers=1)
+    args.update(isotropic_shift=4.0, anisotropic_scale=50.0)
+    return build_tiny(FoundationAnisoNetModel, type_names=type_names, **{**args, **kwargs})
 
 
 def _idealized(atoms):
@@ -197,8 +183,6 @@ def test_physical_readout_eigenvalues_at_least_one(builder, names, frames, type_
     rng = np.random.default_rng(0)
     kwargs = dict(seed=3, physical_readout=True, isotropic_shift=1.05, anisotropic_scale=30.0)
     if builder is AnisoNetModel:
-        from helpers import build_tiny
-
         model = build_tiny(AnisoNetModel, type_names=type_names, **kwargs)
         structures = bundled("mp_subset_test", ":60")
         structures = [f for f in structures if set(f.get_chemical_symbols()) <= set(type_names)]
