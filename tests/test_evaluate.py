@@ -195,7 +195,7 @@ def test_errors_are_clear_and_leave_nothing(trained, tmp_path, capsys):
     unknown = tmp_path / "unknown.extxyz"
     ase.io.write(unknown, [ase.io.read(data, 0), francium])
     _fails(["--model", ckpt, "--data", str(unknown), "--out", str(out), "--strict"], capsys,
-           f"{unknown} frame 1 (ClFr): element(s) Fr unknown to the model")  # fmt: skip
+           f"{unknown} frame 1 (FrCl): element(s) Fr unknown to the model")  # fmt: skip
     assert not out.exists()
     assert not list(tmp_path.glob(".out.partial-*"))
 
