@@ -28,6 +28,7 @@ from .data.validation import (
     UntrainedElementWarning,
     crystal_name,
     reference_problem,
+    reference_value,
     structure_problem,
     tensor_problem,
 )
@@ -59,16 +60,10 @@ def _read_frames(paths: List[str]):
     return frames, origin
 
 
-def _raw_reference(atoms: ase.Atoms, field: str):
-    """A frame's reference ``field`` as stored (calculator result, ``info`` or ``arrays``)."""
-    results = atoms.calc.results if atoms.calc is not None else {}
-    return results.get(field, atoms.info.get(field, atoms.arrays.get(field)))
-
-
 def _reference(atoms: ase.Atoms, field: str = _EPS) -> Optional[np.ndarray]:
     """A frame's reference ``field`` (``(3, 3)``; Born charges ``(n_atoms, 3, 3)``), ``None``
     when it has none or :func:`~aniso_nequip.data.validation.tensor_problem` refuses it."""
-    value = _raw_reference(atoms, field)
+    value = reference_value(atoms, field)
     if value is None or tensor_problem(value, field, n_atoms=len(atoms)):
         return None
     shape = (len(atoms), 3, 3) if field == _BORN else (3, 3)
@@ -139,7 +134,7 @@ def evaluation_metrics(
         metrics = tensor_metrics(reference, outputs[_EPS][has_ref], kept_systems)
     else:
         metrics = {"n": 0}
-    present = np.array([_raw_reference(a, _EPS) is not None for a in frames], dtype=bool)
+    present = np.array([reference_value(a, _EPS) is not None for a in frames], dtype=bool)
     metrics["n_without_reference"] = int((~present).sum())
     if (present & ~has_ref).any():
         metrics["n_invalid_reference"] = int((present & ~has_ref).sum())

@@ -41,7 +41,7 @@ of any real crystal (H2, 0.74 Angstrom) is longer."""
 
 SINGULAR_CELL_TOLERANCE = 1e-6
 """A cell whose volume is below this fraction of the product of its vector lengths is
-singular (flat); real crystals are above 0.01."""
+singular (flat); every crystal of the bundled datasets is above 0.05."""
 
 OCCUPANCY_TOLERANCE = 1e-3
 """A site whose occupancies sum to less than ``1 - OCCUPANCY_TOLERANCE`` is partially occupied."""
@@ -66,7 +66,7 @@ TENSOR_FIELDS = (DIELECTRIC_KEY, DIELECTRIC_IONIC_KEY, BORN_KEY)
 
 def crystal_name(atoms: ase.Atoms, index: Optional[int] = None) -> str:
     """How messages name a crystal: its id (``material_id``, ``entry_id``, ``mp_id``, ``id``)
-    else its formula, preceded by ``structure <index>`` when ``index`` is given."""
+    else its reduced formula; ``structure <index> (<name>)`` when ``index`` is given."""
     name = crystal_id(atoms, ("material_id", "entry_id", "mp_id", "id"))
     name = name or (atoms.get_chemical_formula(mode="reduce") if len(atoms) else "empty structure")
     return name if index is None else f"structure {index} ({name})"
@@ -213,12 +213,18 @@ def tensor_problem(
     return None
 
 
+def reference_value(atoms: ase.Atoms, field: str):
+    """A frame's reference ``field`` as stored (calculator result, else ``info``, else per-atom
+    ``arrays``), or ``None``."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    return results.get(field, atoms.info.get(field, atoms.arrays.get(field)))
+
+
 def reference_problem(atoms: ase.Atoms, fields: Iterable[str] = TENSOR_FIELDS) -> Optional[str]:
     """The first problem (:func:`tensor_problem`) of the reference tensors among ``fields`` that
-    ``atoms`` carries (calculator results, ``info`` or per-atom ``arrays``), or ``None``."""
-    results = atoms.calc.results if atoms.calc is not None else {}
+    ``atoms`` carries (:func:`reference_value`), or ``None``."""
     for field in fields:
-        value = results.get(field, atoms.info.get(field, atoms.arrays.get(field)))
+        value = reference_value(atoms, field)
         if value is None:
             continue
         problem = tensor_problem(value, field, n_atoms=len(atoms))
