@@ -2,16 +2,19 @@
 ``born_effective_charges`` properties), on nequip's ``NequIPCalculator``."""
 
 import os
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+from ase.calculators.calculator import all_changes
 from nequip.data import AtomicDataDict
 from nequip.integrations.ase import NequIPCalculator
 from nequip.integrations.utils import basic_transforms
 from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
 
 from ._compile import ASE_DIELECTRIC_TARGET
-from .inference import Ensemble, as_model, ensemble_members, output_fields
+from .data.validation import UntrainedElementWarning, check_structure, crystal_name, mapped_species
+from .inference import Ensemble, as_model, ensemble_members, output_fields, untrained_warnings
 
 
 class DielectricCalculator(NequIPCalculator):
@@ -67,6 +70,17 @@ class DielectricCalculator(NequIPCalculator):
         self.implemented_properties = [
             f for f in type(self).implemented_properties if f in output_fields(self.model)
         ]
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        """Check the crystal (:func:`~aniso_nequip.data.validation.check_structure`: an
+        :class:`~aniso_nequip.errors.InputError` naming it for an unusable structure or an element
+        the model does not know; a warning for one it never saw in training), then predict."""
+        structure = atoms if atoms is not None else self.atoms
+        name = crystal_name(structure)
+        check_structure(structure, mapped_species(self.transforms), name)
+        for warning in untrained_warnings([structure], self.model, [name]):
+            warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
+        super().calculate(atoms, properties or self.implemented_properties, system_changes)
 
     def save_extra_outputs(self, out: AtomicDataDict.Type):
         for field in self.implemented_properties:

@@ -10,7 +10,8 @@ import csv
 import json
 import os
 import pathlib
-from typing import Dict, List, Sequence
+import warnings
+from typing import Dict, List, Optional, Sequence
 
 import ase
 import ase.io
@@ -23,10 +24,18 @@ from ._keys import DIELECTRIC_IONIC_KEY
 from .data.files import read_frames
 from .data.matching import ID_KEYS, crystal_id
 from .data.symmetry import crystal_system
+from .data.validation import (
+    UntrainedElementWarning,
+    crystal_name,
+    reference_problem,
+    reference_value,
+    structure_problem,
+    tensor_problem,
+)
 from .errors import InputError
-from .inference import load_model, predict, unknown_elements
+from .inference import load_model, predict, untrained_warnings
 from .io import staged_output_dir
-from .metrics import derived, metrics_table, reference_tensor, tensor_metrics
+from .metrics import derived, metrics_table, tensor_metrics
 
 _EPS = AtomicDataDict.DIELECTRIC_KEY
 _IONIC = DIELECTRIC_IONIC_KEY
@@ -51,30 +60,37 @@ def _read_frames(paths: List[str]):
     return frames, origin
 
 
+def _reference(atoms: ase.Atoms, field: str = _EPS) -> Optional[np.ndarray]:
+    """A frame's reference ``field`` (``(3, 3)``; Born charges ``(n_atoms, 3, 3)``), ``None``
+    when it has none or :func:`~aniso_nequip.data.validation.tensor_problem` refuses it."""
+    value = reference_value(atoms, field)
+    if value is None or tensor_problem(value, field, n_atoms=len(atoms)):
+        return None
+    shape = (len(atoms), 3, 3) if field == _BORN else (3, 3)
+    return np.reshape(np.asarray(value, dtype=np.float64), shape)
+
+
 def _head_metrics(frames, outputs, systems):
-    """Metrics of the heads beyond the electronic tensor, on the frames that have references."""
+    """Metrics of the heads beyond the electronic tensor, on the frames with usable references."""
     out = {}
     if _IONIC in outputs:
-        refs = [a.info.get(_IONIC) for a in frames]
-        keep = [
-            i
-            for i, r in enumerate(refs)
-            if r is not None and reference_tensor(frames[i]) is not None
-        ]
+        refs = [_reference(a, _IONIC) for a in frames]
+        electronic = [_reference(a) for a in frames]
+        keep = [i for i, r in enumerate(refs) if r is not None and electronic[i] is not None]
         if keep:
-            ionic_ref = np.stack([np.reshape(refs[i], (3, 3)) for i in keep])
+            ionic_ref = np.stack([refs[i] for i in keep])
             ionic_pred = outputs[_IONIC][keep]
             kept_systems = [systems[i] for i in keep]
             out[_IONIC] = tensor_metrics(ionic_ref, ionic_pred, kept_systems)
-            electronic_ref = np.stack([reference_tensor(frames[i]) for i in keep])
+            electronic_ref = np.stack([electronic[i] for i in keep])
             out["static"] = tensor_metrics(
                 electronic_ref + ionic_ref, outputs[_EPS][keep] + ionic_pred, kept_systems
             )
     if _BORN in outputs:
         pairs = [
-            (np.reshape(a.calc.results[_BORN], (-1, 3, 3)), z)
-            for a, z in zip(frames, outputs[_BORN])
-            if a.calc is not None and _BORN in a.calc.results
+            (ref, z)
+            for ref, z in zip((_reference(a, _BORN) for a in frames), outputs[_BORN])
+            if ref is not None
         ]
         if pairs:
             ref = np.concatenate([r for r, _ in pairs])
@@ -103,19 +119,25 @@ def evaluation_metrics(
 
     Returns:
         :func:`~aniso_nequip.metrics.tensor_metrics` of the electronic tensor over the frames with
-        a reference (``{"n": 0}`` without any) with ``n_without_reference``, and, where the model
-        predicts them and references exist, ``dielectric_ionic_tensor`` and ``static``
-        (electronic + ionic) metrics and ``born_effective_charges`` component and isotropic-part
-        MAEs
+        a usable reference (``{"n": 0}`` without any) with ``n_without_reference`` and, when
+        there are any, ``n_invalid_reference`` (references that
+        :func:`~aniso_nequip.data.validation.tensor_problem` refuses: left out of every metric),
+        and, where the model predicts them and references exist, ``dielectric_ionic_tensor`` and
+        ``static`` (electronic + ionic) metrics and ``born_effective_charges`` component and
+        isotropic-part MAEs
     """
-    has_ref = np.array([reference_tensor(a) is not None for a in frames])
+    refs = [_reference(a) for a in frames]
+    has_ref = np.array([r is not None for r in refs], dtype=bool)
     if has_ref.any():
-        reference = np.stack([reference_tensor(a) for a, h in zip(frames, has_ref) if h])
+        reference = np.stack([r for r in refs if r is not None])
         kept_systems = [s for s, h in zip(systems, has_ref) if h]
         metrics = tensor_metrics(reference, outputs[_EPS][has_ref], kept_systems)
     else:
         metrics = {"n": 0}
-    metrics["n_without_reference"] = int((~has_ref).sum())
+    present = np.array([reference_value(a, _EPS) is not None for a in frames], dtype=bool)
+    metrics["n_without_reference"] = int((~present).sum())
+    if (present & ~has_ref).any():
+        metrics["n_invalid_reference"] = int((present & ~has_ref).sum())
     metrics.update(_head_metrics(frames, outputs, systems))
     return metrics
 
@@ -135,14 +157,57 @@ def metrics_text(metrics: Dict) -> str:
     return text
 
 
-def _note(metrics: Dict) -> str:
-    n_without = metrics["n_without_reference"]
-    if not n_without:
-        return ""
-    return (
-        f"{n_without} frame(s) without a reference tensor got predictions but are left out of "
-        "the metrics.\n"
+def _listed(entries: List[Dict]) -> str:
+    return "".join(
+        f"  {e['file']} frame {e['frame']} ({e['id']}): {e['reason']}\n" for e in entries
     )
+
+
+def _note(metrics: Dict) -> str:
+    """What was skipped, left out of the metrics or predicted with a warning."""
+    note = ""
+    n_without = metrics["n_without_reference"]
+    if n_without:
+        note += (
+            f"{n_without} frame(s) without a reference tensor got predictions but are left out "
+            "of the metrics.\n"
+        )
+    invalid = metrics.get("invalid_references")
+    if invalid:
+        note += (
+            f"{len(invalid)} frame(s) with an unusable reference tensor got predictions but are "
+            f"left out of the metrics:\n{_listed(invalid)}"
+        )
+    if metrics.get("skipped"):
+        note += (
+            f"{len(metrics['skipped'])} frame(s) skipped (not predicted):\n"
+            f"{_listed(metrics['skipped'])}"
+        )
+    for warning in metrics.get("warnings", []):
+        note += f"warning: {warning}\n"
+    return note
+
+
+def _entry(origin, atoms, reason) -> Dict:
+    return {"file": origin[0], "frame": origin[1], "id": crystal_name(atoms), "reason": reason}
+
+
+def _checked(frames, origin, type_names):
+    """``(frames, origin, skipped, invalid)``: the frames that can be predicted with their origin,
+    the entries of those that cannot (:func:`~aniso_nequip.data.validation.structure_problem`) and
+    of the predicted frames whose reference tensors are unusable."""
+    kept, kept_origin, skipped, invalid = [], [], [], []
+    for i, atoms in enumerate(frames):
+        problem = structure_problem(atoms, type_names)
+        if problem:
+            skipped.append(_entry(origin[i], atoms, problem))
+            continue
+        kept.append(atoms)
+        kept_origin.append(origin[i])
+        problem = reference_problem(atoms)
+        if problem:
+            invalid.append(_entry(origin[i], atoms, problem))
+    return kept, kept_origin, skipped, invalid
 
 
 def _identifier(atoms, index):
@@ -196,11 +261,19 @@ def evaluate(
     device: str = "cpu",
     force: bool = False,
     quiet: bool = False,
+    strict: bool = False,
 ) -> Dict:
     """Predict every frame of ``data_paths`` with a model and write, into the folder ``out``
     (atomically: all files or none), ``predictions.extxyz``, ``predictions.csv``,
     ``metrics.json``, ``metrics.md`` and the parity plots ``parity_eps_poly.png`` and
     ``parity_anisotropy_ratio.png`` (:func:`~aniso_nequip.plots.parity_plot`).
+
+    Frames that cannot be predicted (:func:`~aniso_nequip.data.validation.structure_problem`,
+    elements the model does not know included) are skipped; frames whose reference tensors are
+    unusable (:func:`~aniso_nequip.data.validation.tensor_problem`: e.g. asymmetric) are
+    predicted but left out of the metrics. Both are listed by file, frame and id with the reason
+    (``skipped`` and ``invalid_references`` in ``metrics.json``, and in ``metrics.md``), as are
+    frames with elements the model never saw in training (``warnings``).
 
     Args:
         model_path: checkpoint (``.ckpt``) or package (``.nequip.zip``)
@@ -210,37 +283,41 @@ def evaluate(
         device: ``cpu``, ``cuda``, ...
         force: overwrite the files of a non-empty ``out``
         quiet: no progress bar and no printed tables
+        strict: refuse (writing nothing) when a frame is skipped or has an unusable reference
 
     Returns:
-        :func:`evaluation_metrics` with the ``model`` and ``data`` paths
+        :func:`evaluation_metrics` with the ``model`` and ``data`` paths and the lists above
 
     Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty or unreadable data file,
-    frames with elements the model does not know, a model that cannot be loaded and an existing
-    ``out``.
+    no frame that can be predicted, a skipped frame or unusable reference with ``strict``, a
+    model that cannot be loaded and an existing ``out``.
     """
     frames, origin = _read_frames(data_paths)
     model = load_model(model_path, device)
-    missing = unknown_elements(frames, model.type_names)
-    if missing:
-        listed = "\n".join(
-            f"  {origin[i][0]} frame {origin[i][1]} ({frames[i].get_chemical_formula()}): "
-            f"{', '.join(els)}"
-            for i, els in missing.items()
-        )
+    frames, origin, skipped, invalid = _checked(frames, origin, model.type_names)
+    if not frames:
+        raise InputError(f"no frame can be evaluated:\n{_listed(skipped)}".rstrip())
+    if strict and (skipped or invalid):
         raise InputError(
-            f"{len(missing)} frame(s) contain elements the model was not trained on "
-            f"(model types: {len(model.type_names)} elements):\n{listed}"
+            f"{len(skipped)} frame(s) cannot be predicted and {len(invalid)} have an unusable "
+            f"reference tensor (--strict: nothing written):\n{_listed(skipped + invalid)}".rstrip()
         )
 
-    outputs = predict(frames, model, batch_size, device, field="all", progress=not quiet)
-    refs = [reference_tensor(a) for a in frames]
-    has_ref = np.array([r is not None for r in refs])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedElementWarning)  # listed in the report
+        outputs = predict(frames, model, batch_size, device, field="all", progress=not quiet)
+    refs = [_reference(a) for a in frames]
+    has_ref = np.array([r is not None for r in refs], dtype=bool)
     systems = [crystal_system(a) for a in frames]
     ref_d = derived(np.stack([r if r is not None else np.eye(3) for r in refs]))
     pred_d = derived(outputs[_EPS])
     metrics = evaluation_metrics(frames, outputs, systems)
     metrics["model"] = str(model_path)
     metrics["data"] = [str(p) for p in data_paths]
+    metrics["skipped"] = skipped
+    metrics["invalid_references"] = invalid
+    names = [f"{path} frame {i} ({crystal_name(a)})" for (path, i), a in zip(origin, frames)]
+    metrics["warnings"] = untrained_warnings(frames, model, names)
     text, note = metrics_text(metrics), _note(metrics)
 
     with staged_output_dir(out, force=force) as stage:

@@ -7,17 +7,27 @@ eps = aniso_nequip.predict(structures, model)                # (N, 3, 3) numpy a
 
 import math
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+import warnings
+import zipfile
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import ase
 import numpy as np
 import torch
+import yaml
 from nequip.data import AtomicDataDict
 from nequip.data._key_registry import get_field_type
 from nequip.utils.global_dtype import _GLOBAL_DTYPE
 
 from ._keys import PREDICTED_FIELDS
 from .data import atoms_to_graphs
+from .data.validation import (
+    UntrainedElementWarning,
+    check_structure,
+    crystal_name,
+    disorder_problem,
+    elements_not_in,
+)
 from .errors import InputError
 
 COMPILED_SUFFIX = ".nequip.pt2"
@@ -77,7 +87,8 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     aotinductor`` a :class:`CompiledModel` (for ``device``: the one it was compiled for).
 
     The model is put in eval mode on ``device``; its ``type_names`` and ``metadata["r_max"]`` say
-    which elements it knows and which cutoff its graphs need.
+    which elements it knows and which cutoff its graphs need, its ``training_elements`` (see
+    :func:`training_elements`) which elements its training data held.
     """
     from nequip.model.inference_models import load_compiled_model
     from nequip.model.saved_models.load_utils import load_saved_model
@@ -97,7 +108,56 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
             f"`{path}` is not a readable nequip checkpoint (.ckpt), package (.nequip.zip) or "
             f"compiled model ({COMPILED_SUFFIX}): {type(err).__name__}: {err}"
         ) from err
+    model.training_elements = _recorded_training_elements(path)
     return model.to(device).eval()
+
+
+def _recorded_training_elements(path: str) -> Optional[List[str]]:
+    """``training_elements`` of a checkpoint's ``info_dict`` or a package's ``config.yaml``, as
+    :class:`~aniso_nequip.train.SelfContainedCheckpoints` records them, or of the model card of
+    the shipped ready model (:mod:`aniso_nequip.pretrained`); ``None`` when absent."""
+    from .pretrained import model_card, model_paths
+
+    info = {}
+    if os.path.abspath(path) in map(os.path.abspath, model_paths()):
+        info = {"training_elements": model_card()["elements_trained_on"]}
+    elif path.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("model/config.yaml")]
+            info = yaml.safe_load(archive.read(names[0])) if names else {}
+    elif not path.endswith(COMPILED_SUFFIX):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        info = checkpoint.get("hyper_parameters", {}).get("info_dict", {})
+    elements = (info or {}).get("training_elements")
+    return None if elements is None else [str(e) for e in elements]
+
+
+def training_elements(model) -> Optional[List[str]]:
+    """The elements of the data ``model`` was trained on, ``None`` when unknown: recorded for a
+    model that :func:`load_model` read from a file that records them; for an :class:`Ensemble`
+    or a list of models, the elements every member saw."""
+    if isinstance(model, (list, tuple)):
+        seen = [training_elements(m) for m in model]
+        return None if None in seen else sorted(set.intersection(*map(set, seen)))
+    return getattr(model, "training_elements", None)
+
+
+def untrained_warnings(structures: Sequence[ase.Atoms], model, names: Sequence[str]) -> List[str]:
+    """``"<name>: ..."`` for each structure with elements that ``model`` (or a list of models)
+    knows but its training data did not hold (its prediction is an extrapolation); ``names``
+    name the structures."""
+    elements = training_elements(model)
+    if elements is None:
+        return []
+    out = []
+    for name, atoms in zip(names, structures):
+        unseen = elements_not_in(atoms, elements)
+        if unseen:
+            out.append(
+                f"{name}: element(s) {', '.join(unseen)} not in the model's training data "
+                "(an extrapolation: treat the prediction with care)"
+            )
+    return out
 
 
 def as_model(model, device: Union[str, torch.device] = "cpu"):
@@ -107,15 +167,22 @@ def as_model(model, device: Union[str, torch.device] = "cpu"):
     return model.to(device).eval()
 
 
-def _as_atoms(structure) -> ase.Atoms:
-    if isinstance(structure, ase.Atoms):
-        return structure
+def _as_atoms(structure, index: int, type_names: Sequence[str]) -> ase.Atoms:
+    """``structure`` as ``ase.Atoms``, checked (:func:`~aniso_nequip.data.validation.
+    check_structure`): :class:`~aniso_nequip.errors.InputError` naming structure ``index``."""
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
     if isinstance(structure, Structure):
-        return AseAtomsAdaptor.get_atoms(structure)
-    raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(structure).__name__}")
+        problem = disorder_problem(structure)
+        if problem:
+            raise InputError(
+                f"structure {index} ({structure.composition.reduced_formula}): {problem}"
+            )
+        structure = AseAtomsAdaptor.get_atoms(structure)
+    elif not isinstance(structure, ase.Atoms):
+        raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(structure).__name__}")
+    return check_structure(structure, type_names, crystal_name(structure, index))
 
 
 def output_fields(model) -> List[str]:
@@ -148,39 +215,32 @@ class Ensemble(torch.nn.Module):
         self.metadata = first.metadata
         fields = [f for f in output_fields(first) if all(f in output_fields(m) for m in models)]
         self.irreps_out = {f: None for f in fields}
+        self.training_elements = training_elements(list(models))
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         outs = [member(data) for member in self.members]
         return {f: torch.stack([out[f] for out in outs]).mean(dim=0) for f in self.irreps_out}
 
 
-def unknown_elements(structures: Iterable[ase.Atoms], type_names: Sequence[str]) -> Dict[int, list]:
-    """``{index: [symbols]}`` for the structures holding elements that a model does not know."""
-    known = set(type_names)
-    out = {}
-    for i, atoms in enumerate(structures):
-        missing = sorted(set(atoms.get_chemical_symbols()) - known)
-        if missing:
-            out[i] = missing
-    return out
-
-
 def predict_batches(
     structures: Sequence, model, batch_size: int = 32, device: Union[str, torch.device] = "cpu"
 ) -> Iterator[Dict[str, np.ndarray]]:
     """Yield ``{field: array}`` for consecutive batches of ``structures`` (graph fields
-    ``(B, ...)``, per-atom fields concatenated over the batch's atoms)."""
+    ``(B, ...)``, per-atom fields concatenated over the batch's atoms).
+
+    Raises :class:`~aniso_nequip.errors.InputError` naming the first structure that
+    :mod:`~aniso_nequip.data.validation` refuses (unknown elements included) and warns
+    (:class:`~aniso_nequip.data.validation.UntrainedElementWarning`) for elements the model was
+    never trained on."""
     model = as_model(model, device)
     fields = output_fields(model)
     r_max = float(model.metadata["r_max"])
     for start in range(0, len(structures), batch_size):
-        atoms = [_as_atoms(s) for s in structures[start : start + batch_size]]
-        missing = unknown_elements(atoms, model.type_names)
-        if missing:
-            described = "; ".join(
-                f"structure {start + i}: {', '.join(e)}" for i, e in missing.items()
-            )
-            raise ValueError(f"elements the model was not trained on: {described}")
+        batch = structures[start : start + batch_size]
+        atoms = [_as_atoms(s, start + i, model.type_names) for i, s in enumerate(batch)]
+        names = [crystal_name(a, start + i) for i, a in enumerate(atoms)]
+        for warning in untrained_warnings(atoms, model, names):
+            warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
         graphs = atoms_to_graphs(atoms, model.type_names, r_max, with_references=False)
         data = AtomicDataDict.to_(graphs, device)
         with torch.no_grad():

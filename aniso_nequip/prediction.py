@@ -6,23 +6,32 @@
     write_predictions(result, "predictions/")       # predictions.csv + predictions.extxyz
 
 Inputs are CIF, POSCAR/CONTCAR (``*.vasp``) and extxyz (``.gz`` too) files, folders of them and
-glob patterns. A file or structure that cannot be used (unreadable, no atoms, no 3D cell, an
-element the model does not know) is skipped and reported with its reason; the others are
-predicted.
+glob patterns. A file or structure that cannot be used (unreadable, or refused by
+:func:`~aniso_nequip.data.validation.structure_problem`: no atoms, no periodic 3D cell,
+overlapping atoms, disordered sites, an element the model does not know, ...) is skipped and
+reported with its reason; the others are predicted. Crystals with elements the model never saw
+in training are predicted with a warning.
 """
 
 import csv
 import dataclasses
 import glob
 import pathlib
-from typing import List, Optional, Sequence, Tuple
+import warnings
+from typing import List, Sequence, Tuple
 
 import ase
 import ase.io
 import numpy as np
 
 from .data.symmetry import crystal_system
-from .inference import ensemble_members, load_model, predict_members, unknown_elements
+from .data.validation import UntrainedElementWarning, structure_problem
+from .inference import (
+    ensemble_members,
+    load_model,
+    predict_members,
+    untrained_warnings,
+)
 from .io import staged_output_dir
 from .metrics import derived
 
@@ -33,12 +42,14 @@ POSCAR_NAMES = ("POSCAR", "CONTCAR")
 @dataclasses.dataclass
 class Predictions:
     """What :func:`predict_files` found: the predicted structures with their sources, each
-    ensemble member's tensors ``(M, N, 3, 3)``, and the skipped inputs with their reasons."""
+    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, and
+    warnings on predicted ones (elements the model never saw in training)."""
 
     sources: List[str]
     structures: List[ase.Atoms]
     members: np.ndarray
     skipped: List[Tuple[str, str]]
+    warnings: List[str] = dataclasses.field(default_factory=list)
 
     @property
     def mean(self) -> np.ndarray:
@@ -72,19 +83,6 @@ def expand_inputs(inputs: Sequence[str]) -> Tuple[List[pathlib.Path], List[Tuple
     return files, missing
 
 
-def _problem(atoms: ase.Atoms, known: Sequence[str]) -> Optional[str]:
-    if len(atoms) == 0:
-        return "structure has no atoms"
-    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
-        return "structure has no 3D cell (a crystal needs lattice vectors)"
-    if not np.isfinite(atoms.positions).all():
-        return "atom positions are not finite"
-    unknown = unknown_elements([atoms], known).get(0)
-    if unknown:
-        return f"element(s) {', '.join(unknown)} unknown to the model"
-    return None
-
-
 def read_structures(
     inputs: Sequence[str], type_names: Sequence[str]
 ) -> Tuple[List[str], List[ase.Atoms], List[Tuple[str, str]]]:
@@ -103,11 +101,10 @@ def read_structures(
             skipped.append((str(path), "contains no structure"))
         for i, atoms in enumerate(frames):
             source = str(path) if len(frames) == 1 else f"{path}:{i}"
-            problem = _problem(atoms, type_names)
+            problem = structure_problem(atoms, type_names)
             if problem:
                 skipped.append((source, problem))
                 continue
-            atoms.pbc = True
             sources.append(source)
             structures.append(atoms)
     return sources, structures, skipped
@@ -124,12 +121,15 @@ def predict_files(
     for other in models[1:]:
         type_names &= set(other.type_names)
     sources, structures, skipped = read_structures(inputs, sorted(type_names))
-    members = (
-        predict_members(structures, models, batch_size, device)
-        if structures
-        else np.zeros((len(models), 0, 3, 3))
-    )
-    return Predictions(sources, structures, members, skipped)
+    notes = untrained_warnings(structures, models, sources)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedElementWarning)  # listed in `notes`
+        members = (
+            predict_members(structures, models, batch_size, device)
+            if structures
+            else np.zeros((len(models), 0, 3, 3))
+        )
+    return Predictions(sources, structures, members, skipped, notes)
 
 
 def _summary(result: Predictions) -> dict:
@@ -175,6 +175,8 @@ def prediction_table(result: Predictions) -> str:
         )
     if len(result.members) > 1 and blocks:
         blocks.append(f"(± : spread of the {len(result.members)}-model ensemble)")
+    for note in result.warnings:
+        blocks.append(f"warning: {note}")
     for source, reason in result.skipped:
         blocks.append(f"skipped {source}: {reason}")
     return "\n\n".join(blocks) + "\n"

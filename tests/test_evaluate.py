@@ -194,8 +194,8 @@ def test_errors_are_clear_and_leave_nothing(trained, tmp_path, capsys):
     francium.symbols[0] = "Fr"
     unknown = tmp_path / "unknown.extxyz"
     ase.io.write(unknown, [ase.io.read(data, 0), francium])
-    _fails(["--model", ckpt, "--data", str(unknown), "--out", str(out)], capsys,
-           f"{unknown} frame 1 (ClFr): Fr")  # fmt: skip
+    _fails(["--model", ckpt, "--data", str(unknown), "--out", str(out), "--strict"], capsys,
+           f"{unknown} frame 1 (FrCl): element(s) Fr unknown to the model")  # fmt: skip
     assert not out.exists()
     assert not list(tmp_path.glob(".out.partial-*"))
 

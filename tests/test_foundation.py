@@ -206,7 +206,9 @@ def test_unknown_elements_are_named(names, frames):
     model = _foundation(names)
     element = next(e for e in ("Au", "Pt", "Ir", "Os") if e not in names)
     odd = ase.build.bulk(element, "fcc", a=4.1)  # an element outside this model's type names
-    with pytest.raises(ValueError, match=f"structure 1: {element}"):
+    with pytest.raises(
+        ValueError, match=rf"structure 1 \({element}\): element\(s\) {element} unknown"
+    ):
         aniso_nequip.predict([frames[0], odd], model)
 
 

@@ -3,7 +3,6 @@
 import csv
 import gzip
 import json
-import re
 import subprocess
 import sys
 
@@ -59,11 +58,9 @@ def test_filters_apply_thresholds_skip_missing_metadata_and_report():
         "no-meta": _nacl("no-meta"),
         "big": _nacl("big").repeat((4, 4, 3)),  # 96 sites
         "noble": ase.Atoms("XeH2", positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0]], cell=[5] * 3),
-        "unknown": ase.build.bulk("PuO2", "fluorite", a=5.4),
     }
     pool["noble"].info["material_id"] = "noble"
-    pool["unknown"].info["material_id"] = "unknown"
-    keep = PoolFilter(Thresholds(), known_elements=["Na", "Cl", "O", "Xe", "H"])
+    keep = PoolFilter(Thresholds())
     kept = [name for name, atoms in pool.items() if keep(atoms, f"pool:{name}")]
     assert kept == ["hull-ok", "no-meta"]
     rules = keep.report["rules"]
@@ -71,16 +68,16 @@ def test_filters_apply_thresholds_skip_missing_metadata_and_report():
     assert rules["energy_above_hull"] == {
         "description": "energy above hull < 0.05 eV/atom",
         "applied": 3,
-        "no_metadata": 4,
+        "no_metadata": 3,
         "removed": ["hull-high"],
     }
-    assert (rules["band_gap"]["applied"], rules["band_gap"]["no_metadata"]) == (2, 4)
+    assert (rules["band_gap"]["applied"], rules["band_gap"]["no_metadata"]) == (2, 3)
     assert rules["band_gap"]["removed"] == ["gap-low"]
-    assert rules["n_sites"]["removed"] == ["big"] and rules["n_sites"]["applied"] == 5
+    assert rules["n_sites"]["removed"] == ["big"] and rules["n_sites"]["applied"] == 4
     assert rules["noble_gas_hydrogen"]["removed"] == ["noble"]
-    assert keep.report["unknown_elements"] == {"unknown": ["Pu"]}
+    assert keep.report["invalid"] == {}  # structures are checked before the filters
     # changed and switched-off thresholds
-    loose = PoolFilter(Thresholds(0.1, None, 100), known_elements=["Na", "Cl"])
+    loose = PoolFilter(Thresholds(0.1, None, 100))
     assert all(loose(pool[n], n) for n in ("hull-high", "gap-low", "big"))
     assert set(loose.report["rules"]) == {"energy_above_hull", "n_sites", "noble_gas_hydrogen"}
 
@@ -94,7 +91,7 @@ def test_exclusion_by_id_and_by_structure(tmp_path):
     ase.io.write(train_file, training)
     index = exclusion_index([str(train_file), str(ids)])
     assert isinstance(index, StructureIndex) and exclusion_index([]) is None
-    keep = PoolFilter(Thresholds(), ["Na", "Cl", "Mg", "O", "Si"], index)
+    keep = PoolFilter(Thresholds(), index)
     mgo_supercell = ase.build.bulk("MgO", "rocksalt", a=4.215, cubic=True)  # another cell
     mgo_supercell.info["material_id"] = "mp-99"
     pool = [
@@ -132,7 +129,8 @@ def test_sources_stream_shards_and_name_bad_input(tmp_path):
     inputs = [str(xyz), str(folder), str(pool)]
     everything = list(iter_structures(inputs))
     assert [i for i, *_ in everything] == list(range(8))
-    assert [s for _, s, _ in everything][4:] == [
+    assert all(problem is None for *_, problem in everything)
+    assert [s for _, s, *_ in everything][4:] == [
         f"{xyz}:4",
         str(folder / "POSCAR_mos2"),
         str(folder / "nacl.cif"),
@@ -151,13 +149,13 @@ def test_sources_stream_shards_and_name_bad_input(tmp_path):
     bad_doc.write_text(
         json.dumps([docs[0], {"material_id": "mp-2", "structure": {"sites": [{"x": 1}]}}])
     )
-    for path, message in (
-        (molecule, f"{molecule}:0: structure has no 3D cell"),
-        (bad_doc, f"`{bad_doc}` entry 1 (mp-2): malformed structure"),
-        (tmp_path / "missing.extxyz", "does not exist"),
-    ):
-        with pytest.raises(InputError, match=re.escape(message)):
-            list(iter_structures([str(path)]))
+    # bad structures come with their problem (the runner skips and lists them), bad inputs raise
+    (entry,) = iter_structures([str(molecule)])
+    assert entry[1] == f"{molecule}:0" and "no periodic 3D cell" in entry[3]
+    good, bad = iter_structures([str(bad_doc)])
+    assert good[3] is None and bad[2] is None and bad[3].startswith("mp-2: malformed structure")
+    with pytest.raises(InputError, match="does not exist"):
+        list(iter_structures([str(tmp_path / "missing.extxyz")]))
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +200,7 @@ def test_ensemble_screen_ranks_and_resumed_shards_equal_unsharded(
     assert cli([*base, "--out", str(whole)]) == 0
     summary = json.loads((whole / "summary.json").read_text())
     assert (summary["read"], summary["predicted"]) == (16, 13)
-    assert summary["unknown_elements"] == {"puo2": ["Pu"]}
+    assert summary["invalid"] == {"puo2": "element(s) Pu unknown to the model"}
     ids = [a.info["entry_id"] for a in pool["frames"]]
     assert summary["rules"]["training_set"]["matched"] == {
         ids[3]: "same id",
@@ -210,7 +208,8 @@ def test_ensemble_screen_ranks_and_resumed_shards_equal_unsharded(
     }
     assert summary["training_set_size"] == 2  # the --exclude file carries tensors
     text = (whole / "summary.md").read_text()
-    assert "puo2: Pu" in text and "| not in the training set (--exclude) | 15 | 0 | 2 |" in text
+    assert "puo2: element(s) Pu unknown" in text
+    assert "| not in the training set (--exclude) | 15 | 0 | 2 |" in text
     for png in ("a_r_by_dimensionality.png", "a_r_histogram.png"):
         assert (whole / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -434,9 +433,9 @@ def test_mp_candidates_queries_the_summary_endpoint(tmp_path, monkeypatch, capsy
     printed = capsys.readouterr()
     assert "s3cr3t-key" not in printed.out + printed.err
     entries = list(iter_structures([str(out)]))
-    assert [a.info["band_gap"] for *_, a in entries] == [2.0, 3.0]
-    assert [a.info["energy_above_hull"] for *_, a in entries] == [0.0, 0.01]
-    assert [len(a) for *_, a in entries] == [2, 6]
+    assert [a.info["band_gap"] for _, _, a, _ in entries] == [2.0, 3.0]
+    assert [a.info["energy_above_hull"] for _, _, a, _ in entries] == [0.0, 0.01]
+    assert [len(a) for _, _, a, _ in entries] == [2, 6]
     assert cli(["data", "mp-candidates", "--out", str(out)]) == 2  # exists: needs --force
 
 

@@ -23,8 +23,18 @@ import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._keys import DIELECTRIC_IONIC_KEY
+from ..errors import InputError
 from ..io import atomic_file
 from .matching import StructureIndex
+from .validation import (
+    TENSOR_FIELDS,
+    crystal_name,
+    mapped_species,
+    reference_problem,
+    structure_problem,
+)
+
+LISTED_FRAMES = 20  # unusable frames listed in a dataset error
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 _EPS, _BORN = "dielectric_tensor", "born_effective_charges"
@@ -147,7 +157,13 @@ def dataset_from_file(
     ``exclude_structures_in`` names dataset files whose crystals must not be used: frames of
     ``file_path`` matching one of them (by id, else by structure; see
     :class:`~aniso_nequip.data.matching.StructureIndex`) are left out, e.g. to pre-train on
-    another collection without seeing the validation and test crystals."""
+    another collection without seeing the validation and test crystals.
+
+    Every frame is checked first (:mod:`~aniso_nequip.data.validation`: the structure, elements
+    the type mapper of ``transforms`` does not map, and the loaded reference tensors); unusable
+    frames raise :class:`~aniso_nequip.errors.InputError` naming the file, each frame's index
+    and its problem, before any training. The dataset's ``frame_elements`` lists each frame's
+    elements in the order the dataset reads them (see :func:`dataset_elements`)."""
     from nequip.data.dataset import ASEDataset, HDF5Dataset
 
     transforms = list(transforms or [])
@@ -156,12 +172,17 @@ def dataset_from_file(
     for path in [file_path, *(exclude_structures_in or [])]:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"dataset file `{path}` does not exist")
+    fields = [f for f in TENSOR_FIELDS if f not in exclude_keys]
+    if DIELECTRIC_IONIC_KEY not in include_keys:
+        fields.remove(DIELECTRIC_IONIC_KEY)
+    frames = _checked_frames(file_path, mapped_species(transforms), fields)
     if is_hdf5(file_path):
         optional = {DIELECTRIC_IONIC_KEY} - set(include_keys)
         mapping = {
             k: v for k, v in HDF5_KEY_MAPPING.items() if v not in exclude_keys and v not in optional
         }
         dataset = HDF5Dataset(file_name=file_path, transforms=transforms, key_mapping=mapping)
+        frames = sorted(frames, key=len)  # HDF5Dataset reads frames grouped by atom count
     else:
         dataset = ASEDataset(
             file_path=file_path,
@@ -169,16 +190,47 @@ def dataset_from_file(
             include_keys=include_keys,
             exclude_keys=exclude_keys,
         )
-    if not exclude_structures_in:
-        return dataset
-    return torch.utils.data.Subset(dataset, _indices_not_in(file_path, exclude_structures_in))
+    if exclude_structures_in:
+        index = StructureIndex(a for path in exclude_structures_in for a in read_frames(path))
+        kept = [i for i, atoms in enumerate(frames) if atoms not in index]
+        dataset, frames = torch.utils.data.Subset(dataset, kept), [frames[i] for i in kept]
+    dataset.frame_elements = [sorted(set(atoms.get_chemical_symbols())) for atoms in frames]
+    return dataset
 
 
-def _indices_not_in(file_path, exclude_files) -> List[int]:
-    """Indices of the frames of ``file_path`` (in the order nequip's dataset reads them) that match
-    no crystal of ``exclude_files``."""
-    index = StructureIndex(atoms for path in exclude_files for atoms in read_frames(path))
+def _checked_frames(file_path, type_names: Optional[List[str]], fields: List[str]):
+    """The frames of ``file_path``; :class:`~aniso_nequip.errors.InputError` listing the unusable
+    ones (structure or reference tensors among ``fields``)."""
     frames = read_frames(file_path)
-    if is_hdf5(file_path):  # HDF5Dataset reads frames grouped by atom count
-        frames = sorted(frames, key=len)
-    return [i for i, atoms in enumerate(frames) if atoms not in index]
+    bad = []
+    for i, atoms in enumerate(frames):
+        problem = structure_problem(atoms, type_names) or reference_problem(atoms, fields)
+        if problem:
+            bad.append(f"  frame {i} ({crystal_name(atoms)}): {problem}")
+    if bad:
+        more = len(bad) - LISTED_FRAMES
+        listed = "\n".join(bad[:LISTED_FRAMES]) + (f"\n  ... and {more} more" if more > 0 else "")
+        raise InputError(
+            f"dataset file `{file_path}`: {len(bad)} of {len(frames)} frame(s) cannot be used "
+            f"for training; fix or remove them:\n{listed}"
+        )
+    return frames
+
+
+def dataset_elements(dataset) -> Optional[List[str]]:
+    """The elements of a dataset made by :func:`dataset_from_file` (or a ``Subset``,
+    ``ConcatDataset`` or list of them, as nequip's data modules hold them); ``None`` for another
+    kind of dataset."""
+    if isinstance(dataset, torch.utils.data.ConcatDataset) or not isinstance(
+        dataset, torch.utils.data.Dataset
+    ):
+        parts = [dataset_elements(d) for d in getattr(dataset, "datasets", dataset)]
+        return None if None in parts else sorted(set().union(*parts))
+    if hasattr(dataset, "frame_elements"):
+        return sorted(set().union(*dataset.frame_elements))
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = getattr(dataset.dataset, "frame_elements", None)
+        if inner is None:
+            return None
+        return sorted(set().union(*(inner[i] for i in dataset.indices)))
+    return None

@@ -22,6 +22,7 @@ from .._keys import DIELECTRIC_IONIC_KEY
 from ..errors import InputError
 from ..io import OutputExistsError, write_json
 from .symmetry import SYMPREC, point_group_deviation
+from .validation import disorder_problem, structure_problem, tensor_problem
 
 SOURCE = "mp-dfpt-pbe"
 DOCUMENT_FIELDS = ["material_id", "structure", "electronic", "ionic", "total", "formula_pretty"]
@@ -65,23 +66,21 @@ def document_to_dict(doc) -> Dict[str, Any]:
     raise DocumentError("<unknown>", f"not a document: {type(doc).__name__}")
 
 
-def _tensor(doc: Dict[str, Any], key: str, material_id: str) -> np.ndarray:
+def _tensor(doc: Dict[str, Any], key: str, material_id: str, field: str) -> np.ndarray:
     value = doc.get(key)
     if value is None:
         raise DocumentError(material_id, f"missing `{key}` tensor")
-    try:
-        tensor = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise DocumentError(material_id, f"malformed `{key}` tensor: {err}") from err
-    if tensor.shape != (3, 3):
-        raise DocumentError(material_id, f"`{key}` tensor has shape {tensor.shape}, expected 3x3")
-    if not np.isfinite(tensor).all():
-        raise DocumentError(material_id, f"`{key}` tensor has non-finite values")
+    problem = tensor_problem(value, field, label=f"`{key}` tensor")
+    if problem:
+        raise DocumentError(material_id, problem)
+    tensor = np.reshape(np.asarray(value, dtype=float), (3, 3))
     return 0.5 * (tensor + tensor.T)
 
 
 def document_atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
-    """The document's ``structure`` as periodic ``ase.Atoms``; raises :class:`DocumentError`."""
+    """The document's ``structure`` as periodic ``ase.Atoms``; raises :class:`DocumentError`
+    for a missing or malformed structure and for one that
+    :mod:`~aniso_nequip.data.validation` refuses (disordered sites included)."""
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -96,12 +95,14 @@ def document_atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
         raise DocumentError(
             material_id, f"malformed structure: {type(err).__name__}: {err}"
         ) from err
-    if len(structure) == 0:
-        raise DocumentError(material_id, "empty structure (no sites)")
-    if structure.lattice.volume <= 0 or not np.isfinite(structure.cart_coords).all():
-        raise DocumentError(material_id, "degenerate structure (zero volume or bad coordinates)")
+    problem = disorder_problem(structure)
+    if problem:
+        raise DocumentError(material_id, problem)
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.pbc = True
+    problem = structure_problem(atoms)
+    if problem:
+        raise DocumentError(material_id, problem)
     return atoms
 
 
@@ -110,7 +111,9 @@ def doc_to_atoms(doc, symprec: float = SYMPREC, name: str = "<no material_id>") 
     a document without one).
 
     The electronic tensor becomes ``dielectric_tensor`` (an ASE calculator property, as in the
-    bundled files), the ionic one ``info["dielectric_ionic_tensor"]``; both are symmetrised.
+    bundled files), the ionic one ``info["dielectric_ionic_tensor"]``; a tensor that
+    :func:`~aniso_nequip.data.validation.tensor_problem` refuses (asymmetric beyond tolerance,
+    not positive (semi-)definite, ...) is reported, and the asymmetry within tolerance removed.
     ``info["frame_deviation"]`` records :func:`~aniso_nequip.data.symmetry.point_group_deviation`
     of the electronic tensor in the document's own structure. ``info["material_id"]`` and
     ``info["entry_id"]`` are set only when the document has a material id.
@@ -122,7 +125,7 @@ def doc_to_atoms(doc, symprec: float = SYMPREC, name: str = "<no material_id>") 
     material_id = doc.get("material_id")
     name = str(material_id or name)
     atoms = document_atoms(doc, name)
-    electronic = _tensor(doc, "electronic", name)
+    electronic = _tensor(doc, "electronic", name, "dielectric_tensor")
     sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
     ids = {"material_id": name, "entry_id": name} if material_id else {}
     info = {
@@ -134,7 +137,7 @@ def doc_to_atoms(doc, symprec: float = SYMPREC, name: str = "<no material_id>") 
         "frame_deviation": point_group_deviation(atoms, electronic, symprec),
     }
     if doc.get("ionic") is not None:
-        info[DIELECTRIC_IONIC_KEY] = _tensor(doc, "ionic", name).reshape(9)
+        info[DIELECTRIC_IONIC_KEY] = _tensor(doc, "ionic", name, DIELECTRIC_IONIC_KEY).reshape(9)
     for key in ("band_gap", "energy_above_hull"):
         if doc.get(key) is not None:
             info[key] = float(doc[key])

@@ -49,6 +49,7 @@ def build_dataset(
     max_eps_poly: Optional[float] = 15.0,
     drop_duplicates: bool = True,
     force: bool = False,
+    strict: bool = False,
 ) -> Dict:
     """Convert ``docs`` (:func:`~aniso_nequip.data.mp.convert_documents`), clean them
     (:func:`~aniso_nequip.data.cleaning.clean`), split them and write the files of
@@ -67,6 +68,7 @@ def build_dataset(
         max_eps_poly: drop tensors with a larger mean eigenvalue (``None``: keep)
         drop_duplicates: drop repeated material ids and ``StructureMatcher`` duplicates
         force: overwrite existing outputs
+        strict: refuse to write anything when a document cannot be converted
 
     Returns:
         the report written to ``<stem>_report.json``: documents read, malformed ones skipped
@@ -74,13 +76,22 @@ def build_dataset(
         the split sizes
 
     Raises :class:`~aniso_nequip.io.OutputExistsError` (before any work) when an output exists
-    and not ``force``, and :class:`~aniso_nequip.errors.InputError` when no crystal is left.
+    and not ``force``, and :class:`~aniso_nequip.errors.InputError` when no crystal is left or,
+    with ``strict``, when a document was skipped (listing each with its problem).
     """
     paths = dataset_paths(out, split=split is not None)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
         raise OutputExistsError(f"outputs exist: {', '.join(existing)} (pass --force to overwrite)")
     frames, skipped = convert_documents(_progress(docs, "converting"))
+    if strict and skipped:
+        listed = "\n".join(
+            f"  {material_id}: {problem}" for material_id, problem in skipped.items()
+        )
+        raise InputError(
+            f"{len(skipped)} of {len(docs)} document(s) cannot be converted (--strict: nothing "
+            f"written):\n{listed}"
+        )
     kept, report = clean(
         frames,
         frame_tolerance=None if keep_frame_mismatch else frame_tolerance,

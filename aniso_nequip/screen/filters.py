@@ -4,8 +4,10 @@ In order (the first rule that fails removes a crystal): energy above hull below
 ``max_e_above_hull`` (eV/atom), band gap above ``min_band_gap`` (eV), at most ``max_sites``
 sites, not made only of noble gases and/or hydrogen, and not in the training set. A metadata rule
 is skipped for a crystal without that metadata (counted as ``no_metadata``); a threshold of
-``None`` switches a rule off. Crystals with elements a model does not know are skipped and listed
-separately.
+``None`` switches a rule off. Structures that cannot be screened (refused by
+:mod:`~aniso_nequip.data.validation`, elements a model does not know included) are skipped and
+listed separately with their problem, and screened crystals with elements the models never saw in
+training are listed as a warning.
 """
 
 import dataclasses
@@ -14,7 +16,7 @@ from typing import Dict, Iterable, List, Optional
 import ase
 
 from ..data.matching import StructureIndex, crystal_id
-from ..inference import unknown_elements
+from ..data.validation import elements_not_in
 
 NOBLE_GASES_AND_HYDROGEN = frozenset({"H", "He", "Ne", "Ar", "Kr", "Xe", "Rn"})
 
@@ -39,22 +41,22 @@ class PoolFilter:
 
     Args:
         thresholds: the rule thresholds
-        known_elements: elements every model knows
         exclude: the training set; ``None`` switches the rule off
+        training_elements: elements in every model's training data (``None``: unknown)
 
     ``report`` holds ``{"rules": {name: {"description", "applied", "no_metadata", "removed"
-    (names), and for the training set "matched" ({name: how it matched})}}, "unknown_elements":
-    {name: [elements]}}``.
+    (names), and for the training set "matched" ({name: how it matched})}}, "invalid":
+    {name: problem} (see :meth:`reject`), "untrained_elements": {name: [elements]}}``.
     """
 
     def __init__(
         self,
         thresholds: Thresholds,
-        known_elements: Iterable[str],
         exclude: Optional[StructureIndex] = None,
+        training_elements: Optional[Iterable[str]] = None,
     ):
-        self.known = sorted(known_elements)
         self.exclude = exclude
+        self.training_elements = training_elements
         t = thresholds
         self.rules = {
             "energy_above_hull": (
@@ -72,8 +74,14 @@ class PoolFilter:
                 for name, (threshold, text) in self.rules.items()
                 if threshold is not None
             },
-            "unknown_elements": {},
+            "invalid": {},
+            "untrained_elements": {},
         }
+
+    def reject(self, atoms: Optional[ase.Atoms], source: str, problem: str) -> None:
+        """Record a structure that cannot be screened (``atoms`` ``None`` when it could not even
+        be converted) with its problem."""
+        self.report["invalid"][source if atoms is None else label(atoms, source)] = problem
 
     def _passes(self, name: str, atoms: ase.Atoms) -> Optional[bool]:
         """``True``/``False`` for pass/fail, ``None`` when the crystal lacks the metadata."""
@@ -102,10 +110,6 @@ class PoolFilter:
             if not passed:
                 rule["removed"].append(name_of)
                 return False
-        missing = unknown_elements([atoms], self.known).get(0)
-        if missing:
-            self.report["unknown_elements"][name_of] = missing
-            return False
         if "training_set" in rules:
             rule = rules["training_set"]
             rule["applied"] += 1
@@ -116,12 +120,16 @@ class PoolFilter:
                     "same id" if how == "id" else f"structure of {matched or 'an unnamed crystal'}"
                 )
                 return False
+        if self.training_elements is not None:
+            unseen = elements_not_in(atoms, self.training_elements)
+            if unseen:
+                self.report["untrained_elements"][name_of] = unseen
         return True
 
 
 def merge_reports(reports: List[Dict]) -> Dict:
     """One filter report from those of several shards (counts summed, lists joined)."""
-    merged = {"rules": {}, "unknown_elements": {}}
+    merged = {"rules": {}, "invalid": {}, "untrained_elements": {}}
     for report in reports:
         for name, rule in report["rules"].items():
             into = merged["rules"].setdefault(
@@ -133,5 +141,6 @@ def merge_reports(reports: List[Dict]) -> Dict:
             into["removed"] += rule["removed"]
             if "matched" in rule:
                 into.setdefault("matched", {}).update(rule["matched"])
-        merged["unknown_elements"].update(report["unknown_elements"])
+        merged["invalid"].update(report["invalid"])
+        merged["untrained_elements"].update(report["untrained_elements"])
     return merged

@@ -26,6 +26,7 @@ from .layout import (
 
 TOP_TABLE = 10
 LISTED = 50  # crystals listed by name per rule in summary.md (all are in summary.json)
+CONSOLE_LISTED = 10  # skipped structures listed on the console
 LISTED_UNPHYSICAL = 20  # unphysical predictions listed in summary.md and summary.json
 UNPHYSICAL_WHY = (
     "eps_inf eigenvalues are >= 1 for any real material; a smaller predicted eigenvalue is a "
@@ -112,7 +113,7 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
     for name, rule in summary["rules"].items():
         lines.append(f"- removed by `{name}`: {len(rule['removed'])}")
     lines += [
-        f"- skipped for elements unknown to the model(s): {len(summary['unknown_elements'])}",
+        f"- skipped as unusable (see below): {len(summary['invalid'])}",
         f"- screened (predicted): {summary['predicted']}",
         f"- unphysical predictions (smallest eigenvalue < 1): {summary['unphysical']['count']}",
     ]
@@ -137,17 +138,24 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
             shown = [f"{r} ({matched[r]})" if r in matched else r for r in rule["removed"][:LISTED]]
             more = len(rule["removed"]) - LISTED
             lines += ["", f"Removed by `{name}`: {', '.join(shown)}" + (" ..." if more > 0 else "")]
-    unknown = summary["unknown_elements"]
-    if unknown:
-        elements = sorted({e for els in unknown.values() for e in els})
+    invalid = summary["invalid"]
+    if invalid:
+        lines += ["", "## Skipped structures", "", f"{len(invalid)} structure(s) not screened:", ""]
+        lines += [f"- {name}: {problem}" for name, problem in list(invalid.items())[:LISTED]]
+        if len(invalid) > LISTED:
+            lines.append(f"- ... and {len(invalid) - LISTED} more (see summary.json)")
+    untrained = summary["untrained_elements"]
+    if untrained:
+        elements = sorted({e for els in untrained.values() for e in els})
         lines += [
             "",
-            "## Elements unknown to the model(s)",
+            "## Elements outside the training data",
             "",
-            f"{len(unknown)} crystal(s) skipped; elements: {', '.join(elements)}",
+            f"{len(untrained)} screened crystal(s) hold elements the model(s) never saw in "
+            f"training ({', '.join(elements)}): their predictions are extrapolations.",
             "",
         ]
-        lines += [f"- {name}: {', '.join(els)}" for name, els in list(unknown.items())[:LISTED]]
+        lines += [f"- {name}: {', '.join(els)}" for name, els in list(untrained.items())[:LISTED]]
     unphysical = summary["unphysical"]
     if unphysical["count"]:
         placed = (
@@ -269,8 +277,12 @@ def console_summary(summary: Dict, out) -> str:
     removed, unphysical predictions, the top 5 and the files written into ``out``."""
     lines = [
         f"{summary['read']} structures read, {summary['predicted']} screened, "
-        f"{len(summary['unknown_elements'])} skipped for unknown elements"
+        f"{len(summary['invalid'])} skipped as unusable"
     ]
+    lines += [f"  skipped {name}: {problem}"
+              for name, problem in list(summary["invalid"].items())[:CONSOLE_LISTED]]  # fmt: skip
+    if len(summary["invalid"]) > CONSOLE_LISTED:
+        lines.append(f"  ... and {len(summary['invalid']) - CONSOLE_LISTED} more: see summary.md")
     lines += [f"  {name:>18}: {len(rule['removed'])} removed"
               for name, rule in summary["rules"].items()]  # fmt: skip
     unphysical = summary["unphysical"]

@@ -13,6 +13,7 @@ import pathlib
 import shutil
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import ase.io
@@ -22,8 +23,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
+from ..data.validation import UntrainedElementWarning
 from ..errors import InputError
-from ..inference import load_model, predict
+from ..inference import load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file
 from ..metrics import derived
 from .dimensionality import dimensionality
@@ -145,6 +147,24 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
         yield row, frame
 
 
+def invalid_structures(settings: Settings, shard: int = 0) -> Dict[str, str]:
+    """``{name: problem}`` for the structures of shard ``shard`` that cannot be screened (as
+    :func:`run_shard` skips them), read without predicting anything."""
+    known = _known_elements(settings.models)
+    keep = PoolFilter(settings.thresholds)
+    for _, source, atoms, problem in iter_structures(
+        settings.structures, shard, settings.shards, known
+    ):
+        if problem:
+            keep.reject(atoms, source, problem)
+    return keep.report["invalid"]
+
+
+def _known_elements(models) -> List[str]:
+    """The elements every model file knows (their ``type_names``)."""
+    return sorted(set.intersection(*(set(load_model(path).type_names) for path in models)))
+
+
 def run_shard(
     out,
     settings: Settings,
@@ -154,7 +174,11 @@ def run_shard(
     progress: bool = True,
 ) -> bool:
     """Screen shard ``shard`` of ``settings.shards`` into ``out`` (after :func:`prepare`);
-    ``False`` when it had finished before."""
+    ``False`` when it had finished before.
+
+    Structures that cannot be screened are skipped and listed (``invalid`` in the report); a
+    shard in which none can be is refused (:class:`~aniso_nequip.errors.InputError`) before its
+    results are written."""
     n = settings.shards
     report_path = shard_path(out, shard, n, ".json")
     if report_path.is_file():
@@ -163,8 +187,10 @@ def run_shard(
 
     start = time.perf_counter()
     models = [load_model(path, device) for path in settings.models]
-    known = set.intersection(*(set(m.type_names) for m in models))
-    keep = PoolFilter(settings.thresholds, known, exclusion_index(settings.exclude))
+    known = sorted(set.intersection(*(set(m.type_names) for m in models)))
+    keep = PoolFilter(
+        settings.thresholds, exclusion_index(settings.exclude), training_elements(models)
+    )
     # min-heap of (negated sort key, frame): the shard's best `settings.top` candidates
     top: list = []
     counts = {"read": 0, "predicted": 0}
@@ -172,9 +198,11 @@ def run_shard(
 
     def flush(batch, writer):
         tic = time.perf_counter()
-        tensors = np.stack(
-            [predict([a for _, _, a in batch], m, len(batch), device) for m in models]
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrainedElementWarning)  # in the report
+            tensors = np.stack(
+                [predict([a for _, _, a in batch], m, len(batch), device) for m in models]
+            )
         seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
         dims = [dimensionality(a) if settings.dimensionality else None for _, _, a in batch]
@@ -196,18 +224,24 @@ def run_shard(
             writer = csv.DictWriter(f, fieldnames=settings.columns())
             writer.writeheader()
             batch = []
-            entries = iter_structures(settings.structures, shard, n)
+            entries = iter_structures(settings.structures, shard, n, known)
             desc = f"screening shard {shard}/{n}" if n > 1 else "screening"
-            for index, source, atoms in tqdm(
+            for index, source, atoms, problem in tqdm(
                 entries, desc=desc, unit="structure", disable=not progress, file=sys.stderr
             ):
                 counts["read"] += 1
-                if keep(atoms, source):
+                if problem:
+                    keep.reject(atoms, source, problem)
+                elif keep(atoms, source):
                     batch.append((index, source, atoms))
                 if len(batch) == batch_size:
                     flush(batch, writer)
             if batch:
                 flush(batch, writer)
+            invalid = keep.report["invalid"]
+            if invalid and len(invalid) == counts["read"]:
+                listed = "\n".join(f"  {name}: {problem}" for name, problem in invalid.items())
+                raise InputError(f"shard {shard}/{n}: no structure can be screened:\n{listed}")
         with atomic_file(shard_path(out, shard, n, ".extxyz"), force=True) as tmp_xyz:
             frames = [frame for _, frame in sorted(top, key=lambda item: item[0], reverse=True)]
             ase.io.write(tmp_xyz, frames, format="extxyz")
@@ -274,6 +308,7 @@ def screen(
     progress: bool = True,
     force: bool = False,
     merge_when_done: bool = False,
+    strict: bool = False,
 ) -> ScreenResult:
     """Screen shard ``shard`` of ``settings.shards`` into ``out`` and, for an unsharded run or
     with ``merge_when_done``, merge once every shard has finished.
@@ -287,9 +322,12 @@ def screen(
         progress: show a progress bar
         force: discard the shards of a run with other settings
         merge_when_done: merge a sharded run when its last shard has finished
+        strict: refuse, before writing anything, when a structure of the shard cannot be
+            screened (by default it is skipped and listed in the summary)
 
     Raises :class:`~aniso_nequip.errors.InputError` for a missing model, structure or exclusion
-    file, an unreadable input and an output folder holding something else.
+    file, an unreadable input, a shard without any structure that can be screened, a structure
+    that cannot be with ``strict``, and an output folder holding something else.
     """
     inputs = settings.models + settings.structures + settings.exclude
     for path in inputs + (settings.training_set or []):
@@ -299,6 +337,14 @@ def screen(
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if strict:
+        invalid = invalid_structures(settings, shard)
+        if invalid:
+            listed = "\n".join(f"  {name}: {problem}" for name, problem in invalid.items())
+            raise InputError(
+                f"{len(invalid)} structure(s) cannot be screened (--strict: nothing written):\n"
+                f"{listed}"
+            )
     prepare(out, settings, force=force)
     ran = run_shard(out, settings, shard, device, batch_size, progress)
     if settings.shards > 1 and not merge_when_done:

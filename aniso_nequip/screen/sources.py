@@ -3,7 +3,9 @@ files, and JSON(.gz) dumps of Materials Project summary documents.
 
 Every structure has a global index, its position over all inputs in the order given (folders in
 sorted file-name order); the index decides its shard. Only the structures of the requested shard
-are converted, and files are read frame by frame, so memory does not grow with the pool.
+are converted, and files are read frame by frame, so memory does not grow with the pool. Each
+structure comes with its problem (:func:`~aniso_nequip.data.validation.structure_problem`, or
+why its document cannot be converted), so the runner skips and lists it.
 """
 
 import pathlib
@@ -13,6 +15,7 @@ import ase
 import ase.io
 
 from ..data.mp import DocumentError, document_atoms, document_to_dict, read_documents
+from ..data.validation import structure_problem
 from ..errors import InputError
 from ..io import full_suffix
 
@@ -20,15 +23,7 @@ JSON_SUFFIXES = (".json", ".json.gz")
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 POSCAR_NAMES = ("POSCAR", "CONTCAR")
 METADATA_KEYS = ("energy_above_hull", "band_gap")
-
-
-def _checked(atoms: ase.Atoms, source: str) -> ase.Atoms:
-    if len(atoms) == 0:
-        raise InputError(f"{source}: structure has no atoms")
-    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
-        raise InputError(f"{source}: structure has no 3D cell (a crystal needs lattice vectors)")
-    atoms.pbc = True
-    return atoms
+Entry = Tuple[Optional[ase.Atoms], Optional[str]]  # a structure, or None and its problem
 
 
 def _read(path: pathlib.Path, fmt: Optional[str] = None) -> Iterator[ase.Atoms]:
@@ -53,7 +48,7 @@ def _structure_files(folder: pathlib.Path) -> list:
     return files
 
 
-def _folder(folder: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
+def _folder(folder: pathlib.Path) -> Iterator[Tuple[str, Callable[[], Entry]]]:
     for path in _structure_files(folder):
         fmt = "vasp" if path.name.startswith(POSCAR_NAMES) else None
         frames = list(_read(path, fmt))
@@ -62,49 +57,54 @@ def _folder(folder: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]
         for i, atoms in enumerate(frames):
             atoms.info.setdefault("entry_id", path.stem if len(frames) == 1 else f"{path.stem}-{i}")
             source = str(path) if len(frames) == 1 else f"{path}:{i}"
-            yield source, lambda atoms=atoms, source=source: _checked(atoms, source)
+            yield source, lambda atoms=atoms: (atoms, None)
 
 
-def _document(doc, path: pathlib.Path, i: int) -> ase.Atoms:
+def _document(doc, i: int) -> Entry:
+    """The document's structure with its metadata, or ``None`` and why it cannot be converted."""
     try:
         doc = document_to_dict(doc)
         material_id = str(doc.get("material_id") or f"<entry {i}>")
         atoms = document_atoms(doc, material_id)
     except DocumentError as err:
-        raise InputError(f"`{path}` entry {i} ({err.material_id}): {err.problem}") from err
+        return None, f"{err.material_id}: {err.problem}"
     atoms.info["material_id"] = material_id
     if doc.get("formula_pretty"):
         atoms.info["formula"] = str(doc["formula_pretty"])
     for key in METADATA_KEYS:
         if doc.get(key) is not None:
             atoms.info[key] = float(doc[key])
-    return _checked(atoms, f"`{path}` entry {i} ({material_id})")
+    return atoms, None
 
 
-def _documents(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
+def _documents(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], Entry]]]:
     for i, doc in enumerate(read_documents(str(path))):
-        yield f"{path}#{i}", lambda doc=doc, i=i: _document(doc, path, i)
+        yield f"{path}#{i}", lambda doc=doc, i=i: _document(doc, i)
 
 
-def _frames(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], ase.Atoms]]]:
+def _frames(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], Entry]]]:
     if path.stat().st_size == 0:
         raise InputError(f"`{path}` is empty")
     for i, atoms in enumerate(_read(path)):
-        source = f"{path}:{i}"
-        yield source, lambda atoms=atoms, source=source: _checked(atoms, source)
+        yield f"{path}:{i}", lambda atoms=atoms: (atoms, None)
 
 
 def iter_structures(
-    paths: Sequence, shard: int = 0, n_shards: int = 1
-) -> Iterator[Tuple[int, str, ase.Atoms]]:
-    """Yield ``(index, source, atoms)`` for the structures of shard ``shard`` of ``n_shards``
-    (those with ``index % n_shards == shard``).
+    paths: Sequence,
+    shard: int = 0,
+    n_shards: int = 1,
+    type_names: Optional[Sequence[str]] = None,
+) -> Iterator[Tuple[int, str, Optional[ase.Atoms], Optional[str]]]:
+    """Yield ``(index, source, atoms, problem)`` for the structures of shard ``shard`` of
+    ``n_shards`` (those with ``index % n_shards == shard``).
 
     ``source`` names where a structure came from: ``file:frame``, a CIF/POSCAR file, or
     ``file#entry`` for a document dump. Document metadata (``material_id``, ``formula``,
     ``energy_above_hull``, ``band_gap``) land in ``atoms.info``; files in a folder get their
-    name as ``entry_id``. Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty
-    or unreadable input and for a structure without atoms or 3D cell.
+    name as ``entry_id``. ``problem`` is ``None`` for a usable structure, else why it is not:
+    :func:`~aniso_nequip.data.validation.structure_problem` with ``type_names`` (the elements
+    the models know), or, with ``atoms`` ``None``, why a document cannot be converted. Raises
+    :class:`~aniso_nequip.errors.InputError` for a missing, empty or unreadable input.
     """
     index = 0
     for path in map(pathlib.Path, paths):
@@ -118,5 +118,8 @@ def iter_structures(
             entries = _frames(path)
         for source, load in entries:
             if index % n_shards == shard:
-                yield index, source, load()
+                atoms, problem = load()
+                if problem is None:
+                    problem = structure_problem(atoms, type_names)
+                yield index, source, atoms, problem
             index += 1

@@ -55,6 +55,12 @@ def _add_pipeline_options(p) -> None:
         help="skip both duplicate rules (material id and StructureMatcher)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (writing nothing) when a document cannot be converted; by default it is "
+        "skipped and listed with its problem",
+    )
 
 
 def _build(docs, args) -> None:
@@ -72,6 +78,7 @@ def _build(docs, args) -> None:
         max_eps_poly=None if args.no_max_eps_poly else args.max_eps_poly,
         drop_duplicates=not args.keep_duplicates,
         force=args.force,
+        strict=args.strict,
     )
     print(summary(report))
     for name, path in dataset_paths(args.out, split=not args.no_split).items():

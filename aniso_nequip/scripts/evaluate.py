@@ -36,11 +36,25 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail, writing nothing, when a frame cannot be predicted or its reference tensor "
+        "is unusable (by default it is skipped or left out of the metrics, and listed)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     try:
-        evaluate(args.model, args.data, args.out, args.batch_size, args.device, args.force)
+        evaluate(
+            args.model,
+            args.data,
+            args.out,
+            args.batch_size,
+            args.device,
+            args.force,
+            strict=args.strict,
+        )
     except InputError as err:
         print(f"nequip-evaluate: error: {err}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--strict", action="store_true",
-                        help="exit non-zero when any input is skipped")  # fmt: skip
+                        help="exit non-zero, writing nothing, if an input is skipped")  # fmt: skip
 
 
 def _run(args) -> None:
@@ -42,10 +42,10 @@ def _run(args) -> None:
         check_output_dir(args.out, args.force)
     result = predict_files(args.structures, args.model, args.device, args.batch_size)
     print(prediction_table(result), end="")
-    if args.out and result.structures:
-        write_predictions(result, args.out, force=args.force)
-        print(f"wrote {args.out}/predictions.csv and predictions.extxyz")
     if not result.structures:
         raise InputError("no structure could be predicted (see the reasons above)")
     if result.skipped and args.strict:
-        raise InputError(f"{len(result.skipped)} input(s) skipped (--strict)")
+        raise InputError(f"{len(result.skipped)} input(s) skipped (--strict: nothing written)")
+    if args.out:
+        write_predictions(result, args.out, force=args.force)
+        print(f"wrote {args.out}/predictions.csv and predictions.extxyz")

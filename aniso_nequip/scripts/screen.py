@@ -80,6 +80,7 @@ def _run(args) -> None:
         progress=not args.quiet,
         force=args.force,
         merge_when_done=args.merge,
+        strict=args.strict,
     )
     if not result.ran:
         print(f"shard {shard}/{n} had finished before in {args.out}; skipped")
@@ -152,6 +153,12 @@ def add_parser(commands) -> None:
     screen.add_argument("--shard", type=_shard, default=(0, 1), help="run shard i of n: i/n")
     screen.add_argument("--merge", action="store_true", help="merge when all shards are done")
     screen.add_argument("--quiet", action="store_true", help="no progress bar")
+    screen.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail, writing nothing, when a structure cannot be screened (by default it is "
+        "skipped and listed in summary.md)",
+    )
     screen.add_argument("--force", action="store_true", help="discard another run's results")
     actions = screen.add_subparsers(dest="action", metavar="merge DIR")
     merge = actions.add_parser("merge", help="merge finished shards of DIR into the outputs")

@@ -6,15 +6,20 @@ architecture; but the checkpoints they write store only the loader and the sourc
 every later load (evaluation, packaging, resuming) reads the source file again.
 :class:`SelfContainedCheckpoints` writes the source's own builder configuration into them instead:
 a fine-tuned checkpoint holds its architecture and weights and no longer needs the source file.
+It also records the elements of the training data (``training_elements`` in the checkpoint's
+``info_dict``, which ``nequip-package`` copies into the package's ``config.yaml``), so inference
+can warn about crystals with elements the model never saw.
 """
 
 import zipfile
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import lightning
 import torch
 import yaml
 from omegaconf import OmegaConf
+
+from ..data.files import dataset_elements
 
 _LOADERS = {
     "ModelFromCheckpoint": "checkpoint_path",
@@ -52,14 +57,18 @@ def source_model_config(model_config: dict) -> dict:
 
 
 class SelfContainedCheckpoints(lightning.Callback):
-    """Checks that the data match the model, and makes fine-tuned checkpoints self-contained.
+    """Checks that the data match the model, records the training data's elements and makes
+    fine-tuned checkpoints self-contained.
 
     At setup, the model's ``type_names`` and ``r_max`` (for a fine-tuned model: the source
     model's) must equal the ones the data transforms use (``model_type_names``, ``r_max`` of
     the config): a reordered element list or another cutoff would silently feed the source
     model other atom types or neighbourhoods than it was trained on. When the model comes
     from ``nequip.model.ModelFromCheckpoint`` / ``ModelFromPackage``, every checkpoint saved
-    gets the source model's builder configuration in place of the loader.
+    gets the source model's builder configuration in place of the loader. Every checkpoint's
+    ``info_dict`` gets ``training_elements``: the elements of the training dataset (of this
+    run only, not those a fine-tuned source model saw), when the datasets come from
+    :func:`~aniso_nequip.data.dataset_from_file`.
 
     Args:
         type_names (Sequence[str]): element order of the data transforms
@@ -71,8 +80,12 @@ class SelfContainedCheckpoints(lightning.Callback):
         self.type_names = list(type_names)
         self.r_max = float(r_max)
         self.source: Optional[dict] = None
+        self.training_elements: Optional[List[str]] = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if hasattr(datamodule, "train_dataset"):
+            self.training_elements = dataset_elements(datamodule.train_dataset)
         model_config = pl_module.hparams["model"]
         if OmegaConf.is_config(model_config):
             model_config = OmegaConf.to_container(model_config, resolve=True)
@@ -93,10 +106,12 @@ class SelfContainedCheckpoints(lightning.Callback):
             )
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self.source is None:
-            return
         hparams = dict(checkpoint["hyper_parameters"])
         info = dict(hparams["info_dict"])
-        info["training_module"] = {**info["training_module"], "model": self.source}
-        hparams.update(model=self.source, info_dict=info)
+        if self.training_elements is not None:
+            info["training_elements"] = self.training_elements
+        if self.source is not None:
+            info["training_module"] = {**info["training_module"], "model": self.source}
+            hparams["model"] = self.source
+        hparams["info_dict"] = info
         checkpoint["hyper_parameters"] = hparams
