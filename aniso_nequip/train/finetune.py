@@ -16,6 +16,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from ..errors import InputError
+from ..variables import check_variable
+
 _LOADERS = {
     "ModelFromCheckpoint": "checkpoint_path",
     "ModelFromPackage": "package_path",
@@ -61,6 +64,10 @@ class SelfContainedCheckpoints(lightning.Callback):
     from ``nequip.model.ModelFromCheckpoint`` / ``ModelFromPackage``, every checkpoint saved
     gets the source model's builder configuration in place of the loader.
 
+    The optimizer's ``lr`` and ``weight_decay`` are checked at setup too, before any training
+    (:data:`aniso_nequip.variables.RULES`). Every refusal is an
+    :class:`~aniso_nequip.errors.InputError`.
+
     Args:
         type_names (Sequence[str]): element order of the data transforms
         r_max (float): cutoff of the data transforms' neighbour lists
@@ -68,11 +75,16 @@ class SelfContainedCheckpoints(lightning.Callback):
 
     def __init__(self, type_names: Sequence[str], r_max: float):
         super().__init__()
+        check_variable("r_max", r_max)
         self.type_names = list(type_names)
         self.r_max = float(r_max)
         self.source: Optional[dict] = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        optimizer = pl_module.hparams.get("optimizer") or {}
+        for name in ("lr", "weight_decay"):
+            if name in optimizer:
+                check_variable(name, optimizer[name])
         model_config = pl_module.hparams["model"]
         if OmegaConf.is_config(model_config):
             model_config = OmegaConf.to_container(model_config, resolve=True)
@@ -81,13 +93,13 @@ class SelfContainedCheckpoints(lightning.Callback):
         self.source = config if path is not None else None
         origin = f"the model of `{path}`" if path else "the model"
         if list(config["type_names"]) != self.type_names:
-            raise ValueError(
+            raise InputError(
                 f"{origin} has type_names {list(config['type_names'])} but the data are mapped "
                 f"with model_type_names {self.type_names}: give the same elements in the same "
                 "order (model_type_names=...)"
             )
         if float(config["r_max"]) != self.r_max:
-            raise ValueError(
+            raise InputError(
                 f"{origin} has r_max {config['r_max']} but the data's neighbour lists use "
                 f"r_max {self.r_max}: set r_max={config['r_max']}"
             )
