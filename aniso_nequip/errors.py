@@ -5,7 +5,8 @@ invalid setting, an output that exists. Its message names the input and what is 
 commands print it as ``error: ...`` without a traceback and exit with code 2. More specific errors
 subclass it (:class:`~aniso_nequip.io.OutputExistsError`,
 :class:`~aniso_nequip.data.mp.DocumentError`, :class:`~aniso_nequip.inference.ModelLoadError`,
-:class:`~aniso_nequip.sweep.SpecError`, :class:`~aniso_nequip.screen.runner.ShardsMissingError`),
+:class:`~aniso_nequip.sweep.SpecError`, :class:`~aniso_nequip.sweep.SweepFailed`,
+:class:`~aniso_nequip.screen.runner.ShardsMissingError`),
 so callers catch them all as ``InputError``; anything else is a bug and keeps its traceback.
 
 nequip's own commands (``nequip-train``, ``nequip-package``, ...) run our code inside Hydra and
@@ -44,9 +45,14 @@ def error_line(error: BaseException) -> str:
     return f"{program}: error: {error}"
 
 
+def traceback_wanted() -> bool:
+    """Whether ``ANISO_NEQUIP_TRACEBACK`` asks for tracebacks of input errors too."""
+    return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+
+
 def _excepthook(kind, error, traceback, previous=sys.excepthook) -> None:
     found = input_error_in(error)
-    if found is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+    if found is None or traceback_wanted():
         previous(kind, error, traceback)
     else:
         print(error_line(found), file=sys.stderr)

@@ -1,10 +1,11 @@
 """The variables of a training config, checked as soon as ``nequip-train`` starts."""
 
 import pathlib
+import traceback
 
 from hydra.experimental.callback import Callback
 
-from ..errors import InputError, error_line
+from ..errors import InputError, error_line, traceback_wanted
 from ..variables import check_config
 
 _HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -33,9 +34,9 @@ class CheckVariables(Callback):
     data or builds the model.
 
     Hydra turns a callback's exceptions into warnings, so a value out of range ends the process
-    here with the one-line message of the :class:`~aniso_nequip.errors.InputError` (exit code 1),
-    leaving no run directory behind. Every config has it (``hydra.callbacks.check`` in
-    ``configs/anisonet.yaml``).
+    here with the one-line message of the :class:`~aniso_nequip.errors.InputError` (exit code 1,
+    after its traceback with ``ANISO_NEQUIP_TRACEBACK=1``), leaving no run directory behind.
+    Every config has it (``hydra.callbacks.check`` in ``configs/anisonet.yaml``).
     """
 
     def on_job_start(self, config, **kwargs) -> None:
@@ -43,4 +44,6 @@ class CheckVariables(Callback):
             check_config(config)
         except InputError as err:
             _remove_job_files(config)
+            if traceback_wanted():
+                traceback.print_exc()
             raise SystemExit(error_line(err)) from err
