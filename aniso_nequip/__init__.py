@@ -1,8 +1,9 @@
 """aniso-nequip: equivariant prediction of dielectric tensors as a nequip extension.
 
 This module is imported by nequip's ``nequip.extension`` entry point *inside* nequip's own
-``__init__``: it only registers data fields and ``nequip-compile`` targets (importing
-``nequip.model`` or ``nequip.train`` here would be a circular import). The inference API is
+``__init__``: it only registers data fields and ``nequip-compile`` targets and makes nequip's
+commands print our input errors as one line (:func:`aniso_nequip.errors.install_excepthook`);
+importing ``nequip.model`` or ``nequip.train`` here would be a circular import. The inference API is
 loaded lazily on first use::
 
     import aniso_nequip
@@ -10,6 +11,9 @@ loaded lazily on first use::
 """
 
 from . import _compile, _keys  # noqa: F401  (register compile targets and the fields nequip lacks)
+from .errors import install_excepthook
+
+install_excepthook()
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,10 @@ from typing import Callable, Dict, List, Optional, Union
 from nequip.data.datamodule import NequIPDataModule
 from omegaconf import OmegaConf
 
+from ..variables import RULES, check_variable
+
 Paths = Union[str, List[str]]
+_BATCH_SIZE = RULES["batch_size"]
 
 
 def _as_list(value) -> list:
@@ -30,6 +33,9 @@ class DielectricDataModule(NequIPDataModule):
         exclude_keys (List[str]): fields in the files that are not loaded
         exclude_structures_in (List[str]): files whose crystals are left out of every dataset
         **kwargs: ``NequIPDataModule``'s dataloaders and ``stats_manager``
+
+    A dataloader's ``batch_size`` below 1 raises :class:`~aniso_nequip.errors.InputError`
+    before any file is read.
     """
 
     def __init__(
@@ -45,6 +51,9 @@ class DielectricDataModule(NequIPDataModule):
         exclude_structures_in: Optional[List[str]] = (),
         **kwargs,
     ):
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            if "batch_size" in (kwargs.get(loader) or {}):
+                check_variable(f"{loader}.batch_size", kwargs[loader]["batch_size"], _BATCH_SIZE)
         template = {
             "_target_": "aniso_nequip.data.dataset_from_file",
             "transforms": transforms,

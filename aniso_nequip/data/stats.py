@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import InputError
 from ..metrics import derived, reference_tensor
 from .files import read_frames
+from .matching import crystal_id
 from .symmetry import crystal_system
 
 PERCENTILES = (50, 90, 99)
@@ -51,10 +52,25 @@ class DatasetStatistics:
         return "\n".join(lines)
 
 
+def _undefined(path: str, bad: list, what: str, shown: int = 5) -> InputError:
+    """The error naming the frames ``bad`` (``(index, atoms)``) whose tensor has ``what``."""
+    names = [f"frame {i}{_id(atoms)}" for i, atoms in bad]
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return InputError(
+        f"`{path}`: {what} in the `dielectric_tensor` of {', '.join(names[:shown])}{more}"
+    )
+
+
+def _id(atoms) -> str:
+    material = crystal_id(atoms)
+    return f" ({material})" if material else ""
+
+
 def dataset_statistics(path) -> DatasetStatistics:
     """Statistics of the crystals with a reference ``dielectric_tensor`` in the extxyz(.gz) or
     HDF5 file ``path``; raises :class:`~aniso_nequip.errors.InputError` for a missing or
-    unreadable file and for one without reference tensors."""
+    unreadable file, for one without reference tensors and, naming the frames, for tensors
+    with NaN or inf entries or an eigenvalue <= 0 (whose ``a_r`` is undefined)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"`{path}` does not exist")
@@ -62,11 +78,17 @@ def dataset_statistics(path) -> DatasetStatistics:
         frames = read_frames(path)
     except Exception as err:  # ASE/h5py raise many types for malformed files
         raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
-    refs = [(atoms, reference_tensor(atoms)) for atoms in frames]
-    refs = [(atoms, eps) for atoms, eps in refs if eps is not None]
+    refs = [(i, atoms, reference_tensor(atoms)) for i, atoms in enumerate(frames)]
+    refs = [(i, atoms, eps) for i, atoms, eps in refs if eps is not None]
     if not refs:
         raise InputError(f"`{path}` has no frame with a `dielectric_tensor`")
-    d = derived(np.stack([eps for _, eps in refs]))
-    counts = collections.Counter(crystal_system(atoms) for atoms, _ in refs)
+    bad = [(i, atoms) for i, atoms, eps in refs if not np.isfinite(eps).all()]
+    if bad:
+        raise _undefined(path, bad, "non-finite entries (NaN or inf)")
+    d = derived(np.stack([eps for _, _, eps in refs]))
+    bad = [(i, atoms) for (i, atoms, _), a_r in zip(refs, d["a_r"]) if not np.isfinite(a_r)]
+    if bad:
+        raise _undefined(path, bad, "an eigenvalue <= 0 (so a_r is undefined)")
+    counts = collections.Counter(crystal_system(atoms) for _, atoms, _ in refs)
     systems = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
     return DatasetStatistics(path, len(frames), systems, d["eps_poly"], d["a_r"])

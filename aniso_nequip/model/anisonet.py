@@ -18,8 +18,7 @@ from nequip.nn.embedding import (
 from .. import _keys
 from ..nn import GaussianEdgeLengthEncoding, GraphMeanPool, SymmetricTensorReadout
 from ..tensors import change_of_basis
-
-_RADIAL_BASES = ("gaussian", "bessel")
+from ..variables import check_variable, check_variables, num_layers_rule
 
 
 def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
@@ -45,10 +44,6 @@ def _embeddings(
     polynomial_cutoff_p: int,
 ) -> dict:
     """Type embedding, spherical harmonics up to ``l_max`` and radial basis of the edges."""
-    if l_max < 0:
-        raise ValueError(f"`l_max` must be >= 0, got {l_max}")
-    if radial_basis not in _RADIAL_BASES:
-        raise ValueError(f"`radial_basis` must be one of {_RADIAL_BASES}, got `{radial_basis}`")
     if not all(tn.isalnum() for tn in type_names):
         raise ValueError(f"`type_names` must be alphanumeric, got {list(type_names)}")
 
@@ -145,9 +140,17 @@ def _trunk(
     no convolutions, returning a module that writes node features) puts a pretrained network
     between the embeddings and the convolutions, named ``backbone``; its features replace the
     type embedding as the first convolution's input, and ``num_layers`` may then be 0.
+
+    Every variable is checked first (:data:`aniso_nequip.variables.RULES`): a value out of its
+    range raises :class:`~aniso_nequip.errors.InputError`.
     """
-    if num_layers < (0 if backbone else 1):
-        raise ValueError(f"`num_layers` must be >= {0 if backbone else 1}, got {num_layers}")
+    check_variables(
+        r_max=r_max, l_max=l_max, num_features=num_features, num_basis=num_basis,
+        type_embed_num_features=type_embed_num_features, radial_basis=radial_basis,
+        polynomial_cutoff_p=polynomial_cutoff_p, radial_mlp_depth=radial_mlp_depth,
+        radial_mlp_width=radial_mlp_width,
+    )  # fmt: skip
+    check_variable("num_layers", num_layers, num_layers_rule(backbone is not None))
     modules = {}
     if num_layers:
         modules = _embeddings(

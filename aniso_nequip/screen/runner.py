@@ -50,16 +50,17 @@ class ShardsMissingError(InputError):
     """:func:`merge` was asked for before every shard finished."""
 
 
-def prepare(out, settings: Settings, force: bool = False) -> None:
+def prepare(out, settings: Settings, force: bool = False) -> bool:
     """Claim ``out`` for a run with ``settings``: a new or empty folder, or one holding shards of
     the same settings (resumed). Other content is refused unless ``force``, which discards the
-    shards and outputs of a run with different settings."""
+    shards and outputs of a run with different settings. ``True`` when it wrote the settings
+    (a new claim), ``False`` when it resumes."""
     out = pathlib.Path(out)
     path = settings_path(out)
     if path.is_file():
         old = json.loads(path.read_text())
         if old == settings.to_dict():
-            return
+            return False
         if not force:
             changed = sorted(k for k, v in settings.to_dict().items() if old.get(k) != v)
             raise OutputExistsError(
@@ -75,6 +76,34 @@ def prepare(out, settings: Settings, force: bool = False) -> None:
         )
     with atomic_file(path, force=True) as tmp:
         tmp.write_text(json.dumps(settings.to_dict(), indent=2))
+    return True
+
+
+def release(out, settings: Settings, new_folders: Sequence[pathlib.Path] = ()) -> None:
+    """Undo a :func:`prepare` claim of ``out`` on which no shard has finished: remove the
+    settings, then the folders among ``new_folders`` (those the claim created) left empty, so
+    that a run with other (corrected) settings can claim it again."""
+    if len(missing_shards(out, settings)) < settings.shards:
+        return
+    settings_path(out).unlink(missing_ok=True)
+    for folder in sorted(new_folders, key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def check_options(settings: Settings, batch_size: int) -> None:
+    """Raise :class:`~aniso_nequip.errors.InputError` for a ranking or batch option out of
+    range: ``top`` < 0, ``k`` < 0, ``batch_size`` < 1, ``max_sites`` < 1, ``shards`` < 1."""
+    checks = {
+        "top": (settings.top, 0),
+        "k": (settings.k, 0),
+        "batch_size": (batch_size, 1),
+        "max_sites": (settings.thresholds.max_sites, 1),
+        "shards": (settings.shards, 1),
+    }
+    for name, (value, low) in checks.items():
+        if value is not None and not value >= low:
+            raise InputError(f"`{name}` must be >= {low}, got {value}")
 
 
 def exclusion_index(paths: Sequence[str]) -> Optional[StructureIndex]:
@@ -325,10 +354,14 @@ def screen(
         strict: refuse, before writing anything, when a structure of the shard cannot be
             screened (by default it is skipped and listed in the summary)
 
-    Raises :class:`~aniso_nequip.errors.InputError` for a missing model, structure or exclusion
-    file, an unreadable input, a shard without any structure that can be screened, a structure
-    that cannot be with ``strict``, and an output folder holding something else.
+    Raises :class:`~aniso_nequip.errors.InputError` for an option out of range
+    (:func:`check_options`), a missing model, structure or exclusion file, an unreadable input,
+    a shard without any structure that can be screened, a structure that cannot be with
+    ``strict``, and an output folder holding something else. A new run that fails before its
+    shard has finished leaves ``out`` as it found it (:func:`release`), so the corrected run can
+    start.
     """
+    check_options(settings, batch_size)
     inputs = settings.models + settings.structures + settings.exclude
     for path in inputs + (settings.training_set or []):
         if not os.path.exists(path):
@@ -345,8 +378,15 @@ def screen(
                 f"{len(invalid)} structure(s) cannot be screened (--strict: nothing written):\n"
                 f"{listed}"
             )
-    prepare(out, settings, force=force)
-    ran = run_shard(out, settings, shard, device, batch_size, progress)
+    out = pathlib.Path(out)
+    new_folders = [f for f in (out, settings_path(out).parent) if not f.exists()]
+    claimed = prepare(out, settings, force=force)
+    try:
+        ran = run_shard(out, settings, shard, device, batch_size, progress)
+    except BaseException:
+        if claimed:
+            release(out, settings, new_folders)
+        raise
     if settings.shards > 1 and not merge_when_done:
         return ScreenResult(ran)
     missing = missing_shards(out, settings)

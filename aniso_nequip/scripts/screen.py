@@ -23,14 +23,23 @@ a_r_histogram.png, and shards/ (per-shard results).
 """
 
 
-def _threshold(kind):
+def _number(kind, low=None, off: bool = False):
+    """Parse a ``kind`` (int or float), at least ``low`` when given; ``off`` also accepts
+    ``off``/``none`` (parsed as ``None``)."""
+    expected = "an integer" if kind is int else "a number"
+    expected += f" >= {low}" if low is not None else ""
+    expected += " or `off`" if off else ""
+
     def parse(text: str):
-        if text.lower() in ("off", "none"):
+        if off and text.lower() in ("off", "none"):
             return None
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number or `off`, got {text!r}") from None
+            value = None
+        if value is None or (low is not None and not value >= low):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
 
     return parse
 
@@ -122,25 +131,29 @@ def add_parser(commands) -> None:
     )
     screen.add_argument(
         "--max-e-above-hull",
-        type=_threshold(float),
+        type=_number(float, off=True),
         default=defaults.max_e_above_hull,
         help=f"eV/atom, kept below (default {defaults.max_e_above_hull}; `off`)",
     )
     screen.add_argument(
         "--min-band-gap",
-        type=_threshold(float),
+        type=_number(float, off=True),
         default=defaults.min_band_gap,
         help=f"eV, kept above (default {defaults.min_band_gap}; `off`)",
     )
     screen.add_argument(
         "--max-sites",
-        type=_threshold(int),
+        type=_number(int, 1, off=True),
         default=defaults.max_sites,
         help=f"kept with at most this many sites (default {defaults.max_sites}; `off`)",
     )
     screen.add_argument("--rank-by", choices=RANK_BY, default="mean", help="a_r mean or bound")
-    screen.add_argument("--k", type=float, default=1.0, help="bound = mean +/- k*std (default 1)")
-    screen.add_argument("--top", type=int, default=50, help="crystals in candidates.extxyz (50)")
+    screen.add_argument(
+        "--k", type=_number(float, 0), default=1.0, help="bound = mean +/- k*std (default 1)"
+    )
+    screen.add_argument(
+        "--top", type=_number(int, 0), default=50, help="crystals in candidates.extxyz (50)"
+    )
     screen.add_argument(
         "--keep-unphysical",
         action="store_true",
@@ -149,7 +162,9 @@ def add_parser(commands) -> None:
     )
     screen.add_argument("--no-dimensionality", action="store_true", help="skip the slow part")
     screen.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    screen.add_argument("--batch-size", type=int, default=32, help="structures per batch (32)")
+    screen.add_argument(
+        "--batch-size", type=_number(int, 1), default=32, help="structures per batch (32)"
+    )
     screen.add_argument("--shard", type=_shard, default=(0, 1), help="run shard i of n: i/n")
     screen.add_argument("--merge", action="store_true", help="merge when all shards are done")
     screen.add_argument("--quiet", action="store_true", help="no progress bar")

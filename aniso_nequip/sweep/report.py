@@ -109,17 +109,38 @@ def summary(study, spec, paths) -> str:
     return "\n".join(lines)
 
 
+class SweepFailed(InputError):
+    """Every trial of the study failed (typically a config that cannot train)."""
+
+
+def _check_not_all_failed(study, spec, paths) -> None:
+    from optuna.trial import TrialState
+
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        return
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if failed:
+        raise SweepFailed(
+            f"all {len(failed)} trials of sweep `{spec.study_name}` failed (listed in "
+            f"{paths['md']}); trial {failed[0].number}: {failed[0].user_attrs.get('error', '')}"
+        )
+
+
 def run_and_report(spec_path, n_trials: Optional[int] = None, overrides: Sequence[str] = ()) -> str:
     """Load the sweep spec ``spec_path``, run (or resume) its study with ``overrides``
     (``key=value``) applied to every trial, write the results (:func:`write_results`) and return
     the one-screen :func:`summary`.
 
-    Raises :class:`~aniso_nequip.errors.InputError` for an override without ``=`` and
-    :class:`~aniso_nequip.sweep.SpecError` for an invalid spec.
+    Raises :class:`~aniso_nequip.errors.InputError` for an override without ``=`` or a config
+    variable out of range, :class:`~aniso_nequip.sweep.SpecError` for an invalid spec or a
+    ``metric`` the config does not log (all before any trial), and :class:`SweepFailed` (after
+    writing the results) when every trial of the study failed.
     """
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise InputError(f"overrides must look like key=value: {bad}")
     spec = load_spec(spec_path)
     study = run_sweep(spec, n_trials=n_trials, cli_overrides=list(overrides))
-    return summary(study, spec, write_results(study, spec))
+    paths = write_results(study, spec)
+    _check_not_all_failed(study, spec, paths)
+    return summary(study, spec, paths)

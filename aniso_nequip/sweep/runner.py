@@ -7,8 +7,9 @@ import sys
 import time
 from typing import List, Optional
 
+from ..errors import InputError
 from .pruners import build_pruner
-from .spec import SweepSpec, compose_config
+from .spec import SweepSpec, check_trial_config, compose_config
 from .storage import open_storage
 
 TRIAL_CONFIG = "config.yaml"
@@ -19,10 +20,14 @@ class TrialFailed(RuntimeError):
     """A trial's training exited with an error; the study records it and goes on."""
 
 
-def _sampler(spec: SweepSpec):
+def _sampler(spec: SweepSpec, n_trials_before: int = 0):
+    """The spec's sampler; a seeded one gets ``seed + n_trials_before`` so that a resumed study
+    draws new values instead of repeating those of its first trials."""
     import optuna
 
     seed = spec.sampler.get("seed")
+    if seed is not None:
+        seed += n_trials_before
     name = spec.sampler["name"]
     if name == "grid":
         return optuna.samplers.GridSampler(spec.grid, seed=seed)
@@ -111,23 +116,37 @@ class Objective:
         return result["value"]
 
 
-def run_sweep(spec: SweepSpec, n_trials: Optional[int] = None, cli_overrides=(), quiet=False):
-    """Create or resume the study and run trials until ``n_trials`` (default: the spec's) have
-    finished (complete or pruned) in the study, counting those of earlier runs and of other
-    workers sharing the storage. Failed trials are recorded with their error and do not count."""
+def open_study(spec: SweepSpec):
+    """Create the spec's study in its storage, or load it with the trials it holds; its sampler
+    is :func:`_sampler` seeded past those trials."""
     import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
-    target = n_trials or spec.n_trials
     study = optuna.create_study(
         study_name=spec.study_name,
         storage=open_storage(spec.storage),
-        sampler=_sampler(spec),
         pruner=build_pruner(spec.pruner),
         direction=spec.direction,
         load_if_exists=True,
     )
+    study.sampler = _sampler(spec, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def run_sweep(spec: SweepSpec, n_trials: Optional[int] = None, cli_overrides=(), quiet=False):
+    """Create or resume the study and run trials until ``n_trials`` (default: the spec's) have
+    finished (complete or pruned) in the study, counting those of earlier runs and of other
+    workers sharing the storage. Failed trials are recorded with their error and do not count.
+
+    ``n_trials`` < 1 and the base config with the overrides (:func:`~.spec.check_trial_config`)
+    raise :class:`~aniso_nequip.errors.InputError` before the study is created."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    if n_trials is not None and n_trials < 1:
+        raise InputError(f"`n_trials` must be >= 1, got {n_trials}")
+    check_trial_config(spec, cli_overrides)
+    target = n_trials or spec.n_trials
+    study = open_study(spec)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     remaining = target - len(study.get_trials(deepcopy=False, states=finished))
     if remaining > 0:

@@ -20,11 +20,12 @@
 import dataclasses
 import math
 import pathlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
 from ..errors import InputError
+from ..variables import check_config
 from .pruners import PRUNERS
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -88,6 +89,32 @@ def compose_config(config: pathlib.Path, overrides: Optional[List[str]] = None):
 
     with initialize_config_dir(config_dir=str(config.parent.resolve()), version_base=None):
         return compose(config_name=config.stem, overrides=list(overrides or []))
+
+
+def logged_metrics(config) -> List[str]:
+    """The metrics a run of ``config`` logs at each validation epoch, i.e. what a sweep's
+    ``metric`` may be: ``val0_epoch/NAME`` for each entry of its ``val_metrics`` and their
+    ``weighted_sum``."""
+    from hydra.utils import instantiate
+
+    manager = instantiate(config.training_module.val_metrics)
+    names = list(manager.entries) + (["weighted_sum"] if manager.do_weighted_sum else [])
+    return [f"val0_epoch/{name}" for name in names]
+
+
+def check_trial_config(spec: "SweepSpec", overrides: Sequence[str] = ()) -> None:
+    """Check, before any trial, the base config with the spec's and the command line's
+    ``overrides``: its fixed variables (:func:`aniso_nequip.variables.check_config`) and that
+    the spec's ``metric`` is one it logs (:func:`logged_metrics`); raises
+    :class:`~aniso_nequip.errors.InputError` (:class:`SpecError` for the metric)."""
+    config = compose_config(spec.base_config, spec.overrides + list(overrides))
+    check_config(config)
+    names = logged_metrics(config)
+    if spec.metric not in names:
+        raise SpecError(
+            f"{spec.path}: `metric` {spec.metric!r} is not logged by {spec.base_config.name}; "
+            f"choose one of {', '.join(names)}"
+        )
 
 
 def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:

@@ -1,5 +1,6 @@
 """Loss, metric and data-statistics hooks for nequip's training machinery."""
 
+from .checks import CheckVariables
 from .finetune import SelfContainedCheckpoints
 from .logging import loggers
 from .managers import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
@@ -16,6 +17,7 @@ from .pruning import OptunaPruning
 __all__ = [
     "AnisotropyRatio",
     "BackboneParamGroups",
+    "CheckVariables",
     "DielectricLoss",
     "DielectricMetrics",
     "DielectricStatisticsManager",

@@ -20,6 +20,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from ..data.files import dataset_elements
+from ..errors import InputError
+from ..variables import check_variable
 
 _LOADERS = {
     "ModelFromCheckpoint": "checkpoint_path",
@@ -70,6 +72,10 @@ class SelfContainedCheckpoints(lightning.Callback):
     run only, not those a fine-tuned source model saw), when the datasets come from
     :func:`~aniso_nequip.data.dataset_from_file`.
 
+    The optimizer's ``lr`` and ``weight_decay`` are checked at setup too, before any training
+    (:data:`aniso_nequip.variables.RULES`). Every refusal is an
+    :class:`~aniso_nequip.errors.InputError`.
+
     Args:
         type_names (Sequence[str]): element order of the data transforms
         r_max (float): cutoff of the data transforms' neighbour lists
@@ -77,6 +83,7 @@ class SelfContainedCheckpoints(lightning.Callback):
 
     def __init__(self, type_names: Sequence[str], r_max: float):
         super().__init__()
+        check_variable("r_max", r_max)
         self.type_names = list(type_names)
         self.r_max = float(r_max)
         self.source: Optional[dict] = None
@@ -86,6 +93,10 @@ class SelfContainedCheckpoints(lightning.Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if hasattr(datamodule, "train_dataset"):
             self.training_elements = dataset_elements(datamodule.train_dataset)
+        optimizer = pl_module.hparams.get("optimizer") or {}
+        for name in ("lr", "weight_decay"):
+            if name in optimizer:
+                check_variable(name, optimizer[name])
         model_config = pl_module.hparams["model"]
         if OmegaConf.is_config(model_config):
             model_config = OmegaConf.to_container(model_config, resolve=True)
@@ -94,13 +105,13 @@ class SelfContainedCheckpoints(lightning.Callback):
         self.source = config if path is not None else None
         origin = f"the model of `{path}`" if path else "the model"
         if list(config["type_names"]) != self.type_names:
-            raise ValueError(
+            raise InputError(
                 f"{origin} has type_names {list(config['type_names'])} but the data are mapped "
                 f"with model_type_names {self.type_names}: give the same elements in the same "
                 "order (model_type_names=...)"
             )
         if float(config["r_max"]) != self.r_max:
-            raise ValueError(
+            raise InputError(
                 f"{origin} has r_max {config['r_max']} but the data's neighbour lists use "
                 f"r_max {self.r_max}: set r_max={config['r_max']}"
             )

@@ -1,0 +1,121 @@
+"""The allowed values of the training configs' top-level variables, in one table.
+
+:data:`RULES` is checked where each value is used, so that a wrong one stops before any training
+with a message naming the variable, the value and the allowed range
+(``\\`r_max\\` must be a number > 0, got -1``): the model builders check the model's, the
+datamodule the batch sizes, :class:`~aniso_nequip.train.SelfContainedCheckpoints` the
+optimizer's, and :class:`~aniso_nequip.train.CheckVariables` (a Hydra callback of every config)
+all of them as soon as ``nequip-train`` starts. This module imports nothing from nequip.
+"""
+
+import dataclasses
+import numbers
+from typing import Any, Mapping, Optional, Tuple
+
+from .errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a variable may be.
+
+    Args:
+        kind: ``int``, ``number`` (int or float), ``choice`` or ``bool``
+        low: smallest allowed value of an ``int`` or ``number`` (``None``: no bound)
+        strict: ``low`` itself is not allowed
+        choices: the allowed values of a ``choice``
+        optional: ``None`` (``null``) is allowed too
+    """
+
+    kind: str
+    low: Optional[float] = None
+    strict: bool = False
+    choices: Tuple[Any, ...] = ()
+    optional: bool = False
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. ``an integer >= 1``."""
+        if self.kind == "choice":
+            text = "one of " + ", ".join(map(str, self.choices))
+        elif self.kind == "bool":
+            text = "true or false"
+        else:
+            text = "an integer" if self.kind == "int" else "a number"
+            if self.low is not None:
+                text += f" {'>' if self.strict else '>='} {self.low:g}"
+        return text + (" (or null)" if self.optional else "")
+
+    def allows(self, value) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind == "choice":
+            return value in self.choices
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        wanted = numbers.Integral if self.kind == "int" else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            return False
+        if self.low is None:
+            return True
+        return value > self.low if self.strict else value >= self.low
+
+
+RULES: Mapping[str, Rule] = {
+    # model
+    "model_dtype": Rule("choice", choices=("float32", "float64")),
+    "r_max": Rule("number", 0, strict=True),
+    "l_max": Rule("int", 0),
+    "num_layers": Rule("int", 1),
+    "num_features": Rule("int", 1),
+    "type_embed_num_features": Rule("int", 1, optional=True),
+    "num_basis": Rule("int", 1),
+    "radial_basis": Rule("choice", choices=("gaussian", "bessel")),
+    "polynomial_cutoff_p": Rule("int", 1),
+    "radial_mlp_depth": Rule("int", 0),
+    "radial_mlp_width": Rule("int", 1),
+    "physical_readout": Rule("bool"),
+    "backbone_layers": Rule("int", 1),
+    "freeze_backbone": Rule("bool"),
+    "backbone_lr": Rule("number", 0, strict=True),
+    # training
+    "seed": Rule("int", 0),
+    "batch_size": Rule("int", 1),
+    "lr": Rule("number", 0, strict=True),
+    "weight_decay": Rule("number", 0),
+    "lr_decay": Rule("number", 0, strict=True),
+    "max_epochs": Rule("int", 1),
+    "early_stopping_patience": Rule("int", 0),
+    "loss_metric": Rule("choice", choices=("mse", "mae")),
+    "num_workers": Rule("int", 0),
+    "wandb": Rule("bool"),
+}
+"""Variable name -> :class:`Rule`, for every config variable with a restricted range."""
+
+
+def num_layers_rule(backbone: bool) -> Rule:
+    """``num_layers``' rule: at least one convolution, or none on top of a ``backbone``."""
+    return dataclasses.replace(RULES["num_layers"], low=0) if backbone else RULES["num_layers"]
+
+
+def check_variable(name: str, value, rule: Optional[Rule] = None) -> None:
+    """Raise :class:`~aniso_nequip.errors.InputError` unless ``value`` obeys ``rule`` (default:
+    ``RULES[name]``)."""
+    rule = rule or RULES[name]
+    if not rule.allows(value):
+        raise InputError(f"`{name}` must be {rule.describe()}, got {value!r}")
+
+
+def check_variables(**values) -> None:
+    """:func:`check_variable` for each ``name=value``."""
+    for name, value in values.items():
+        check_variable(name, value)
+
+
+def check_config(config: Mapping) -> None:
+    """Check the top-level variables of ``config`` (a training config) that :data:`RULES` names;
+    the others, and those it lacks, are left alone. With a ``backbone``, ``num_layers`` may be 0.
+    """
+    rules = {**RULES, "num_layers": num_layers_rule("backbone" in config)}
+    for name, rule in rules.items():
+        if name in config:
+            check_variable(name, config[name], rule)
