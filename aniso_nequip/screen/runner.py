@@ -24,7 +24,7 @@ from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
 from ..errors import InputError
 from ..inference import load_model, predict
-from ..io import OutputExistsError, atomic_file
+from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from .dimensionality import dimensionality
 from .filters import PoolFilter, label, merge_reports
@@ -51,8 +51,10 @@ class ShardsMissingError(InputError):
 def prepare(out, settings: Settings, force: bool = False) -> None:
     """Claim ``out`` for a run with ``settings``: a new or empty folder, or one holding shards of
     the same settings (resumed). Other content is refused unless ``force``, which discards the
-    shards and outputs of a run with different settings."""
+    shards and outputs of a run with different settings, and so is a folder that cannot be
+    written."""
     out = pathlib.Path(out)
+    check_writable(out)
     path = settings_path(out)
     if path.is_file():
         old = json.loads(path.read_text())
@@ -154,7 +156,15 @@ def run_shard(
     progress: bool = True,
 ) -> bool:
     """Screen shard ``shard`` of ``settings.shards`` into ``out`` (after :func:`prepare`);
-    ``False`` when it had finished before."""
+    ``False`` when it had finished before.
+
+    Raises :class:`~aniso_nequip.io.OutputInUseError` when another process is running the shard.
+    """
+    with output_lock(shard_path(out, shard, settings.shards, "")):
+        return _run_shard(out, settings, shard, device, batch_size, progress)
+
+
+def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int, progress: bool):
     n = settings.shards
     report_path = shard_path(out, shard, n, ".json")
     if report_path.is_file():
