@@ -11,7 +11,7 @@ import json
 import os
 import pathlib
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import ase
 import ase.io
@@ -34,9 +34,17 @@ from .data.validation import (
 )
 from .errors import InputError
 from .inference import load_model, predict, untrained_warnings
-from .io import staged_output_dir
+from .io import output_set
 from .metrics import derived, metrics_table, tensor_metrics
 
+PARITY_PLOTS = (("eps_poly", "eps_poly"), ("a_r", "anisotropy_ratio"))
+EVALUATION_FILES = (
+    "predictions.extxyz",
+    "predictions.csv",
+    "metrics.json",
+    "metrics.md",
+    *(f"parity_{name}.png" for _, name in PARITY_PLOTS),
+)
 _EPS = AtomicDataDict.DIELECTRIC_KEY
 _IONIC = DIELECTRIC_IONIC_KEY
 _BORN = AtomicDataDict.BORN_CHARGE_KEY
@@ -289,9 +297,23 @@ def evaluate(
         :func:`evaluation_metrics` with the ``model`` and ``data`` paths and the lists above
 
     Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty or unreadable data file,
-    no frame that can be predicted, a skipped frame or unusable reference with ``strict``, a
-    model that cannot be loaded and an existing ``out``.
+    no frame that can be predicted, a skipped frame or unusable reference with ``strict`` and a
+    model that cannot be loaded, and before any of that for an ``out`` that exists
+    (:class:`~aniso_nequip.io.OutputExistsError`), that another process is writing
+    (:class:`~aniso_nequip.io.OutputInUseError`) or that cannot be written. An error or Ctrl-C
+    leaves a previous ``out`` as it was.
     """
+    with output_set(out, EVALUATION_FILES, force=force, whole_folder=True) as stage:
+        metrics, text = _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict)
+    if not quiet:
+        print(text, end="")
+        print(f"wrote {pathlib.Path(out)}/")
+    return metrics
+
+
+def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) -> Tuple[Dict, str]:
+    """:func:`evaluate`'s work, writing into the folder ``stage``; returns the metrics and the
+    printed tables."""
     frames, origin = _read_frames(data_paths)
     model = load_model(model_path, device)
     frames, origin, skipped, invalid = _checked(frames, origin, model.type_names)
@@ -320,25 +342,21 @@ def evaluate(
     metrics["warnings"] = untrained_warnings(frames, model, names)
     text, note = metrics_text(metrics), _note(metrics)
 
-    with staged_output_dir(out, force=force) as stage:
-        annotated = _annotated(frames, outputs)
-        ase.io.write(stage / "predictions.extxyz", annotated, format="extxyz")
-        _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref)
-        with open(stage / "metrics.json", "w") as f:
-            json.dump(metrics, f, indent=2)
-        report = f"# nequip-evaluate\n\nmodel: `{model_path}`\n\n{text}\n{note}"
-        (stage / "metrics.md").write_text(report)
-        if has_ref.any():
-            ref_systems = [s for s, h in zip(systems, has_ref) if h]
-            for key, name in (("eps_poly", "eps_poly"), ("a_r", "anisotropy_ratio")):
-                plots.parity_plot(
-                    ref_d[key][has_ref],
-                    pred_d[key][has_ref],
-                    key,
-                    stage / f"parity_{name}.png",
-                    systems=ref_systems,
-                )
-    if not quiet:
-        print(text + note, end="")
-        print(f"wrote {pathlib.Path(out)}/")
-    return metrics
+    annotated = _annotated(frames, outputs)
+    ase.io.write(stage / "predictions.extxyz", annotated, format="extxyz")
+    _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref)
+    with open(stage / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2)
+    report = f"# nequip-evaluate\n\nmodel: `{model_path}`\n\n{text}\n{note}"
+    (stage / "metrics.md").write_text(report)
+    if has_ref.any():
+        ref_systems = [s for s, h in zip(systems, has_ref) if h]
+        for key, name in PARITY_PLOTS:
+            plots.parity_plot(
+                ref_d[key][has_ref],
+                pred_d[key][has_ref],
+                key,
+                stage / f"parity_{name}.png",
+                systems=ref_systems,
+            )
+    return metrics, text + note

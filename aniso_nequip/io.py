@@ -1,16 +1,32 @@
-"""Safe output: results appear complete or not at all, and nothing existing is overwritten
-unless asked."""
+"""Safe output: results appear complete or not at all, nothing existing is overwritten unless
+asked, and one output has one writer at a time.
+
+:func:`output_set` is how a command writes the files that belong together (a dataset's splits
+and report; predictions, metrics and plots): it checks and claims the output before the
+command's expensive work, stages every file in a hidden folder beside it and swaps the whole set
+in at the end::
+
+    with output_set("eval/mp_test", ["metrics.json", "metrics.md"], whole_folder=True) as stage:
+        metrics = expensive_work()
+        write_json(metrics, stage / "metrics.json")
+        (stage / "metrics.md").write_text(table(metrics))
+"""
 
 import contextlib
+import fcntl
 import gzip
 import json
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
-from typing import Any, Iterator, Union
+import threading
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 from .errors import InputError
+
+_MANIFEST = ".set.json"  # in a backup folder: the members of the set and those that existed
 
 
 def full_suffix(path: pathlib.Path) -> str:
@@ -22,37 +38,232 @@ class OutputExistsError(FileExistsError, InputError):
     """The output already exists and overwriting was not requested."""
 
 
-def check_output_dir(out: Union[str, os.PathLike], force: bool = False) -> None:
-    """Refuse an ``out`` that is not a directory, or a non-empty one unless ``force``: the check
-    :func:`staged_output_dir` makes, for commands that want it before their expensive work."""
-    out = pathlib.Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output `{out}` exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(
-            f"output directory `{out}` is not empty; choose another or pass --force to overwrite"
-        )
+class OutputInUseError(InputError):
+    """Another process is writing the output."""
+
+
+def check_writable(path: Union[str, os.PathLike]) -> None:
+    """Refuse a ``path`` that cannot be created or replaced: one below a file, or in a folder
+    this process may not write to.
+
+    Raises :class:`~aniso_nequip.errors.InputError` naming ``path`` and the folder at fault.
+    """
+    path = pathlib.Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write `{path}`: `{folder}` is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write `{path}`: folder `{folder}` is not writable")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into `{path}`: the folder is not writable")
+
+
+def _beside(key: pathlib.Path) -> Tuple[pathlib.Path, str]:
+    """The folder of the hidden files of the output ``key`` (lock, staging and backup folders)
+    and their name prefix ``.<name>.`` (``key`` made absolute, so that ``.`` has a name)."""
+    key = pathlib.Path(os.path.abspath(key))
+    return key.parent, f".{key.name}."
 
 
 @contextlib.contextmanager
-def staged_output_dir(out: Union[str, os.PathLike], force: bool = False) -> Iterator[pathlib.Path]:
-    """Yield a fresh staging folder beside ``out``; on success move its files into ``out``.
+def output_lock(key: Union[str, os.PathLike], wait: bool = False) -> Iterator[None]:
+    """Hold the lock of the output ``key``: ``flock`` on the hidden file ``.<name>.lock`` beside
+    it, which records this process's id and is removed on release.
 
-    Files are written into the staging folder and only moved (``os.replace``, atomic per file)
-    into ``out`` once the block finishes without error; on error the staging folder is removed and
-    ``out`` is left as it was. An ``out`` that exists and is not empty is refused unless ``force``.
+    The operating system releases the lock when its process dies, so a killed process never
+    leaves it stuck; its lock file is simply taken over.
+
+    Args:
+        key: the output (file or folder) the lock is named after
+        wait: wait for the holder to finish instead of refusing (workers sharing one output)
+
+    Raises :class:`OutputInUseError` naming ``key`` and the holder's process id when another
+    process holds the lock (and not ``wait``), :class:`~aniso_nequip.errors.InputError` when
+    the lock file cannot be created.
     """
-    out = pathlib.Path(out)
-    check_output_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    key = pathlib.Path(key)
+    beside, prefix = _beside(key)
+    path = beside / f"{prefix}lock"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise InputError(
+                f"cannot write `{key}`: cannot create files in folder `{path.parent}` "
+                f"({err.strerror})"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            holder = f" (pid {pid})" if pid.isdigit() else ""
+            raise OutputInUseError(
+                f"output `{key}` is in use: another aniso-nequip process{holder} is writing it; "
+                "wait for it to finish or choose another output"
+            ) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed the file between our open and lock: take a new one
     try:
-        yield stage
-        out.mkdir(exist_ok=True)
-        for item in stage.iterdir():
-            os.replace(item, out / item.name)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_set(
+    folder: Union[str, os.PathLike],
+    members: Sequence[str],
+    force: bool = False,
+    whole_folder: bool = False,
+    key: Optional[Union[str, os.PathLike]] = None,
+    wait: bool = False,
+) -> Iterator[pathlib.Path]:
+    """Claim the files ``members`` of ``folder``, yield a staging folder to write them into and,
+    when the block finishes without error, swap the whole set in.
+
+    On entry, before the caller's work: ``folder`` must be writable
+    (:func:`check_writable`), no other process may be writing the set (:func:`output_lock`,
+    held until the swap is done) and existing members are refused unless ``force``. Leftovers of
+    a process killed while writing the set are cleaned up first (a swap it left half done is
+    undone).
+
+    On success, the staged files replace their namesakes, members the new set lacks are removed
+    and other files of ``folder`` are kept; existing members are first linked into a hidden
+    backup folder and restored if any step fails, and ``SIGINT``/``SIGTERM`` are held back
+    until the swap is over, so Ctrl-C cannot split it. On an error or interruption inside the
+    block, the staged files are discarded and the previous set stays whole.
+
+    Args:
+        folder: where the set lies (created when missing)
+        members: the file names the set may hold
+        force: replace an existing set
+        whole_folder: ``folder`` is the command's own output folder: a non-empty one (whatever
+            it holds) is refused unless ``force``, and its lock and staging folder lie beside it
+        key: what the lock, the staging folder and the messages are named after (default
+            ``folder``)
+        wait: wait for another writer of the set instead of refusing (workers of one sweep or
+            screening run)
+
+    Raises :class:`OutputExistsError`, :class:`OutputInUseError` and
+    :class:`~aniso_nequip.errors.InputError` (not writable), all before the block runs.
+    """
+    folder = pathlib.Path(folder)
+    key = pathlib.Path(key) if key is not None else folder
+    if whole_folder and folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"output `{folder}` exists and is not a directory")
+    check_writable(folder if whole_folder else key)
+    beside, prefix = _beside(key)
+    try:
+        beside.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create `{beside}`: {err.strerror}") from None
+    with output_lock(key, wait=wait):
+        _clean_up_after_dead_writer(beside, prefix, folder)
+        if whole_folder and folder.is_dir() and any(folder.iterdir()) and not force:
+            raise OutputExistsError(
+                f"output directory `{folder}` is not empty; choose another or pass --force to "
+                "overwrite"
+            )
+        existing = [str(folder / m) for m in members if (folder / m).exists()]
+        if existing and not force:
+            raise OutputExistsError(
+                f"outputs exist: {', '.join(existing)} (pass --force to overwrite)"
+            )
+        stage = pathlib.Path(tempfile.mkdtemp(prefix=f"{prefix}staging-", dir=beside))
+        try:
+            yield stage
+            with _signals_held():
+                _swap(stage, folder, members, beside / f"{prefix}backup-")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap(stage: pathlib.Path, folder: pathlib.Path, members: Sequence[str], backup) -> None:
+    """Swap the files of ``stage`` into ``folder`` (a new backup folder, named ``backup`` and a
+    random suffix, holds the previous set meanwhile)."""
+    staged = sorted(p.name for p in stage.iterdir())
+    members = sorted(set(members) | set(staged))
+    folder.mkdir(exist_ok=True)
+    backup = pathlib.Path(tempfile.mkdtemp(prefix=backup.name, dir=backup.parent))
+    existing = [m for m in members if (folder / m).exists()]
+    for name in existing:
+        try:
+            os.link(folder / name, backup / name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(folder / name, backup / name)
+    partial = backup / f"{_MANIFEST}.partial"  # complete or absent: a killed process may leave it
+    partial.write_text(json.dumps({"members": members, "existing": existing}))
+    os.replace(partial, backup / _MANIFEST)
+    try:
+        for name in staged:
+            os.replace(stage / name, folder / name)
+        for name in set(existing) - set(staged):
+            (folder / name).unlink()
+    except BaseException:
+        _restore(backup, folder)
+        raise
+    shutil.rmtree(backup)
+
+
+def _restore(backup: pathlib.Path, folder: pathlib.Path) -> None:
+    """Put back the set saved in ``backup`` and remove the files added beside it."""
+    manifest = json.loads((backup / _MANIFEST).read_text())
+    for name in manifest["members"]:
+        if name in manifest["existing"]:
+            os.replace(backup / name, folder / name)
+        else:
+            (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(backup)
+
+
+def _clean_up_after_dead_writer(beside: pathlib.Path, prefix: str, folder: pathlib.Path) -> None:
+    """Remove the staging folders in ``beside`` named ``<prefix>staging-*`` and undo a swap into
+    ``folder`` that a killed process left half done (its backup folder ``<prefix>backup-*``
+    holds the previous set); the caller holds the lock."""
+    for stale in beside.glob(f"{prefix}staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for backup in beside.glob(f"{prefix}backup-*"):
+        if (backup / _MANIFEST).is_file():
+            _restore(backup, folder)
+        else:  # killed before its manifest was complete: nothing was replaced yet
+            shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back ``SIGINT`` and ``SIGTERM`` during the block and deliver them after it.
+
+    Python runs signal handlers in the main thread only, whichever thread the signal reaches, so
+    replacing the handlers (rather than masking one thread) holds them back reliably; outside
+    the main thread nothing is changed (no ``KeyboardInterrupt`` can arise there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: a handler not installed from Python, left alone
+            previous[signum] = signal.signal(signum, lambda s, _: held.append(s))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in held:
+            signal.raise_signal(signum)
 
 
 @contextlib.contextmanager

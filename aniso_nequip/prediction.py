@@ -5,6 +5,9 @@
     print(prediction_table(result))
     write_predictions(result, "predictions/")       # predictions.csv + predictions.extxyz
 
+``aniso-nequip predict --out`` claims its output folder before loading the models
+(:func:`~aniso_nequip.io.output_set`) and writes with :func:`write_prediction_files`.
+
 Inputs are CIF, POSCAR/CONTCAR (``*.vasp``) and extxyz (``.gz`` too) files, folders of them and
 glob patterns. A file or structure that cannot be used (unreadable, or refused by
 :func:`~aniso_nequip.data.validation.structure_problem`: no atoms, no periodic 3D cell,
@@ -32,11 +35,12 @@ from .inference import (
     predict_members,
     untrained_warnings,
 )
-from .io import staged_output_dir
+from .io import output_set
 from .metrics import derived
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".extxyz.gz", ".xyz.gz")
 POSCAR_NAMES = ("POSCAR", "CONTCAR")
+PREDICTION_FILES = ("predictions.csv", "predictions.extxyz")
 
 
 @dataclasses.dataclass
@@ -184,32 +188,40 @@ def prediction_table(result: Predictions) -> str:
 
 def write_predictions(result: Predictions, out, force: bool = False) -> None:
     """Write ``predictions.csv`` and ``predictions.extxyz`` (``dielectric_tensor_pred`` in each
-    frame's info, as ``nequip-evaluate`` writes) into ``out``, together or not at all."""
+    frame's info, as ``nequip-evaluate`` writes) into the folder ``out``, together or not at all
+    (:func:`~aniso_nequip.io.output_set`; a non-empty ``out`` is refused unless ``force``)."""
+    with output_set(out, PREDICTION_FILES, force=force, whole_folder=True) as stage:
+        write_prediction_files(result, stage)
+
+
+def write_prediction_files(result: Predictions, folder) -> None:
+    """Write the files of :func:`write_predictions` into ``folder`` as they are (the staging
+    folder of an :func:`~aniso_nequip.io.output_set` claimed before predicting)."""
     summary = _summary(result)
     mean, spread = summary["mean"], summary["spread"]
-    with staged_output_dir(out, force=force) as stage:
-        frames = []
+    folder = pathlib.Path(folder)
+    frames = []
+    for i, atoms in enumerate(result.structures):
+        atoms = atoms.copy()
+        atoms.info["source"] = result.sources[i]
+        atoms.info["dielectric_tensor_pred"] = result.mean[i].reshape(-1)
+        if len(result.members) > 1:
+            atoms.info["dielectric_tensor_pred_std"] = result.members[:, i].std(0).reshape(-1)
+        frames.append(atoms)
+    ase.io.write(folder / "predictions.extxyz", frames, format="extxyz")
+    with open(folder / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        components = [f"eps_{a}{b}" for a in "xyz" for b in "xyz"]
+        header = ["source", "formula", "crystal_system", "n_atoms", *components]
+        header += ["eigenvalue1", "eigenvalue2", "eigenvalue3", "eps_poly", "a_r"]
+        if len(result.members) > 1:
+            header += ["eps_poly_std", "a_r_std"]
+        writer.writerow(header)
         for i, atoms in enumerate(result.structures):
-            atoms = atoms.copy()
-            atoms.info["source"] = result.sources[i]
-            atoms.info["dielectric_tensor_pred"] = result.mean[i].reshape(-1)
+            row = [result.sources[i], _formula(atoms),
+                   crystal_system(atoms), len(atoms)]  # fmt: skip
+            values = [*result.mean[i].reshape(-1), *mean["eigenvalues"][i]]
+            values += [mean["eps_poly"][i], mean["a_r"][i]]
             if len(result.members) > 1:
-                atoms.info["dielectric_tensor_pred_std"] = result.members[:, i].std(0).reshape(-1)
-            frames.append(atoms)
-        ase.io.write(stage / "predictions.extxyz", frames, format="extxyz")
-        with open(stage / "predictions.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            components = [f"eps_{a}{b}" for a in "xyz" for b in "xyz"]
-            header = ["source", "formula", "crystal_system", "n_atoms", *components]
-            header += ["eigenvalue1", "eigenvalue2", "eigenvalue3", "eps_poly", "a_r"]
-            if len(result.members) > 1:
-                header += ["eps_poly_std", "a_r_std"]
-            writer.writerow(header)
-            for i, atoms in enumerate(result.structures):
-                row = [result.sources[i], _formula(atoms),
-                       crystal_system(atoms), len(atoms)]  # fmt: skip
-                values = [*result.mean[i].reshape(-1), *mean["eigenvalues"][i]]
-                values += [mean["eps_poly"][i], mean["a_r"][i]]
-                if len(result.members) > 1:
-                    values += [spread["eps_poly"][i], spread["a_r"][i]]
-                writer.writerow(row + [f"{v:.6f}" for v in values])
+                values += [spread["eps_poly"][i], spread["a_r"][i]]
+            writer.writerow(row + [f"{v:.6f}" for v in values])

@@ -20,7 +20,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._keys import DIELECTRIC_IONIC_KEY
 from ..errors import InputError
-from ..io import OutputExistsError, write_json
+from ..io import check_writable, output_set, write_json
 from .symmetry import SYMPREC, point_group_deviation
 from .validation import disorder_problem, structure_problem, tensor_problem
 
@@ -212,6 +212,7 @@ def dielectric_documents(cache, refresh: bool = False) -> Tuple[List[Dict[str, A
     cache = pathlib.Path(cache)
     if cache.exists() and not refresh:
         return read_documents(str(cache)), False
+    check_writable(cache)
     docs = fetch_documents(lambda mpr: mpr.materials.dielectric.search(fields=DOCUMENT_FIELDS))
     write_json(docs, cache, force=refresh)
     return docs, True
@@ -228,18 +229,19 @@ def download_candidates(
     within the given energy-above-hull, band-gap and site-count bounds (``None``: unbounded) into
     the JSON(.gz) file ``out``; returns the number of documents.
 
-    An existing ``out`` is refused before downloading unless ``force``.
+    ``out`` is claimed before downloading (:func:`~aniso_nequip.io.output_set`): an existing
+    one is refused unless ``force``, as are one another process is writing and one that cannot
+    be written.
     """
     out = pathlib.Path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"`{out}` exists; pass --force to overwrite it")
-    docs = fetch_documents(
-        lambda mpr: mpr.materials.summary.search(
-            energy_above_hull=(0, max_e_above_hull),
-            band_gap=(min_band_gap, None),
-            nsites=(None, max_sites),
-            fields=CANDIDATE_FIELDS,
+    with output_set(out.parent, [out.name], force=force, key=out) as stage:
+        docs = fetch_documents(
+            lambda mpr: mpr.materials.summary.search(
+                energy_above_hull=(0, max_e_above_hull),
+                band_gap=(min_band_gap, None),
+                nsites=(None, max_sites),
+                fields=CANDIDATE_FIELDS,
+            )
         )
-    )
-    write_json(docs, out, force=force)
+        write_json(docs, stage / out.name)
     return len(docs)

@@ -10,10 +10,10 @@
 
 import pathlib
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import InputError
-from ..io import OutputExistsError, full_suffix, write_json
+from ..io import full_suffix, output_set, write_json
 from .cleaning import clean
 from .files import write_frames
 from .matching import frame_label
@@ -38,7 +38,7 @@ def dataset_paths(out, split: bool = True) -> Dict[str, pathlib.Path]:
 
 
 def build_dataset(
-    docs: List,
+    docs: Union[List, Callable[[], List]],
     out,
     split: Optional[Sequence[float]] = (0.8, 0.1, 0.1),
     seed: int = 0,
@@ -56,7 +56,8 @@ def build_dataset(
     :func:`dataset_paths`.
 
     Args:
-        docs: Materials Project dielectric documents (dicts or emmet-core documents)
+        docs: Materials Project dielectric documents (dicts or emmet-core documents), or a
+            function returning them (a download), called once the outputs are claimed
         out: file of all kept crystals (``.extxyz[.gz]``, or ``.h5`` for HDF5)
         split: train/val/test fractions, or ``None`` to write no splits
         seed: split seed
@@ -67,7 +68,8 @@ def build_dataset(
         min_diagonal: drop tensors with a smaller diagonal element (``None``: keep)
         max_eps_poly: drop tensors with a larger mean eigenvalue (``None``: keep)
         drop_duplicates: drop repeated material ids and ``StructureMatcher`` duplicates
-        force: overwrite existing outputs
+        force: replace the existing outputs (all of them: old splits that a run without
+            ``split`` does not write are removed)
         strict: refuse to write anything when a document cannot be converted
 
     Returns:
@@ -75,14 +77,51 @@ def build_dataset(
         (``{material_id: problem}``), frame-check failures, what each cleaning rule removed and
         the split sizes
 
-    Raises :class:`~aniso_nequip.io.OutputExistsError` (before any work) when an output exists
-    and not ``force``, and :class:`~aniso_nequip.errors.InputError` when no crystal is left or,
-    with ``strict``, when a document was skipped (listing each with its problem).
+    The files are written together or not at all (:func:`~aniso_nequip.io.output_set`): an
+    error or Ctrl-C leaves the previous ones whole.
+
+    Raises, before any work, :class:`~aniso_nequip.io.OutputExistsError` when an output exists
+    and not ``force``, :class:`~aniso_nequip.io.OutputInUseError` when another process is
+    writing them and :class:`~aniso_nequip.errors.InputError` when they cannot be written; then
+    :class:`~aniso_nequip.errors.InputError` when no crystal is left or, with ``strict``, when a
+    document was skipped (listing each with its problem).
     """
-    paths = dataset_paths(out, split=split is not None)
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not force:
-        raise OutputExistsError(f"outputs exist: {', '.join(existing)} (pass --force to overwrite)")
+    paths = dataset_paths(out)
+    folder, members = paths["all"].parent, [p.name for p in paths.values()]
+    with output_set(folder, members, force=force, key=paths["all"]) as stage:
+        docs = docs() if callable(docs) else docs
+        outputs, report = _clean_and_split(
+            docs,
+            split,
+            seed,
+            stratify,
+            frame_tolerance,
+            keep_frame_mismatch,
+            min_diagonal,
+            max_eps_poly,
+            drop_duplicates,
+            strict,
+        )
+        for name, frames_out in outputs.items():
+            write_frames(frames_out, stage / paths[name].name)
+        write_json(report, stage / paths["report"].name)
+    return report
+
+
+def _clean_and_split(
+    docs,
+    split,
+    seed,
+    stratify,
+    frame_tolerance,
+    keep_frame_mismatch,
+    min_diagonal,
+    max_eps_poly,
+    drop_duplicates,
+    strict,
+) -> Tuple[Dict[str, List], Dict]:
+    """The frames of each output of :func:`build_dataset` (``all`` and the splits) and its
+    report; the arguments are those of :func:`build_dataset`."""
     frames, skipped = convert_documents(_progress(docs, "converting"))
     if strict and skipped:
         listed = "\n".join(
@@ -118,10 +157,7 @@ def build_dataset(
             "stratify": stratify,
             **{s: len(outputs[s]) for s in SPLITS},
         }
-    for name, frames_out in outputs.items():
-        write_frames(frames_out, paths[name], force=force)
-    write_json(report, paths["report"], force=force)
-    return report
+    return outputs, report
 
 
 def summary(report: Dict) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from .. import plots
 from ..data.files import read_frames
 from ..errors import InputError
-from ..io import staged_output_dir
+from ..io import output_set
 from ..metrics import derived, reference_tensor
 from .layout import (
     ID_LIST_SUFFIXES,
@@ -218,8 +218,9 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
 
 
 def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
-    """Write the final outputs into ``out`` (atomically: all of them or none); returns the summary
-    with the output file names added."""
+    """Write the final outputs into ``out`` (all of them or none,
+    :func:`~aniso_nequip.io.output_set`; a merge running at the same time is waited for);
+    returns the summary with the output file names added."""
     rows = _ranked_rows(out, settings)
     physical = [r for r in rows if _physical(r)]
     unphysical = [r for r in rows if not _physical(r)]
@@ -227,7 +228,8 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
     score = settings.score_column
     training = training_a_r(settings)
     files = [OUTPUTS[k] for k in ("ranking", "candidates", "summary", "summary_json")]
-    with staged_output_dir(out, force=True) as stage:
+    outputs = pathlib.Path(out) / "outputs"  # names the lock and the staging folder
+    with output_set(out, OUTPUTS.values(), force=True, key=outputs, wait=True) as stage:
         with open(stage / OUTPUTS["ranking"], "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["rank", *settings.columns()])
             writer.writeheader()

@@ -26,7 +26,7 @@ from ..data.symmetry import crystal_system
 from ..data.validation import UntrainedElementWarning
 from ..errors import InputError
 from ..inference import load_model, predict, training_elements
-from ..io import OutputExistsError, atomic_file
+from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from .dimensionality import dimensionality
 from .filters import PoolFilter, label, merge_reports
@@ -53,9 +53,10 @@ class ShardsMissingError(InputError):
 def prepare(out, settings: Settings, force: bool = False) -> bool:
     """Claim ``out`` for a run with ``settings``: a new or empty folder, or one holding shards of
     the same settings (resumed). Other content is refused unless ``force``, which discards the
-    shards and outputs of a run with different settings. ``True`` when it wrote the settings
-    (a new claim), ``False`` when it resumes."""
+    shards and outputs of a run with different settings, and so is a folder that cannot be
+    written. ``True`` when it wrote the settings (a new claim), ``False`` when it resumes."""
     out = pathlib.Path(out)
+    check_writable(out)
     path = settings_path(out)
     if path.is_file():
         old = json.loads(path.read_text())
@@ -207,7 +208,14 @@ def run_shard(
 
     Structures that cannot be screened are skipped and listed (``invalid`` in the report); a
     shard in which none can be is refused (:class:`~aniso_nequip.errors.InputError`) before its
-    results are written."""
+    results are written. Raises :class:`~aniso_nequip.io.OutputInUseError` when another process
+    is running the shard.
+    """
+    with output_lock(shard_path(out, shard, settings.shards, "")):
+        return _run_shard(out, settings, shard, device, batch_size, progress)
+
+
+def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int, progress: bool):
     n = settings.shards
     report_path = shard_path(out, shard, n, ".json")
     if report_path.is_file():

@@ -88,18 +88,22 @@ def _build(docs, args) -> None:
 def _convert(args) -> None:
     from ..data.mp import read_documents
 
-    _build(read_documents(args.documents), args)
+    _build(lambda: read_documents(args.documents), args)  # read once the outputs are claimed
 
 
 def _mp(args) -> None:
     from ..data.mp import dielectric_documents
 
-    docs, downloaded = dielectric_documents(args.cache, refresh=args.refresh)
-    if downloaded:
-        print(f"downloaded {len(docs)} documents, cached in {pathlib.Path(args.cache)}")
-    else:
-        print(f"using cached documents {pathlib.Path(args.cache)} (--refresh to download again)")
-    _build(docs, args)
+    def documents():  # called once the outputs are claimed
+        cache = pathlib.Path(args.cache)
+        docs, downloaded = dielectric_documents(cache, refresh=args.refresh)
+        if downloaded:
+            print(f"downloaded {len(docs)} documents, cached in {cache}")
+        else:
+            print(f"using cached documents {cache} (--refresh to download again)")
+        return docs
+
+    _build(documents, args)
 
 
 def _stats(args) -> None:

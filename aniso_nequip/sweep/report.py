@@ -8,11 +8,12 @@ from typing import Optional, Sequence
 
 from .. import plots
 from ..errors import InputError
-from ..io import atomic_file
+from ..io import check_writable, output_set
 from .runner import TRIAL_CONFIG, run_sweep
 from .spec import load_spec
 
 _PRUNING_CALLBACK = "aniso_nequip.train.OptunaPruning"
+RESULT_FILES = ("trials.csv", "trials.md", "best.yaml", "history.png", "importance.png")
 
 
 def _rows(study):
@@ -35,23 +36,24 @@ def _best_trial(study):
 
 
 def write_results(study, spec) -> dict:
-    """Write the outputs into ``spec.output_dir``; returns their paths."""
+    """Write the outputs into ``spec.output_dir``, all of them or none
+    (:func:`~aniso_nequip.io.output_set`; workers finishing together take turns); returns their
+    paths."""
     out = pathlib.Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = _rows(study)
-    paths = {"csv": out / "trials.csv", "md": out / "trials.md"}
-    with atomic_file(paths["csv"], force=True) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number"])
-        writer.writeheader()
-        writer.writerows(rows)
-    with atomic_file(paths["md"], force=True) as tmp:
-        tmp.write_text(trials_markdown(study, spec, rows))
-    best = _best_trial(study)
-    if best is not None:
-        paths["best"] = out / "best.yaml"
-        _write_best_config(best, spec.study_name, paths["best"])
-    paths.update(plots.sweep_plots(study, out))
-    return paths
+    names = {"csv": "trials.csv", "md": "trials.md"}
+    with output_set(out, RESULT_FILES, force=True, key=out / "results", wait=True) as stage:
+        with open(stage / names["csv"], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number"])
+            writer.writeheader()
+            writer.writerows(rows)
+        (stage / names["md"]).write_text(trials_markdown(study, spec, rows))
+        best = _best_trial(study)
+        if best is not None:
+            names["best"] = "best.yaml"
+            _write_best_config(best, spec.study_name, stage / names["best"], out / names["best"])
+        names.update({k: p.name for k, p in plots.sweep_plots(study, stage).items()})
+    return {k: out / name for k, name in names.items()}
 
 
 def trials_markdown(study, spec, rows=None) -> str:
@@ -76,7 +78,9 @@ def trials_markdown(study, spec, rows=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_best_config(trial, study_name, path) -> None:
+def _write_best_config(trial, study_name, path, final_path) -> None:
+    """The best trial's config, without the pruning callback, written to ``path``; its header
+    says how to train it from ``final_path``."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(pathlib.Path(trial.user_attrs["dir"]) / TRIAL_CONFIG)
@@ -87,10 +91,9 @@ def _write_best_config(trial, study_name, path) -> None:
         "# @package _global_\n"
         f"# best trial {trial.number} of sweep `{study_name}`: value {trial.value:.6g}, "
         f"params {trial.params}\n"
-        f"# train it:  nequip-train -cn {os.path.relpath(path)}\n"
+        f"# train it:  nequip-train -cn {os.path.relpath(final_path)}\n"
     )
-    with atomic_file(path, force=True) as tmp:
-        tmp.write_text(header + OmegaConf.to_yaml(cfg))
+    pathlib.Path(path).write_text(header + OmegaConf.to_yaml(cfg))
 
 
 def summary(study, spec, paths) -> str:
@@ -140,6 +143,7 @@ def run_and_report(spec_path, n_trials: Optional[int] = None, overrides: Sequenc
     if bad:
         raise InputError(f"overrides must look like key=value: {bad}")
     spec = load_spec(spec_path)
+    check_writable(spec.output_dir)
     study = run_sweep(spec, n_trials=n_trials, cli_overrides=list(overrides))
     paths = write_results(study, spec)
     _check_not_all_failed(study, spec, paths)
