@@ -9,8 +9,11 @@ import sys
 import ase.io
 import numpy as np
 import torch
+from emmet.core.polar import DielectricDoc
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data import atoms_to_graphs
+from aniso_nequip.data.mp import document_to_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ROOT / "datasets"
@@ -78,3 +81,35 @@ def build_tiny(builder, **kwargs):
     )
     args.update(kwargs)
     return builder(**args).eval()
+
+
+def reference_tensors(atoms):
+    """The electronic and ionic reference tensors ``(3, 3)`` of a bundled frame."""
+    return (
+        np.reshape(atoms.calc.results["dielectric_tensor"], (3, 3)),
+        np.reshape(atoms.info["dielectric_ionic_tensor"], (3, 3)),
+    )
+
+
+def mp_document(atoms, material_id=None, as_dict=True):
+    """An emmet-core DielectricDoc (as mp-api returns it) for a bundled frame."""
+    electronic, ionic = reference_tensors(atoms)
+    total = electronic + ionic
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    doc = DielectricDoc.from_structure(
+        meta_structure=structure,
+        material_id=None,
+        total=total.tolist(),
+        ionic=ionic.tolist(),
+        electronic=electronic.tolist(),
+        e_total=float(np.trace(total) / 3),
+        e_ionic=float(np.trace(ionic) / 3),
+        e_electronic=float(np.trace(electronic) / 3),
+        n=float(np.sqrt(np.trace(electronic) / 3)),
+        deprecated=False,
+    )
+    doc.material_id = None
+    out = document_to_dict(doc) if as_dict else doc
+    if as_dict:
+        out["material_id"] = material_id or atoms.info["entry_id"]
+    return out

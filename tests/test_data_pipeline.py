@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from emmet.core.polar import DielectricDoc
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data import dataset_from_file, read_frames, write_frames
@@ -15,7 +14,6 @@ from aniso_nequip.data.mp import (
     convert_documents,
     dielectric_documents,
     doc_to_atoms,
-    document_to_dict,
     download_candidates,
 )
 from aniso_nequip.data.pipeline import build_dataset, dataset_paths
@@ -24,40 +22,9 @@ from aniso_nequip.data.stats import dataset_statistics
 from aniso_nequip.errors import InputError
 from aniso_nequip.io import OutputExistsError
 from aniso_nequip.scripts.cli import main as cli
-from helpers import bundled, rotation
+from helpers import bundled, mp_document, reference_tensors, rotation
 
 SCHEMA_INFO = {"source", "entry_id", "crystal_system", "spacegroup", "dielectric_ionic_tensor"}
-
-
-def _tensors(atoms):
-    return (
-        np.reshape(atoms.calc.results["dielectric_tensor"], (3, 3)),
-        np.reshape(atoms.info["dielectric_ionic_tensor"], (3, 3)),
-    )
-
-
-def mp_document(atoms, material_id=None, as_dict=True):
-    """An emmet-core DielectricDoc (as mp-api returns it) for a bundled frame."""
-    electronic, ionic = _tensors(atoms)
-    total = electronic + ionic
-    structure = AseAtomsAdaptor.get_structure(atoms)
-    doc = DielectricDoc.from_structure(
-        meta_structure=structure,
-        material_id=None,
-        total=total.tolist(),
-        ionic=ionic.tolist(),
-        electronic=electronic.tolist(),
-        e_total=float(np.trace(total) / 3),
-        e_ionic=float(np.trace(ionic) / 3),
-        e_electronic=float(np.trace(electronic) / 3),
-        n=float(np.sqrt(np.trace(electronic) / 3)),
-        deprecated=False,
-    )
-    doc.material_id = None
-    out = document_to_dict(doc) if as_dict else doc
-    if as_dict:
-        out["material_id"] = material_id or atoms.info["entry_id"]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +58,7 @@ def test_document_round_trip_to_extxyz_and_nequip(frames, docs, tmp_path):
         assert int(atoms.info["spacegroup"]) == int(ref.info["spacegroup"])
         assert np.shape(atoms.calc.results["dielectric_tensor"]) == (9,)
         assert np.shape(atoms.info["dielectric_ionic_tensor"]) == (9,)
-        for got, want in zip(_tensors(atoms), _tensors(ref)):
+        for got, want in zip(reference_tensors(atoms), reference_tensors(ref)):
             np.testing.assert_allclose(got, want, atol=1e-12)
         np.testing.assert_allclose(atoms.positions, ref.positions, atol=1e-8)
         np.testing.assert_allclose(atoms.cell.array, ref.cell.array, atol=1e-8)
@@ -99,14 +66,16 @@ def test_document_round_trip_to_extxyz_and_nequip(frames, docs, tmp_path):
     ours, theirs = dataset_from_file(str(out)), frames
     for i in (0, 11, 23):
         np.testing.assert_allclose(
-            ours[i]["dielectric_tensor"][0].numpy(), _tensors(theirs[i])[0], atol=1e-12
+            ours[i]["dielectric_tensor"][0].numpy(), reference_tensors(theirs[i])[0], atol=1e-12
         )
 
 
 def test_emmet_document_objects_are_accepted(frames):
     doc = mp_document(frames[0], as_dict=False)
     atoms = doc_to_atoms(doc)
-    np.testing.assert_allclose(_tensors(atoms)[0], _tensors(frames[0])[0], atol=1e-12)
+    np.testing.assert_allclose(
+        reference_tensors(atoms)[0], reference_tensors(frames[0])[0], atol=1e-12
+    )
     assert atoms.info["frame_deviation"] < 1e-6
 
 
@@ -174,7 +143,7 @@ def test_existing_outputs_are_not_overwritten(docs, tmp_path, capsys):
 def _with_id(atoms, material_id, eps=None):
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    tensor = _tensors(atoms)[0] if eps is None else np.asarray(eps)
+    tensor = reference_tensors(atoms)[0] if eps is None else np.asarray(eps)
     atoms = atoms.copy()
     atoms.info.update(material_id=material_id, entry_id=material_id, frame_deviation=0.0)
     atoms.calc = SinglePointCalculator(atoms, dielectric_tensor=tensor.reshape(9))
