@@ -6,7 +6,8 @@ commands print it as ``error: ...`` without a traceback and exit with code 2. Mo
 subclass it (:class:`~aniso_nequip.io.OutputExistsError`,
 :class:`~aniso_nequip.data.mp.DocumentError`, :class:`~aniso_nequip.inference.ModelLoadError`,
 :class:`~aniso_nequip.sweep.SpecError`, :class:`~aniso_nequip.sweep.SweepFailed`,
-:class:`~aniso_nequip.screen.runner.ShardsMissingError`),
+:class:`~aniso_nequip.screen.runner.ShardsMissingError`,
+:class:`~aniso_nequip.io.OutputInUseError`),
 so callers catch them all as ``InputError``; anything else is a bug and keeps its traceback.
 
 nequip's own commands (``nequip-train``, ``nequip-package``, ...) run our code inside Hydra and
