@@ -308,6 +308,17 @@ def test_hdf5_equals_extxyz(frames, tmp_path):
             np.testing.assert_allclose(dx[i][key].numpy(), dh[j][key].numpy(), err_msg=key)
 
 
+def test_dataset_from_file_excluding_every_optional_tensor(frames, tmp_path):
+    """Excluding the ionic tensor (never loaded unless included) and the Born charges leaves
+    the electronic tensor, for either format."""
+    for suffix in (".extxyz", ".h5"):
+        write_frames(frames[:3], tmp_path / f"b{suffix}")
+        exclude = ["born_effective_charges", "dielectric_ionic_tensor"]
+        data = dataset_from_file(str(tmp_path / f"b{suffix}"), exclude_keys=exclude)
+        assert len(data) == 3 and data[0]["dielectric_tensor"].shape == (1, 3, 3)
+        assert not set(exclude) & set(data[0])
+
+
 def test_mp_command_needs_a_key_and_uses_the_cache(docs, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MP_API_KEY", raising=False)
     out = tmp_path / "mp.extxyz"

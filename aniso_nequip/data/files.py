@@ -172,9 +172,12 @@ def dataset_from_file(
     for path in [file_path, *(exclude_structures_in or [])]:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"dataset file `{path}` does not exist")
-    fields = [f for f in TENSOR_FIELDS if f not in exclude_keys]
-    if DIELECTRIC_IONIC_KEY not in include_keys:
-        fields.remove(DIELECTRIC_IONIC_KEY)
+    # the ionic tensor is loaded only when asked for
+    fields = [
+        f
+        for f in TENSOR_FIELDS
+        if f not in exclude_keys and (f != DIELECTRIC_IONIC_KEY or f in include_keys)
+    ]
     frames = _checked_frames(file_path, mapped_species(transforms), fields)
     if is_hdf5(file_path):
         optional = {DIELECTRIC_IONIC_KEY} - set(include_keys)
