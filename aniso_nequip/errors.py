@@ -40,10 +40,14 @@ def input_error_in(error: BaseException) -> Optional[InputError]:
     return None
 
 
+def _program() -> str:
+    """The name of the running command (``nequip-train``, ...); ``""`` when there is none."""
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+
+
 def error_line(error: BaseException) -> str:
     """``<program>: error: <message>``, the one line a command prints for ``error``."""
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return f"{program}: error: {error}"
+    return f"{_program() or 'python'}: error: {error}"
 
 
 def traceback_wanted() -> bool:
@@ -62,6 +66,5 @@ def _excepthook(kind, error, traceback, previous=sys.excepthook) -> None:
 def install_excepthook() -> None:
     """Print uncaught :class:`InputError` s of nequip's commands (programs named ``nequip-*``)
     as one line without a traceback; other programs and other errors are left alone."""
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if program.startswith("nequip-") and sys.excepthook is not _excepthook:
+    if _program().startswith("nequip-") and sys.excepthook is not _excepthook:
         sys.excepthook = _excepthook
