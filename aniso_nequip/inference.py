@@ -8,13 +8,11 @@ eps = aniso_nequip.predict(structures, model)                # (N, 3, 3) numpy a
 import math
 import os
 import warnings
-import zipfile
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import ase
 import numpy as np
 import torch
-import yaml
 from nequip.data import AtomicDataDict
 from nequip.data._key_registry import get_field_type
 from nequip.utils.global_dtype import _GLOBAL_DTYPE
@@ -29,6 +27,7 @@ from .data.validation import (
     elements_not_in,
 )
 from .errors import InputError
+from .saved_models import training_info
 
 COMPILED_SUFFIX = ".nequip.pt2"
 """Suffix of the files ``nequip-compile --mode aotinductor`` writes."""
@@ -113,22 +112,19 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
 
 
 def _recorded_training_elements(path: str) -> Optional[List[str]]:
-    """``training_elements`` of a checkpoint's ``info_dict`` or a package's ``config.yaml``, as
-    :class:`~aniso_nequip.train.SelfContainedCheckpoints` records them, or of the model card of
-    the shipped ready model (:mod:`aniso_nequip.pretrained`); ``None`` when absent."""
-    from .pretrained import model_card, model_paths
+    """``training_elements`` of a checkpoint or package, as
+    :class:`~aniso_nequip.train.SelfContainedCheckpoints` records them
+    (:func:`~aniso_nequip.saved_models.training_info`), or of the model card of the shipped ready
+    model (:mod:`aniso_nequip.pretrained`); ``None`` when absent."""
+    from .pretrained import HERE, model_card
 
-    info = {}
-    if os.path.abspath(path) in map(os.path.abspath, model_paths()):
-        info = {"training_elements": model_card()["elements_trained_on"]}
-    elif path.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("model/config.yaml")]
-            info = yaml.safe_load(archive.read(names[0])) if names else {}
-    elif not path.endswith(COMPILED_SUFFIX):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        info = checkpoint.get("hyper_parameters", {}).get("info_dict", {})
-    elements = (info or {}).get("training_elements")
+    if path.endswith(COMPILED_SUFFIX):
+        return None
+    card = model_card()
+    if os.path.abspath(path) in [os.path.abspath(HERE / name) for name in card["files"]]:
+        elements = card["elements_trained_on"]
+    else:
+        elements = training_info(path).get("training_elements")
     return None if elements is None else [str(e) for e in elements]
 
 

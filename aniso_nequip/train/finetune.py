@@ -11,16 +11,14 @@ It also records the elements of the training data (``training_elements`` in the 
 can warn about crystals with elements the model never saw.
 """
 
-import zipfile
 from typing import List, Optional, Sequence
 
 import lightning
-import torch
-import yaml
 from omegaconf import OmegaConf
 
 from ..data.files import dataset_elements
 from ..errors import InputError
+from ..saved_models import model_config as saved_model_config
 from ..variables import check_variable
 
 _LOADERS = {
@@ -42,19 +40,11 @@ def _loader_path(model_config: dict) -> Optional[str]:
 def source_model_config(model_config: dict) -> dict:
     """The builder configuration of the model a saved-model loader configuration loads
     (following loaders of loaders); ``model_config`` itself when it is a builder's."""
+    if OmegaConf.is_config(model_config):
+        model_config = OmegaConf.to_container(model_config, resolve=True)
     model_config = dict(model_config)
     while (path := _loader_path(model_config)) is not None:
-        if path.endswith(".nequip.zip"):
-            with zipfile.ZipFile(path) as archive:
-                (name,) = [n for n in archive.namelist() if n.endswith("model/config.yaml")]
-                config = yaml.safe_load(archive.read(name))
-            model_config = config["training_module"]["model"]
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            model_config = checkpoint["hyper_parameters"]["model"]
-        if OmegaConf.is_config(model_config):
-            model_config = OmegaConf.to_container(model_config, resolve=True)
-        model_config = dict(model_config)
+        model_config = saved_model_config(path)
     return model_config
 
 
@@ -98,10 +88,8 @@ class SelfContainedCheckpoints(lightning.Callback):
             if name in optimizer:
                 check_variable(name, optimizer[name])
         model_config = pl_module.hparams["model"]
-        if OmegaConf.is_config(model_config):
-            model_config = OmegaConf.to_container(model_config, resolve=True)
         path = _loader_path(model_config)
-        config = source_model_config(model_config)
+        config = self.source if self.source is not None else source_model_config(model_config)
         self.source = config if path is not None else None
         origin = f"the model of `{path}`" if path else "the model"
         if list(config["type_names"]) != self.type_names:
