@@ -169,7 +169,12 @@ def _trunk(
         )  # fmt: skip
         modules.update(convolutions)
     node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
-    if "2e" in last_layer and o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
+    # a model on a backbone refuses this case itself (FoundationAnisoNetModel)
+    if (
+        backbone is None
+        and "2e" in last_layer
+        and o3.Irrep("2e") not in [i for _, i in node_irreps]
+    ):
         warnings.warn(
             f"with l_max={l_max} and num_layers={num_layers} no 2e feature reaches the readout, "
             "so the predicted tensors are isotropic; raise l_max or num_layers to learn anisotropy"

@@ -25,6 +25,7 @@ from nequip.data import (
 from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
 
 from .._keys import DIELECTRIC_IONIC_KEY
+from ..variables import check_variable
 from .modifiers import (
     AnisotropyRatio,
     PolycrystallineConstant,
@@ -53,8 +54,7 @@ def _check_heads(heads: Dict[str, float], what: str) -> None:
 
 def _error_entry(field: str, coeff: Optional[float], metric: str) -> dict:
     """The ``{prefix}irreps_{metric}`` (symmetric tensors) or ``born_{metric}`` entry."""
-    if metric not in LOSS_METRICS:
-        raise ValueError(f"loss `metric` must be one of {sorted(LOSS_METRICS)}, got `{metric}`")
+    check_variable("loss_metric", metric)
     if field == AtomicDataDict.BORN_CHARGE_KEY:
         name, modified = f"born_{metric}", field
     else:
