@@ -20,15 +20,13 @@ from typing import Final, List
 
 from nequip.data import AtomicDataDict
 from nequip.scripts._compile_utils import (
-    BATCH_INPUTS,
-    PAIR_NEQUIP_INPUTS,
-    batched_data_settings,
+    AOTI_ASE_TARGET,
+    AOTI_BATCH_TARGET,
+    COMPILE_TARGET_DICT,
     register_compile_targets,
-    single_frame_batch_map_settings,
-    single_frame_data_settings,
 )
 
-from ._keys import DIELECTRIC_IONIC_KEY
+from ._keys import PREDICTED_FIELDS
 
 BATCH_DIELECTRIC_TARGET: Final[str] = "batch_dielectric"
 BATCH_DIELECTRIC_STATIC_TARGET: Final[str] = "batch_dielectric_static"
@@ -36,38 +34,21 @@ ASE_DIELECTRIC_TARGET: Final[str] = "ase_dielectric"
 ASE_DIELECTRIC_STATIC_TARGET: Final[str] = "ase_dielectric_static"
 
 DIELECTRIC_OUTPUTS: Final[List[str]] = [AtomicDataDict.DIELECTRIC_KEY]
-STATIC_OUTPUTS: Final[List[str]] = [
-    AtomicDataDict.DIELECTRIC_KEY,
-    DIELECTRIC_IONIC_KEY,
-    AtomicDataDict.BORN_CHARGE_KEY,
-]
+STATIC_OUTPUTS: Final[List[str]] = list(PREDICTED_FIELDS)
 
 
-def _batch_target(outputs: List[str]) -> dict:
-    # nequip's `batch` settings: every batch dimension dynamic, traced on two frames so that the
-    # number of frames does not specialise to 1
-    return {
-        "input": BATCH_INPUTS,
-        "output": outputs,
-        "batch_map_settings": lambda batch_map: batch_map,
-        "data_settings": batched_data_settings,
-    }
-
-
-def _single_frame_target(outputs: List[str]) -> dict:
-    return {
-        "input": PAIR_NEQUIP_INPUTS,
-        "output": outputs,
-        "batch_map_settings": single_frame_batch_map_settings,
-        "data_settings": single_frame_data_settings,
-    }
+def _with_outputs(target: str, outputs: List[str]) -> dict:
+    """nequip's own target ``target`` (its inputs, batch and data settings) with ``outputs``.
+    Its ``batch`` target traces on two frames, so that the number of frames does not specialise
+    to 1; its ``ase`` target takes one frame."""
+    return {**COMPILE_TARGET_DICT[target], "output": outputs}
 
 
 register_compile_targets(
     {
-        BATCH_DIELECTRIC_TARGET: _batch_target(DIELECTRIC_OUTPUTS),
-        BATCH_DIELECTRIC_STATIC_TARGET: _batch_target(STATIC_OUTPUTS),
-        ASE_DIELECTRIC_TARGET: _single_frame_target(DIELECTRIC_OUTPUTS),
-        ASE_DIELECTRIC_STATIC_TARGET: _single_frame_target(STATIC_OUTPUTS),
+        BATCH_DIELECTRIC_TARGET: _with_outputs(AOTI_BATCH_TARGET, DIELECTRIC_OUTPUTS),
+        BATCH_DIELECTRIC_STATIC_TARGET: _with_outputs(AOTI_BATCH_TARGET, STATIC_OUTPUTS),
+        ASE_DIELECTRIC_TARGET: _with_outputs(AOTI_ASE_TARGET, DIELECTRIC_OUTPUTS),
+        ASE_DIELECTRIC_STATIC_TARGET: _with_outputs(AOTI_ASE_TARGET, STATIC_OUTPUTS),
     }
 )
