@@ -22,7 +22,7 @@ from nequip.data._key_registry import get_field_type
 from . import plots
 from ._keys import DIELECTRIC_IONIC_KEY
 from .data.files import read_frames
-from .data.matching import ID_KEYS, crystal_id
+from .data.matching import NAME_KEYS, crystal_id
 from .data.symmetry import crystal_system
 from .data.validation import (
     UntrainedElementWarning,
@@ -219,7 +219,7 @@ def _checked(frames, origin, type_names):
 
 
 def _identifier(atoms, index):
-    return crystal_id(atoms, (*ID_KEYS, "mp_id", "id")) or str(index)
+    return crystal_id(atoms, NAME_KEYS) or str(index)
 
 
 def _annotated(frames, outputs):

@@ -128,6 +128,11 @@ def _recorded_training_elements(path: str) -> Optional[List[str]]:
     return None if elements is None else [str(e) for e in elements]
 
 
+def common_type_names(models: Sequence) -> List[str]:
+    """The type names (elements) every one of ``models`` knows, sorted."""
+    return sorted(set.intersection(*(set(m.type_names) for m in models)))
+
+
 def training_elements(model) -> Optional[List[str]]:
     """The elements of the data ``model`` was trained on, ``None`` when unknown: recorded for a
     model that :func:`load_model` read from a file that records them; for an :class:`Ensemble`

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import tensors
+from .data.validation import reference_value
 
 MAE_KEYS = (
     "eps_poly_mae",
@@ -33,8 +34,7 @@ def derived(eps: np.ndarray) -> Dict[str, np.ndarray]:
 def reference_tensor(atoms) -> Optional[np.ndarray]:
     """The reference ``dielectric_tensor`` (3, 3) a frame carries (calculator result or
     ``info``), or ``None``."""
-    results = atoms.calc.results if atoms.calc is not None else {}
-    value = results.get("dielectric_tensor", atoms.info.get("dielectric_tensor"))
+    value = reference_value(atoms, "dielectric_tensor")
     return None if value is None else np.asarray(value, dtype=np.float64).reshape(3, 3)
 
 

@@ -18,6 +18,7 @@ in training are predicted with a warning.
 
 import csv
 import dataclasses
+import functools
 import glob
 import pathlib
 import warnings
@@ -30,8 +31,9 @@ import numpy as np
 from .data.symmetry import crystal_system
 from .data.validation import UntrainedElementWarning, structure_problem
 from .inference import (
+    as_model,
+    common_type_names,
     ensemble_members,
-    load_model,
     predict_members,
     untrained_warnings,
 )
@@ -55,10 +57,27 @@ class Predictions:
     skipped: List[Tuple[str, str]]
     warnings: List[str] = dataclasses.field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def mean(self) -> np.ndarray:
         """The prediction: the ensemble mean, ``(N, 3, 3)``."""
         return self.members.mean(axis=0)
+
+    @functools.cached_property
+    def summary(self) -> dict:
+        """Per-structure derived quantities of the mean (``mean``: ``eps_poly``, ``a_r``,
+        ``eigenvalues``) and the ensemble spread of ``eps_poly`` and ``a_r`` (``spread``: ``None``
+        for one model)."""
+        per_member = [derived(m) for m in self.members] if len(self.members) > 1 else []
+        spread = {
+            k: np.std([d[k] for d in per_member], axis=0) if per_member else None
+            for k in ("eps_poly", "a_r")
+        }
+        return {"mean": derived(self.mean), "spread": spread}
+
+    @functools.cached_property
+    def labels(self) -> List[Tuple[str, str]]:
+        """``(reduced formula, crystal system)`` of each structure."""
+        return [(_formula(atoms), crystal_system(atoms)) for atoms in self.structures]
 
 
 def _is_structure_file(path: pathlib.Path) -> bool:
@@ -119,12 +138,8 @@ def predict_files(
 ) -> Predictions:
     """Read ``inputs`` and predict their tensors with ``model`` (a file, a list of files for an
     ensemble; default: the shipped ready model)."""
-    models = [load_model(m, device) if isinstance(m, (str, pathlib.Path)) else m
-              for m in ensemble_members(model)]  # fmt: skip
-    type_names = set(models[0].type_names)
-    for other in models[1:]:
-        type_names &= set(other.type_names)
-    sources, structures, skipped = read_structures(inputs, sorted(type_names))
+    models = [as_model(m, device) for m in ensemble_members(model)]
+    sources, structures, skipped = read_structures(inputs, common_type_names(models))
     notes = untrained_warnings(structures, models, sources)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedElementWarning)  # listed in `notes`
@@ -134,17 +149,6 @@ def predict_files(
             else np.zeros((len(models), 0, 3, 3))
         )
     return Predictions(sources, structures, members, skipped, notes)
-
-
-def _summary(result: Predictions) -> dict:
-    """Per-structure derived quantities (mean over members) and their ensemble spread."""
-    per_member = [derived(m) for m in result.members]
-    mean = derived(result.mean)
-    spread = {
-        k: np.std([d[k] for d in per_member], axis=0) if len(per_member) > 1 else None
-        for k in ("eps_poly", "a_r")
-    }
-    return {"mean": mean, "spread": spread}
 
 
 def _formula(atoms: ase.Atoms) -> str:
@@ -162,16 +166,15 @@ def prediction_table(result: Predictions) -> str:
     """A readable report: per crystal the formula, crystal system, 3x3 tensor, eigenvalues,
     ``eps_poly`` and ``a_r`` (with the ensemble spread when there is one); then what was
     skipped."""
-    summary = _summary(result)
-    mean, spread = summary["mean"], summary["spread"]
+    mean, spread = result.summary["mean"], result.summary["spread"]
     blocks = []
-    for i, (source, atoms) in enumerate(zip(result.sources, result.structures)):
+    for i, (source, (formula, system)) in enumerate(zip(result.sources, result.labels)):
         eps = result.mean[i]
         rows = "\n".join(
             "    [" + "  ".join(f"{round(v, 3) + 0.0:8.3f}" for v in row) + " ]" for row in eps
         )
         blocks.append(
-            f"{_formula(atoms)} ({crystal_system(atoms)})  {source}\n"
+            f"{formula} ({system})  {source}\n"
             f"  dielectric tensor (eps_inf):\n{rows}\n"
             f"  eigenvalues {'  '.join(f'{v:.3f}' for v in mean['eigenvalues'][i])}"
             f"   eps_poly {_pm(mean['eps_poly'][i], spread['eps_poly'], i)}"
@@ -197,8 +200,7 @@ def write_predictions(result: Predictions, out, force: bool = False) -> None:
 def write_prediction_files(result: Predictions, folder) -> None:
     """Write the files of :func:`write_predictions` into ``folder`` as they are (the staging
     folder of an :func:`~aniso_nequip.io.output_set` claimed before predicting)."""
-    summary = _summary(result)
-    mean, spread = summary["mean"], summary["spread"]
+    mean, spread = result.summary["mean"], result.summary["spread"]
     folder = pathlib.Path(folder)
     frames = []
     for i, atoms in enumerate(result.structures):
@@ -217,9 +219,8 @@ def write_prediction_files(result: Predictions, folder) -> None:
         if len(result.members) > 1:
             header += ["eps_poly_std", "a_r_std"]
         writer.writerow(header)
-        for i, atoms in enumerate(result.structures):
-            row = [result.sources[i], _formula(atoms),
-                   crystal_system(atoms), len(atoms)]  # fmt: skip
+        for i, (atoms, (formula, system)) in enumerate(zip(result.structures, result.labels)):
+            row = [result.sources[i], formula, system, len(atoms)]
             values = [*result.mean[i].reshape(-1), *mean["eigenvalues"][i]]
             values += [mean["eps_poly"][i], mean["a_r"][i]]
             if len(result.members) > 1:

@@ -11,6 +11,8 @@ from typing import Iterable, Optional, Sequence, Tuple
 import ase
 
 ID_KEYS = ("material_id", "entry_id")
+NAME_KEYS = (*ID_KEYS, "mp_id", "id")
+"""Keys of ``atoms.info`` whose value names a crystal in messages and tables."""
 
 
 def crystal_id(atoms: ase.Atoms, keys: Sequence[str] = ID_KEYS) -> Optional[str]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .._keys import DIELECTRIC_IONIC_KEY
 from ..errors import InputError
-from .matching import crystal_id
+from .matching import NAME_KEYS, crystal_id
 
 MIN_DISTANCE = 0.5
 """Smallest distance (Angstrom) between two atoms, periodic images included; the shortest bond
@@ -67,7 +67,7 @@ TENSOR_FIELDS = (DIELECTRIC_KEY, DIELECTRIC_IONIC_KEY, BORN_KEY)
 def crystal_name(atoms: ase.Atoms, index: Optional[int] = None) -> str:
     """How messages name a crystal: its id (``material_id``, ``entry_id``, ``mp_id``, ``id``)
     else its reduced formula; ``structure <index> (<name>)`` when ``index`` is given."""
-    name = crystal_id(atoms, ("material_id", "entry_id", "mp_id", "id"))
+    name = crystal_id(atoms, NAME_KEYS)
     name = name or (atoms.get_chemical_formula(mode="reduce") if len(atoms) else "empty structure")
     return name if index is None else f"structure {index} ({name})"
 

@@ -25,7 +25,7 @@ from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
 from ..data.validation import UntrainedElementWarning
 from ..errors import InputError
-from ..inference import load_model, predict, training_elements
+from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from .dimensionality import dimensionality
@@ -192,7 +192,7 @@ def invalid_structures(settings: Settings, shard: int = 0) -> Dict[str, str]:
 
 def _known_elements(models) -> List[str]:
     """The elements every model file knows (their ``type_names``)."""
-    return sorted(set.intersection(*(set(load_model(path).type_names) for path in models)))
+    return common_type_names([load_model(path) for path in models])
 
 
 def run_shard(
@@ -224,7 +224,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
 
     start = time.perf_counter()
     models = [load_model(path, device) for path in settings.models]
-    known = sorted(set.intersection(*(set(m.type_names) for m in models)))
+    known = common_type_names(models)
     keep = PoolFilter(
         settings.thresholds, exclusion_index(settings.exclude), training_elements(models)
     )
