@@ -57,10 +57,7 @@ def _read_frames(paths: List[str]):
             raise InputError(f"data file `{path}` does not exist")
         if os.path.getsize(path) == 0:
             raise InputError(f"data file `{path}` contains no frames")
-        try:
-            these = read_frames(path)
-        except Exception as err:
-            raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+        these = read_frames(path)
         if len(these) == 0:
             raise InputError(f"data file `{path}` contains no frames")
         frames += these

@@ -382,3 +382,11 @@ def test_configs_read_hdf5_and_split_single_files(frames, tmp_path, suffix):
         assert batch["dielectric_tensor"].shape[1:] == (3, 3)
         assert "born_effective_charges" not in batch
     assert sizes == {"single": (16, 2), "plain": (20, 20)}
+
+
+@pytest.mark.parametrize("suffix", [".extxyz", ".h5"])
+def test_read_frames_names_an_unreadable_file(tmp_path, suffix):
+    path = tmp_path / f"broken{suffix}"
+    path.write_text("this is not a structure file\n")
+    with pytest.raises(InputError, match=f"cannot read `{path}`"):
+        read_frames(path)

@@ -63,8 +63,12 @@ def write_frames(frames: List[ase.Atoms], path, force: bool = False) -> None:
 
 
 def read_frames(path) -> List[ase.Atoms]:
-    """Frames of an extxyz (or any ASE-readable) file or of an HDF5 file written here."""
-    return _read_hdf5(path) if is_hdf5(path) else ase.io.read(path, ":")
+    """Frames of an extxyz (or any ASE-readable) file or of an HDF5 file written here;
+    :class:`~aniso_nequip.errors.InputError` naming the file when it cannot be read."""
+    try:
+        return _read_hdf5(path) if is_hdf5(path) else ase.io.read(path, ":")
+    except Exception as err:  # ASE/h5py raise many types for malformed files
+        raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
 
 
 def _scalar_info_keys(frames: List[ase.Atoms]) -> List[str]:

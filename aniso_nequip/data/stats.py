@@ -74,10 +74,7 @@ def dataset_statistics(path) -> DatasetStatistics:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"`{path}` does not exist")
-    try:
-        frames = read_frames(path)
-    except Exception as err:  # ASE/h5py raise many types for malformed files
-        raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+    frames = read_frames(path)
     refs = [(i, atoms, reference_tensor(atoms)) for i, atoms in enumerate(frames)]
     refs = [(i, atoms, eps) for i, atoms, eps in refs if eps is not None]
     if not refs:

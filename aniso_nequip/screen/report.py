@@ -12,7 +12,6 @@ import numpy as np
 
 from .. import plots
 from ..data.files import read_frames
-from ..errors import InputError
 from ..io import output_set
 from ..metrics import derived, reference_tensor
 from .layout import (
@@ -73,10 +72,7 @@ def training_a_r(settings: Settings) -> Optional[np.ndarray]:
         paths = [p for p in settings.exclude if pathlib.Path(p).suffix not in ID_LIST_SUFFIXES]
     tensors = []
     for path in paths:
-        try:
-            frames = read_frames(path)
-        except Exception as err:  # ASE/h5py raise many types for malformed files
-            raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+        frames = read_frames(path)
         tensors += [t for t in map(reference_tensor, frames) if t is not None]
     return derived(np.stack(tensors))["a_r"] if tensors else None
 

@@ -118,10 +118,7 @@ def exclusion_index(paths: Sequence[str]) -> Optional[StructureIndex]:
         if path.suffix in ID_LIST_SUFFIXES:
             ids += [line.strip() for line in path.read_text().splitlines() if line.strip()]
             continue
-        try:
-            frames += read_frames(path)
-        except Exception as err:  # ASE/h5py raise many types for malformed files
-            raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+        frames += read_frames(path)
     return StructureIndex(frames, ids)
 
 
