@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import pathlib
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import ase
@@ -25,7 +24,6 @@ from .data.files import read_frames
 from .data.matching import NAME_KEYS, crystal_id
 from .data.symmetry import crystal_system
 from .data.validation import (
-    UntrainedElementWarning,
     crystal_name,
     reference_problem,
     reference_value,
@@ -322,9 +320,9 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
             f"reference tensor (--strict: nothing written):\n{_listed(skipped + invalid)}".rstrip()
         )
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedElementWarning)  # listed in the report
-        outputs = predict(frames, model, batch_size, device, field="all", progress=not quiet)
+    outputs = predict(
+        frames, model, batch_size, device, field="all", progress=not quiet, checked=True
+    )
     refs = [_reference(a) for a in frames]
     has_ref = np.array([r is not None for r in refs], dtype=bool)
     systems = [crystal_system(a) for a in frames]

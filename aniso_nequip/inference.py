@@ -224,7 +224,11 @@ class Ensemble(torch.nn.Module):
 
 
 def predict_batches(
-    structures: Sequence, model, batch_size: int = 32, device: Union[str, torch.device] = "cpu"
+    structures: Sequence,
+    model,
+    batch_size: int = 32,
+    device: Union[str, torch.device] = "cpu",
+    checked: bool = False,
 ) -> Iterator[Dict[str, np.ndarray]]:
     """Yield ``{field: array}`` for consecutive batches of ``structures`` (graph fields
     ``(B, ...)``, per-atom fields concatenated over the batch's atoms).
@@ -232,16 +236,19 @@ def predict_batches(
     Raises :class:`~aniso_nequip.errors.InputError` naming the first structure that
     :mod:`~aniso_nequip.data.validation` refuses (unknown elements included) and warns
     (:class:`~aniso_nequip.data.validation.UntrainedElementWarning`) for elements the model was
-    never trained on."""
+    never trained on; ``checked``: the structures are ``ase.Atoms`` that the caller has checked
+    and reported on itself (as ``nequip-evaluate``, ``predict`` and ``screen`` do), so neither
+    happens again."""
     model = as_model(model, device)
     fields = output_fields(model)
     r_max = float(model.metadata["r_max"])
     for start in range(0, len(structures), batch_size):
-        batch = structures[start : start + batch_size]
-        atoms = [_as_atoms(s, start + i, model.type_names) for i, s in enumerate(batch)]
-        names = [crystal_name(a, start + i) for i, a in enumerate(atoms)]
-        for warning in untrained_warnings(atoms, model, names):
-            warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
+        atoms = list(structures[start : start + batch_size])
+        if not checked:
+            atoms = [_as_atoms(s, start + i, model.type_names) for i, s in enumerate(atoms)]
+            names = [crystal_name(a, start + i) for i, a in enumerate(atoms)]
+            for warning in untrained_warnings(atoms, model, names):
+                warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
         graphs = atoms_to_graphs(atoms, model.type_names, r_max, with_references=False)
         data = AtomicDataDict.to_(graphs, device)
         with torch.no_grad():
@@ -265,15 +272,18 @@ def predict_members(
     batch_size: int = 32,
     device: Optional[Union[str, torch.device]] = None,
     progress: bool = False,
+    checked: bool = False,
 ) -> np.ndarray:
     """Dielectric tensors predicted by each member of an ensemble, ``(M, N, 3, 3)`` (``M = 1``
-    for a single model); ``model`` as in :func:`predict`."""
+    for a single model); ``model`` and ``checked`` as in :func:`predict`."""
     members = ensemble_members(model)
     if not members:
         raise ValueError("no model given (an empty ensemble)")
-    return np.stack(
-        [predict(structures, m, batch_size, device, progress=progress) for m in members]
-    ).reshape(len(members), len(structures), 3, 3)
+    predictions = [
+        predict(structures, m, batch_size, device, progress=progress, checked=checked)
+        for m in members
+    ]
+    return np.stack(predictions).reshape(len(members), len(structures), 3, 3)
 
 
 def predict(
@@ -283,6 +293,7 @@ def predict(
     device: Optional[Union[str, torch.device]] = None,
     field: str = AtomicDataDict.DIELECTRIC_KEY,
     progress: bool = False,
+    checked: bool = False,
 ):
     """Predicted dielectric tensors, an ``(N, 3, 3)`` float64 array.
 
@@ -297,12 +308,16 @@ def predict(
             (``(N, 3, 3)``), ``born_effective_charges`` (a list of ``(n_atoms, 3, 3)`` arrays),
             or ``"all"`` for a dict of every head the model has
         progress: show a progress bar over the batches
+        checked: the structures are ``ase.Atoms`` already checked by the caller, which reports
+            their problems and untrained elements itself (:func:`predict_batches`)
     """
     from tqdm import tqdm
 
     members = ensemble_members(model)
     if len(members) > 1:
-        outs = [predict(structures, m, batch_size, device, "all", progress) for m in members]
+        outs = [
+            predict(structures, m, batch_size, device, "all", progress, checked) for m in members
+        ]
         mean = {f: _mean([o[f] for o in outs]) for f in outs[0]}
         return mean if field == "all" else mean[field]
     (model,) = members
@@ -313,7 +328,7 @@ def predict(
     if field != "all" and field not in fields:
         raise ValueError(f"the model predicts {fields}, not `{field}`")
     out = {f: [] for f in fields}
-    batches = predict_batches(structures, model, batch_size=batch_size, device=device)
+    batches = predict_batches(structures, model, batch_size, device, checked)
     n_batches = math.ceil(len(structures) / batch_size)
     for start, batch in zip(
         range(0, len(structures), batch_size),

@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import glob
 import pathlib
-import warnings
 from typing import List, Sequence, Tuple
 
 import ase
@@ -29,7 +28,7 @@ import ase.io
 import numpy as np
 
 from .data.symmetry import crystal_system
-from .data.validation import UntrainedElementWarning, structure_problem
+from .data.validation import structure_problem
 from .inference import (
     as_model,
     common_type_names,
@@ -141,13 +140,11 @@ def predict_files(
     models = [as_model(m, device) for m in ensemble_members(model)]
     sources, structures, skipped = read_structures(inputs, common_type_names(models))
     notes = untrained_warnings(structures, models, sources)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedElementWarning)  # listed in `notes`
-        members = (
-            predict_members(structures, models, batch_size, device)
-            if structures
-            else np.zeros((len(models), 0, 3, 3))
-        )
+    members = (
+        predict_members(structures, models, batch_size, device, checked=True)
+        if structures
+        else np.zeros((len(models), 0, 3, 3))
+    )
     return Predictions(sources, structures, members, skipped, notes)
 
 

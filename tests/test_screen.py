@@ -295,8 +295,8 @@ def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, mo
     physical ones and stays out of the candidates of every shard, unless --keep-unphysical."""
     bad = pool["frames"][0].info["entry_id"]
 
-    def unphysical(structures, model, *args):
-        tensors = predict(structures, model, *args)
+    def unphysical(structures, model, *args, **kwargs):
+        tensors = predict(structures, model, *args, **kwargs)
         for i, atoms in enumerate(structures):
             if atoms.info.get("entry_id") == bad:
                 tensors[i] = np.diag([0.05, 2.0, 2.0])

@@ -13,7 +13,6 @@ import pathlib
 import shutil
 import sys
 import time
-import warnings
 from typing import Dict, List, Optional, Sequence
 
 import ase.io
@@ -23,7 +22,6 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
-from ..data.validation import UntrainedElementWarning
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
@@ -232,11 +230,10 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
 
     def flush(batch, writer):
         tic = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UntrainedElementWarning)  # in the report
-            tensors = np.stack(
-                [predict([a for _, _, a in batch], m, len(batch), device) for m in models]
-            )
+        structures = [a for _, _, a in batch]  # checked by iter_structures, reported by keep
+        tensors = np.stack(
+            [predict(structures, m, len(batch), device, checked=True) for m in models]
+        )
         seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
         dims = [dimensionality(a) if settings.dimensionality else None for _, _, a in batch]
