@@ -66,6 +66,7 @@ class DielectricCalculator(NequIPCalculator):
                 {t: t for t in type_names},
             )
         super().__init__(model=model, device=device, transforms=transforms, **kwargs)
+        self.species = mapped_species(self.transforms)  # the elements the transforms map
         # only what this model predicts
         self.implemented_properties = [
             f for f in type(self).implemented_properties if f in output_fields(self.model)
@@ -77,10 +78,10 @@ class DielectricCalculator(NequIPCalculator):
         the model does not know; a warning for one it never saw in training), then predict."""
         structure = atoms if atoms is not None else self.atoms
         name = crystal_name(structure)
-        check_structure(structure, mapped_species(self.transforms), name)
+        check_structure(structure, self.species, name)
         for warning in untrained_warnings([structure], self.model, [name]):
             warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
-        super().calculate(atoms, properties or self.implemented_properties, system_changes)
+        super().calculate(atoms, properties, system_changes)
 
     def save_extra_outputs(self, out: AtomicDataDict.Type):
         for field in self.implemented_properties:
