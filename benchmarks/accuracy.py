@@ -92,20 +92,29 @@ def _epochs(run_dir):
     return len(losses), int(np.argmin(losses)) + 1
 
 
+def without_most_anisotropic(reference, predicted):
+    """``(index, MAEs)``: the crystal with the largest reference a_r (graphite, a_r 12 in the
+    bundled test split) and the MAEs (:data:`KEYS`) without it, so that one crystal does not
+    decide a comparison."""
+    from aniso_nequip.metrics import derived, tensor_metrics
+
+    drop = int(np.nanargmax(derived(reference)["a_r"]))
+    keep = np.arange(len(reference)) != drop
+    metrics = tensor_metrics(reference[keep], predicted[keep], ["-"] * int(keep.sum()))
+    return drop, {k: metrics[k] for k in KEYS}
+
+
 def _without_most_anisotropic(eval_dir):
-    """MAEs on the test split without its most anisotropic crystal (graphite, a_r 12 in the
-    bundled split), so that one crystal does not decide a comparison."""
+    """:func:`without_most_anisotropic` of an evaluation's predictions."""
     from aniso_nequip.data.matching import crystal_id
-    from aniso_nequip.metrics import derived, reference_tensor, tensor_metrics
+    from aniso_nequip.metrics import reference_tensor
 
     frames = ase.io.read(eval_dir / "predictions.extxyz", ":")
     reference = np.stack([reference_tensor(a) for a in frames])
     predicted = np.stack([np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in frames])
-    drop = int(np.nanargmax(derived(reference)["a_r"]))
-    keep = np.arange(len(frames)) != drop
-    metrics = tensor_metrics(reference[keep], predicted[keep], ["-"] * int(keep.sum()))
+    drop, metrics = without_most_anisotropic(reference, predicted)
     return {"left_out": f"{crystal_id(frames[drop])} ({frames[drop].get_chemical_formula()})",
-            **{k: metrics[k] for k in KEYS}}  # fmt: skip
+            **metrics}  # fmt: skip
 
 
 def _ood_file(out):

@@ -23,6 +23,7 @@ import sys
 import ase.data
 import ase.io
 import numpy as np
+from accuracy import KEYS, without_most_anisotropic
 from machine import describe
 
 from aniso_nequip.data.symmetry import crystal_system
@@ -34,7 +35,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "aniso_nequip" / "pretrained"
 TEST_FILE = ROOT / "datasets" / "mp_subset_test.extxyz.gz"
 TRAIN_FILE = ROOT / "datasets" / "mp_subset_train.extxyz.gz"
-KEYS = ("eps_poly_mae", "anisotropy_ratio_mae", "component_mae", "eigenvalue_mae")
 
 
 def test_metrics(paths):
@@ -45,17 +45,10 @@ def test_metrics(paths):
     predicted = predict_members(frames, [str(p) for p in paths], device="cpu").mean(axis=0)
     systems = [crystal_system(a) for a in frames]
     metrics = tensor_metrics(reference, predicted, systems)
-    drop = int(np.nanargmax(derived(reference)["a_r"]))
-    keep = np.arange(len(frames)) != drop
-    without = tensor_metrics(
-        reference[keep], predicted[keep], [systems[i] for i in np.where(keep)[0]]
-    )
+    drop, without = without_most_anisotropic(reference, predicted)
     return {
         **{k: metrics[k] for k in KEYS},
-        "without_most_anisotropic": {
-            "left_out": frames[drop].get_chemical_formula(),
-            **{k: without[k] for k in KEYS},
-        },
+        "without_most_anisotropic": {"left_out": frames[drop].get_chemical_formula(), **without},
         "per_crystal_system": {
             s: {
                 "n": m["n"],
