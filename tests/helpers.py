@@ -9,6 +9,7 @@ import sys
 import ase.io
 import numpy as np
 import torch
+import yaml
 from emmet.core.polar import DielectricDoc
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -113,3 +114,13 @@ def mp_document(atoms, material_id=None, as_dict=True):
     if as_dict:
         out["material_id"] = material_id or atoms.info["entry_id"]
     return out
+
+
+def sweep_spec(tmp_path, name="s", **changes):
+    """A copy of configs/sweeps/tiny.yaml named ``name`` (its study in ``tmp_path/name``) with
+    ``changes``, written to ``tmp_path/name.yaml``; returns its path."""
+    spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "tiny.yaml").read_text())
+    spec.update(study_name=name, output_dir=str(tmp_path / name), **changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

@@ -31,7 +31,6 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-import yaml
 from ase.calculators.singlepoint import SinglePointCalculator
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -61,7 +60,7 @@ from aniso_nequip.sweep import SpecError, load_spec, run_and_report
 from aniso_nequip.sweep.runner import _suggest, open_study
 from aniso_nequip.train import SelfContainedCheckpoints
 from aniso_nequip.variables import check_config
-from helpers import BIN, ROOT, build_tiny, bundled, mp_document
+from helpers import BIN, ROOT, build_tiny, bundled, mp_document, sweep_spec
 
 # ---- 1. output sets are all-or-nothing ----
 
@@ -1194,14 +1193,6 @@ def test_finetuning_refuses_another_element_order_or_cutoff(
     assert str(_run_source) in str(err.value)
 
 
-def _run_spec(tmp_path, name="s", **changes):
-    spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "tiny.yaml").read_text())
-    spec.update(study_name=name, output_dir=str(tmp_path / name), **changes)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
 RUN_SWEEP_CASES = [
     # (spec changes, command-line overrides, error type, message)
     ({"metric": "val0_epoch/eps_poly_mea"}, [], SpecError,
@@ -1224,7 +1215,7 @@ def test_sweep_checks_before_the_first_trial(
     changes, args, kind, message, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(ROOT)
-    spec = _run_spec(tmp_path, **changes)
+    spec = sweep_spec(tmp_path, **changes)
     overrides = [a for a in args if "=" in a]
     n_trials = int(args[1]) if args[:1] == ["--n-trials"] else None
     with pytest.raises(kind, match=message.replace("(", r"\(").replace("[", r"\[")):
@@ -1236,7 +1227,7 @@ def test_sweep_checks_before_the_first_trial(
 
 def test_sweep_whose_trials_all_fail_exits_non_zero(_run_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    spec = _run_spec(
+    spec = sweep_spec(
         tmp_path,
         sampler={"name": "grid"},
         n_trials=None,
@@ -1253,7 +1244,7 @@ def test_sweep_whose_trials_all_fail_exits_non_zero(_run_data, tmp_path, monkeyp
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_resumed_seeded_sampler_draws_new_values(sampler, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    spec = load_spec(_run_spec(tmp_path, sampler={"name": sampler, "seed": 0}))
+    spec = load_spec(sweep_spec(tmp_path, sampler={"name": sampler, "seed": 0}))
 
     def draw(spec):
         study = open_study(spec)  # a new study object on the same storage: a resumed sweep
@@ -1264,7 +1255,7 @@ def test_resumed_seeded_sampler_draws_new_values(sampler, tmp_path, monkeypatch)
 
     first = [draw(spec), draw(spec)]
     assert first[0] != first[1], "the resumed sampler repeated the first trial's values"
-    again = load_spec(_run_spec(tmp_path, name="t", sampler={"name": sampler, "seed": 0}))
+    again = load_spec(sweep_spec(tmp_path, name="t", sampler={"name": sampler, "seed": 0}))
     assert [draw(again), draw(again)] == first, "a new study with the same seed repeats them"
 
 

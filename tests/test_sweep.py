@@ -12,7 +12,7 @@ import yaml
 from aniso_nequip.errors import InputError
 from aniso_nequip.scripts.cli import main as cli
 from aniso_nequip.sweep import SpecError, load_spec, run_and_report
-from helpers import BIN, ROOT, bundled, epoch_values, run_command
+from helpers import BIN, ROOT, bundled, epoch_values, run_command, sweep_spec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -28,14 +28,6 @@ def data_overrides(tmp_path_factory):
     return out + ["batch_size=8"]
 
 
-def _spec(tmp_path, name="s", **changes):
-    spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "tiny.yaml").read_text())
-    spec.update(study_name=name, output_dir=str(tmp_path / name), **changes)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
 def _trials(tmp_path, name):
     with open(tmp_path / name / "trials.csv") as f:
         return list(csv.DictReader(f))
@@ -47,7 +39,7 @@ def in_root(monkeypatch):
 
 
 def test_tpe_sweep_outputs_resume_and_best_config(tmp_path, data_overrides, in_root):
-    spec = _spec(tmp_path)
+    spec = sweep_spec(tmp_path)
     assert cli(["sweep", str(spec), *data_overrides]) == 0
     out = tmp_path / "s"
     for name in ("trials.csv", "trials.md", "best.yaml", "history.png", "importance.png"):
@@ -88,7 +80,7 @@ def test_tpe_sweep_outputs_resume_and_best_config(tmp_path, data_overrides, in_r
 
 
 def test_grid_sweep_visits_every_point_and_records_failures(tmp_path, data_overrides, in_root):
-    spec = _spec(
+    spec = sweep_spec(
         tmp_path,
         name="g",
         sampler={"name": "grid", "seed": 0},
@@ -123,7 +115,7 @@ def test_grid_sweep_visits_every_point_and_records_failures(tmp_path, data_overr
     ],
 )  # fmt: skip
 def test_bad_specs_fail_before_training(tmp_path, in_root, changes, message, capsys):
-    spec = _spec(tmp_path, **changes)
+    spec = sweep_spec(tmp_path, **changes)
     with pytest.raises(SpecError) as err:
         load_spec(spec)
     assert message in str(err.value)
@@ -182,7 +174,7 @@ def test_two_workers_share_one_study(tmp_path, data_overrides):
     """Two processes on the same storage split the trials of one study between them."""
     import subprocess
 
-    spec = _spec(tmp_path, name="w", pruner=None)
+    spec = sweep_spec(tmp_path, name="w", pruner=None)
     command = [str(BIN / "aniso-nequip"), "sweep", str(spec), "--n-trials", "4", *data_overrides]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     workers = [
