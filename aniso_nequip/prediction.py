@@ -5,8 +5,8 @@
     print(prediction_table(result))
     write_predictions(result, "predictions/")       # predictions.csv + predictions.extxyz
 
-``aniso-nequip predict --out`` claims its output folder before loading the models
-(:func:`~aniso_nequip.io.output_set`) and writes with :func:`write_prediction_files`.
+``aniso-nequip predict`` is :func:`predict_and_write`: it claims its output folder before loading
+the models (:func:`~aniso_nequip.io.output_set`) and writes with :func:`write_prediction_files`.
 
 Inputs are CIF, POSCAR/CONTCAR (``*.vasp``) and extxyz (``.gz`` too) files, folders of them and
 glob patterns. A file or structure that cannot be used (unreadable, or refused by
@@ -16,6 +16,7 @@ reported with its reason; the others are predicted. Crystals with elements the m
 in training are predicted with a warning.
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -29,6 +30,7 @@ import numpy as np
 
 from .data.symmetry import crystal_system
 from .data.validation import structure_problem
+from .errors import InputError
 from .inference import (
     as_model,
     common_type_names,
@@ -146,6 +148,41 @@ def predict_files(
         else np.zeros((len(models), 0, 3, 3))
     )
     return Predictions(sources, structures, members, skipped, notes)
+
+
+def predict_and_write(
+    inputs: Sequence[str],
+    model=None,
+    out=None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    force: bool = False,
+    strict: bool = False,
+    quiet: bool = False,
+) -> Predictions:
+    """``aniso-nequip predict``: :func:`predict_files`, its report (:func:`prediction_table`,
+    printed unless ``quiet``) and, with ``out``, its files (:func:`write_prediction_files`).
+
+    ``out`` is checked and claimed before the models load and written together or not at all
+    (:func:`~aniso_nequip.io.output_set`; a non-empty one is refused unless ``force``). Raises
+    :class:`~aniso_nequip.errors.InputError`, writing nothing, when no structure could be
+    predicted or, with ``strict``, when an input was skipped."""
+    claim = contextlib.nullcontext()
+    if out:
+        claim = output_set(out, PREDICTION_FILES, force=force, whole_folder=True)
+    with claim as stage:
+        result = predict_files(inputs, model, device, batch_size)
+        if not quiet:
+            print(prediction_table(result), end="")
+        if not result.structures:
+            raise InputError("no structure could be predicted (see the reasons above)")
+        if result.skipped and strict:
+            raise InputError(f"{len(result.skipped)} input(s) skipped (--strict: nothing written)")
+        if stage is not None:
+            write_prediction_files(result, stage)
+    if out and not quiet:
+        print(f"wrote {out}/predictions.csv and predictions.extxyz")
+    return result
 
 
 def _formula(atoms: ase.Atoms) -> str:

@@ -1,7 +1,5 @@
 """``aniso-nequip predict``: the argument parser; the work is in :mod:`aniso_nequip.prediction`."""
 
-import contextlib
-
 from ..errors import InputError
 from . import add_command
 
@@ -35,27 +33,11 @@ def add_parser(commands) -> None:
 
 
 def _run(args) -> None:
-    from ..io import output_set
-    from ..prediction import (
-        PREDICTION_FILES,
-        predict_files,
-        prediction_table,
-        write_prediction_files,
-    )
+    from ..prediction import predict_and_write
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    claim = contextlib.nullcontext()
-    if args.out:  # checked and claimed before the models are loaded
-        claim = output_set(args.out, PREDICTION_FILES, force=args.force, whole_folder=True)
-    with claim as stage:
-        result = predict_files(args.structures, args.model, args.device, args.batch_size)
-        print(prediction_table(result), end="")
-        if not result.structures:
-            raise InputError("no structure could be predicted (see the reasons above)")
-        if result.skipped and args.strict:
-            raise InputError(f"{len(result.skipped)} input(s) skipped (--strict: nothing written)")
-        if stage is not None:
-            write_prediction_files(result, stage)
-    if args.out:
-        print(f"wrote {args.out}/predictions.csv and predictions.extxyz")
+    predict_and_write(
+        args.structures, args.model, args.out, args.device, args.batch_size, args.force,
+        args.strict,
+    )  # fmt: skip
