@@ -4,21 +4,30 @@ output folder ``OUT``, shared by :mod:`.runner` (which writes the shards) and :m
 
 - ``OUT/shards/settings.json``: everything that determines the results; a later run into the same
   folder must have the same settings (or ``force`` to discard the old shards);
-- per shard ``i`` of ``n``: ``shard-i-of-n.csv`` (one row per screened crystal, in input order),
-  ``shard-i-of-n.extxyz`` (the shard's top ``top`` crystals with their predictions, physical
-  ones only unless ``keep_unphysical``) and
-  ``shard-i-of-n.json`` (filter report and timings), each written atomically, the JSON last: a
-  shard with its JSON is finished and is skipped when the run is repeated;
+- while shard ``i`` of ``n`` runs: ``shard-i-of-n/chunk-c.csv|.extxyz|.json`` for each chunk
+  of ``chunk_size`` consecutive structures of the shard, each written atomically when the chunk
+  is done, the JSON last; a killed run resumes after its last finished chunk;
+- per finished shard: ``shard-i-of-n.csv`` (one row per screened crystal, in ranking order:
+  :func:`sorted_rows`), ``shard-i-of-n.extxyz`` (the shard's top ``top`` crystals with their
+  predictions, physical ones only unless ``keep_unphysical``; absent when there is none) and
+  ``shard-i-of-n.json`` (filter report, timings, peak memory), made from the chunks (which are
+  then removed), each written atomically, the JSON last: a shard with its JSON is finished and
+  is skipped when the run is repeated;
 - the final outputs of :data:`OUTPUTS`.
 
 Structure ``index`` belongs to shard ``index % n``; an unsharded run is shard 0 of 1.
+
+A row is a dict of the columns of :meth:`Settings.columns`: a new per-crystal column is added
+there and filled where the runner builds the rows (``runner._rows``).
 """
 
+import csv
 import dataclasses
+import heapq
 import json
 import math
 import pathlib
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..errors import InputError
 from .filters import Thresholds
@@ -60,6 +69,7 @@ class Settings:
             out of ``candidates.extxyz``
         dimensionality: classify structural dimensionality (the slow part)
         shards: the number of shards the pool is split into
+        chunk_size: structures of a shard per chunk, the unit from which a killed run resumes
     """
 
     models: List[str]
@@ -73,6 +83,7 @@ class Settings:
     keep_unphysical: bool = False
     dimensionality: bool = True
     shards: int = 1
+    chunk_size: int = 1000
 
     def to_dict(self) -> Dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -108,7 +119,7 @@ class Settings:
             + stats
             + ["physical", "dimensionality", "crystal_system", "n_sites"]
             + ["energy_above_hull", "band_gap"]
-            + ["source", "index"]
+            + ["source", "index", "fingerprint"]
             + [f"eps_{c}" for c in VOIGT_NAMES]
             + ["eig_1", "eig_2", "eig_3"]
             + [f"axis_{i}_{c}" for i in (1, 2, 3) for c in "xyz"]
@@ -118,6 +129,11 @@ class Settings:
 def shard_path(out, shard: int, n_shards: int, suffix: str) -> pathlib.Path:
     """``OUT/shards/shard-i-of-n<suffix>``."""
     return pathlib.Path(out) / "shards" / f"shard-{shard}-of-{n_shards}{suffix}"
+
+
+def chunk_path(out, shard: int, n_shards: int, chunk: int, suffix: str) -> pathlib.Path:
+    """``OUT/shards/shard-i-of-n/chunk-c<suffix>`` (``c`` zero-padded to 6 digits)."""
+    return shard_path(out, shard, n_shards, "") / f"chunk-{chunk:06d}{suffix}"
 
 
 def settings_path(out) -> pathlib.Path:
@@ -138,3 +154,31 @@ def sort_key(score: float, index: int, last: bool = False):
     """Ranking order: ``last`` after the others (:meth:`Settings.ranked_last`), then descending
     score, NaN last, ties in input order."""
     return (last, math.inf if math.isnan(score) else -score, index)
+
+
+def row_key(row: Dict[str, str], settings: Settings):
+    """:func:`sort_key` of a CSV row (values as written: strings)."""
+    last = settings.ranked_last(row["physical"] == "True")
+    return sort_key(float(row[settings.score_column]), int(row["index"]), last)
+
+
+def sorted_rows(paths: Sequence[pathlib.Path], settings: Settings) -> Iterator[Dict[str, str]]:
+    """The rows of CSV files each sorted in ranking order, merged into one stream in ranking
+    order, one row of each file in memory at a time."""
+    files = [open(path, newline="") for path in paths]
+    try:
+        yield from heapq.merge(
+            *(csv.DictReader(f) for f in files), key=lambda row: row_key(row, settings)
+        )
+    finally:
+        for f in files:
+            f.close()
+
+
+def frames_of(path: pathlib.Path):
+    """Iterate the frames of a shard's or chunk's candidates file, none when it was not written
+    (no candidate)."""
+    import ase.io
+
+    if path.is_file():
+        yield from ase.io.iread(path, ":", format="extxyz")

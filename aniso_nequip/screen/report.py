@@ -2,10 +2,12 @@
 ``summary.md``/``summary.json`` and the plots of the paper's Fig. 6 (``a_r`` by structural
 dimensionality, ``a_r`` histogram of the screened crystals against the training set)."""
 
+import collections
 import csv
 import json
 import pathlib
-from typing import Dict, List, Optional
+import resource
+from typing import Dict, Iterator, List, Optional
 
 import ase.io
 import numpy as np
@@ -14,13 +16,16 @@ from .. import plots
 from ..data.files import read_frames
 from ..io import output_set
 from ..metrics import derived, reference_tensor
+from .duplicates import dropped_indices, find_duplicates
 from .layout import (
     ID_LIST_SUFFIXES,
     OUTPUTS,
     PHYSICAL_MIN_EIGENVALUE,
     Settings,
+    frames_of,
     shard_path,
     sort_key,
+    sorted_rows,
 )
 
 TOP_TABLE = 10
@@ -39,29 +44,69 @@ def _physical(row: Dict[str, str]) -> bool:
     return row["physical"] == "True"
 
 
-def _ranked_rows(out, settings: Settings) -> List[Dict[str, str]]:
-    rows = []
-    for i in range(settings.shards):
-        with open(shard_path(out, i, settings.shards, ".csv"), newline="") as f:
-            rows += list(csv.DictReader(f))
-    score = settings.score_column
-    rows.sort(
-        key=lambda r: sort_key(float(r[score]), int(r["index"]), settings.ranked_last(_physical(r)))
-    )
-    return [{"rank": str(rank), **row} for rank, row in enumerate(rows, start=1)]
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (``resource.getrusage``)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _candidates(out, settings: Settings) -> List[ase.Atoms]:
+def _shard_csvs(out, settings: Settings) -> List[pathlib.Path]:
+    return [shard_path(out, i, settings.shards, ".csv") for i in range(settings.shards)]
+
+
+def _identities(paths) -> Iterator[Dict[str, str]]:
+    """The rows of ``paths``, one at a time (for :func:`~.duplicates.find_duplicates`)."""
+    for path in paths:
+        with open(path, newline="") as f:
+            yield from csv.DictReader(f)
+
+
+def _candidates(out, settings: Settings, dropped: set) -> List[ase.Atoms]:
     """The best ``settings.top`` of the shards' candidates (physical ones only unless
-    ``keep_unphysical``: the shards kept no others)."""
-    frames = []
-    for i in range(settings.shards):
-        frames += ase.io.read(shard_path(out, i, settings.shards, ".extxyz"), ":")
+    ``keep_unphysical``: the shards kept no others), duplicates ``dropped`` left out."""
+    frames = [
+        atoms
+        for i in range(settings.shards)
+        for atoms in frames_of(shard_path(out, i, settings.shards, ".extxyz"))
+        if int(atoms.info["index"]) not in dropped
+    ]
     score = settings.score_column
     frames.sort(key=lambda a: sort_key(float(a.info[score]), int(a.info["index"])))
     for rank, atoms in enumerate(frames[: settings.top], start=1):
         atoms.info["rank"] = rank
     return frames[: settings.top]
+
+
+class _Ranking:
+    """What the outputs need from the ranking, gathered as its rows stream by: scores of the
+    physical crystals by dimensionality (floats only), the unphysical count and first few, the
+    top table and the dimensionality counts."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ranked = 0
+        self.by_dimensionality: Dict[str, List[float]] = {}
+        self.unphysical = 0
+        self.unphysical_listed: List[Dict] = []
+        self.top: List[Dict[str, str]] = []
+        self.dimensionality_counts: Dict[str, int] = collections.Counter()
+
+    def add(self, row: Dict[str, str]) -> None:
+        self.ranked += 1
+        dim = _dim_label(row["dimensionality"])
+        self.dimensionality_counts[dim] += 1
+        if _physical(row):
+            score = float(row[self.settings.score_column])
+            self.by_dimensionality.setdefault(dim, []).append(score)
+        else:
+            self.unphysical += 1
+            if len(self.unphysical_listed) < LISTED_UNPHYSICAL:
+                entry = {"id": row["id"], "formula": row["formula"], "eig_1": float(row["eig_1"])}
+                self.unphysical_listed.append(entry)
+        if len(self.top) < TOP_TABLE and (_physical(row) or self.settings.keep_unphysical):
+            self.top.append(row)
+
+    def physical_scores(self) -> np.ndarray:
+        return np.array([x for scores in self.by_dimensionality.values() for x in scores])
 
 
 def training_a_r(settings: Settings) -> Optional[np.ndarray]:
@@ -88,6 +133,43 @@ def _cell(value) -> str:
         return value
 
 
+def _nothing_ranked(summary: Dict) -> str:
+    """Why the ranking is empty, in one sentence."""
+    return (
+        f"Nothing to rank: none of the {summary['read']} structures read passed the filters "
+        "(summary.md lists what each filter removed and what was skipped); ranking.csv holds "
+        "its header only, and no candidates or plots were written."
+    )
+
+
+def _listed(entry: Dict) -> str:
+    return f"{entry['id']} ({entry['source']})"
+
+
+def _duplicates_md(summary: Dict) -> List[str]:
+    """The duplicates and id clashes sections of ``summary.md`` (none when there are none)."""
+    lines = []
+    groups = summary["duplicates"]["groups"]
+    if groups:
+        lines += ["", "## Duplicates", "",
+                  f"{len(groups)} crystal(s) occur more than once in the pool (the same atomic "
+                  "environments and volume: a repeated entry, a rotated, shifted or supercell "
+                  "copy); each is ranked once, as its first copy in input order:", ""]  # fmt: skip
+        lines += [f"- {_listed(g['kept'])}; dropped: {', '.join(map(_listed, g['dropped']))}"
+                  for g in groups[:LISTED]]  # fmt: skip
+        if len(groups) > LISTED:
+            lines.append(f"- ... and {len(groups) - LISTED} more (see summary.json)")
+    clashes = summary["id_clashes"]
+    if clashes:
+        lines += ["", "## Ids given to different crystals", "",
+                  f"{len(clashes)} id(s) name structures that are not the same crystal; each "
+                  "structure is ranked under that id with its own `source` (rename them in the "
+                  "inputs to tell them apart):", ""]  # fmt: skip
+        lines += [f"- {name}: {', '.join(sources)}"
+                  for name, sources in list(clashes.items())[:LISTED]]  # fmt: skip
+    return lines
+
+
 def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str:
     """``summary.md``; ``top`` are the rows of the top table."""
     score = settings.score_column
@@ -111,8 +193,12 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
     lines += [
         f"- skipped as unusable (see below): {len(summary['invalid'])}",
         f"- screened (predicted): {summary['predicted']}",
+        f"- duplicates (the same crystal again, ranked once): {summary['duplicates']['count']}",
+        f"- ranked: {summary['ranked']}",
         f"- unphysical predictions (smallest eigenvalue < 1): {summary['unphysical']['count']}",
     ]
+    if not summary["ranked"]:
+        lines += ["", f"**{_nothing_ranked(summary)}**"]
     if summary["dimensionality_counts"]:
         counts = summary["dimensionality_counts"].items()
         lines.append(f"- by dimensionality: {', '.join(f'{d}: {n}' for d, n in counts)}")
@@ -152,6 +238,7 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
             "",
         ]
         lines += [f"- {name}: {', '.join(els)}" for name, els in list(untrained.items())[:LISTED]]
+    lines += _duplicates_md(summary)
     unphysical = summary["unphysical"]
     if unphysical["count"]:
         placed = (
@@ -204,7 +291,8 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
         f"{summary['read']} structures read and {summary['predicted']} screened in "
         f"{seconds['total']:.1f} s (summed over shards): {per_s:.1f} screened structures/s; "
         f"prediction {seconds['predict']:.1f} s, dimensionality "
-        + (f"{seconds['dimensionality']:.1f} s." if settings.dimensionality else "skipped."),
+        + (f"{seconds['dimensionality']:.1f} s." if settings.dimensionality else "skipped.")
+        + f" Peak memory (resident, largest process): {summary['peak_rss_mb']:.0f} MB.",
         "",
         "## Files",
         "",
@@ -216,56 +304,71 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
 def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
     """Write the final outputs into ``out`` (all of them or none,
     :func:`~aniso_nequip.io.output_set`; a merge running at the same time is waited for);
-    returns the summary with the output file names added."""
-    rows = _ranked_rows(out, settings)
-    physical = [r for r in rows if _physical(r)]
-    unphysical = [r for r in rows if not _physical(r)]
-    top = rows if settings.keep_unphysical else physical
+    returns the summary with the output file names added.
+
+    The shards' rows stream into ``ranking.csv`` in ranking order (:func:`sorted_rows`), every
+    crystal found twice (:func:`~.duplicates.find_duplicates`) ranked once; memory holds one row
+    per shard and a float per ranked crystal (for the plots). An empty ranking (the filters
+    removed every crystal) gives ``ranking.csv`` with its header only, the summaries saying
+    so, and no candidates or plots."""
+    paths = _shard_csvs(out, settings)
+    duplicates, clashes = find_duplicates(_identities(paths))
+    dropped = dropped_indices(duplicates)
     score = settings.score_column
     training = training_a_r(settings)
-    files = [OUTPUTS[k] for k in ("ranking", "candidates", "summary", "summary_json")]
+    ranking = _Ranking(settings)
+    files = [OUTPUTS[k] for k in ("ranking", "summary", "summary_json")]
     outputs = pathlib.Path(out) / "outputs"  # names the lock and the staging folder
     with output_set(out, OUTPUTS.values(), force=True, key=outputs, wait=True) as stage:
         with open(stage / OUTPUTS["ranking"], "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["rank", *settings.columns()])
             writer.writeheader()
-            writer.writerows(rows)
-        ase.io.write(stage / OUTPUTS["candidates"], _candidates(out, settings), format="extxyz")
-        if settings.dimensionality and physical:
+            for row in sorted_rows(paths, settings):
+                if int(row["index"]) not in dropped:
+                    row = {"rank": str(ranking.ranked + 1), **row}
+                    ranking.add(row)
+                    writer.writerow(row)
+        candidates = _candidates(out, settings, dropped)
+        if candidates:
+            files.insert(1, OUTPUTS["candidates"])
+            ase.io.write(stage / OUTPUTS["candidates"], candidates, format="extxyz")
+        unphysical = ranking.unphysical
+        if settings.dimensionality and ranking.by_dimensionality:
             files.append(OUTPUTS["by_dimensionality"])
-            groups = {}
-            for row in physical:
-                groups.setdefault(_dim_label(row["dimensionality"]), []).append(float(row[score]))
             path = stage / OUTPUTS["by_dimensionality"]
-            plots.a_r_by_dimensionality(groups, score, path, len(unphysical))
-        if physical:
+            plots.a_r_by_dimensionality(ranking.by_dimensionality, score, path, unphysical)
+        if ranking.by_dimensionality:
             files.append(OUTPUTS["histogram"])
-            a_r = np.array([float(r[score]) for r in physical])
             path = stage / OUTPUTS["histogram"]
-            plots.a_r_histogram(a_r, training, score, path, len(unphysical))
-        dims = [_dim_label(r["dimensionality"]) for r in rows]
+            plots.a_r_histogram(ranking.physical_scores(), training, score, path, unphysical)
+        counts = ranking.dimensionality_counts
         summary = {
             **summary,
+            "peak_rss_mb": max(summary["peak_rss_mb"], peak_rss_mb()),
+            "ranked": ranking.ranked,
+            "duplicates": {
+                "count": len(dropped),
+                "kept": "the first in input order",
+                "groups": duplicates,
+            },
+            "id_clashes": clashes,
             "settings": settings.to_dict(),
             "ranked_by": score,
-            "dimensionality_counts": {d: dims.count(d) for d in sorted(set(dims))}
+            "dimensionality_counts": {d: counts[d] for d in sorted(counts)}
             if settings.dimensionality
             else None,
             "training_set_size": None if training is None else int(len(training)),
             "unphysical": {
-                "count": len(unphysical),
+                "count": unphysical,
                 "why": UNPHYSICAL_WHY,
                 "min_eigenvalue": PHYSICAL_MIN_EIGENVALUE,
                 "ranked_last": not settings.keep_unphysical,
-                "listed": [
-                    {"id": r["id"], "formula": r["formula"], "eig_1": float(r["eig_1"])}
-                    for r in unphysical[:LISTED_UNPHYSICAL]
-                ],
+                "listed": ranking.unphysical_listed,
             },
-            "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in top[:TOP_TABLE]],
+            "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in ranking.top],
             "files": files,
         }
-        (stage / OUTPUTS["summary"]).write_text(_summary_md(settings, summary, top, files))
+        (stage / OUTPUTS["summary"]).write_text(_summary_md(settings, summary, ranking.top, files))
         (stage / OUTPUTS["summary_json"]).write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -283,6 +386,15 @@ def console_summary(summary: Dict, out) -> str:
         lines.append(f"  ... and {len(summary['invalid']) - CONSOLE_LISTED} more: see summary.md")
     lines += [f"  {name:>18}: {len(rule['removed'])} removed"
               for name, rule in summary["rules"].items()]  # fmt: skip
+    duplicates = summary["duplicates"]
+    if duplicates["count"]:
+        groups = duplicates["groups"]
+        shown = ", ".join(f"{g['dropped'][0]['id']} = {g['kept']['id']}" for g in groups[:3])
+        more = ", ..." if len(groups) > 3 else ""
+        lines.append(f"  {duplicates['count']} duplicate(s) ranked once, as the first copy "
+                     f"({shown}{more}): see summary.md")  # fmt: skip
+    for name, sources in list(summary["id_clashes"].items())[:CONSOLE_LISTED]:
+        lines.append(f"  id {name} names {len(sources)} different crystals: {', '.join(sources)}")
     unphysical = summary["unphysical"]
     if unphysical["count"]:
         where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
@@ -291,5 +403,8 @@ def console_summary(summary: Dict, out) -> str:
     score = summary["ranked_by"]
     lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
               for row in summary["top"][:5]]  # fmt: skip
+    if not summary["ranked"]:
+        lines.append(f"  {_nothing_ranked(summary)}")
+    lines.append(f"  peak memory {summary['peak_rss_mb']:.0f} MB")
     lines.append(f"wrote {', '.join(summary['files'])} into {out}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from ..inference import common_type_names, load_model, predict, training_element
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from .dimensionality import dimensionality
+from .duplicates import fingerprint
 from .filters import PoolFilter, label, merge_reports
 from .layout import (
     ID_LIST_SUFFIXES,
@@ -35,13 +36,16 @@ from .layout import (
     VOIGT,
     VOIGT_NAMES,
     Settings,
+    chunk_path,
+    frames_of,
     read_settings,
     settings_path,
     shard_path,
     sort_key,
+    sorted_rows,
 )
-from .report import write_outputs
-from .sources import iter_structures
+from .report import peak_rss_mb, write_outputs
+from .sources import count_structures, iter_structures, shard_size
 
 
 class ShardsMissingError(InputError):
@@ -78,12 +82,20 @@ def prepare(out, settings: Settings, force: bool = False) -> bool:
     return True
 
 
-def release(out, settings: Settings, new_folders: Sequence[pathlib.Path] = ()) -> None:
+def release(
+    out, settings: Settings, new_folders: Sequence[pathlib.Path] = (), keep_chunks: bool = False
+) -> None:
     """Undo a :func:`prepare` claim of ``out`` on which no shard has finished: remove the
-    settings, then the folders among ``new_folders`` (those the claim created) left empty, so
-    that a run with other (corrected) settings can claim it again."""
+    finished chunks and the settings, then the folders among ``new_folders`` (those the claim
+    created) left empty, so that a run with other (corrected) settings can claim it again.
+    ``keep_chunks`` (an interrupted run): leave a claim with finished chunks to be resumed."""
     if len(missing_shards(out, settings)) < settings.shards:
         return
+    chunks = [shard_path(out, i, settings.shards, "") for i in range(settings.shards)]
+    if keep_chunks and any(folder.is_dir() and any(folder.iterdir()) for folder in chunks):
+        return
+    for folder in chunks:
+        shutil.rmtree(folder, ignore_errors=True)
     settings_path(out).unlink(missing_ok=True)
     for folder in sorted(new_folders, key=lambda f: len(f.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
@@ -92,8 +104,10 @@ def release(out, settings: Settings, new_folders: Sequence[pathlib.Path] = ()) -
 
 def check_options(settings: Settings, batch_size: int) -> None:
     """Raise :class:`~aniso_nequip.errors.InputError` for a ranking or batch option out of
-    range: ``top`` < 0, ``k`` < 0, ``batch_size`` < 1, ``max_sites`` < 1, ``shards`` < 1."""
+    range: ``top`` < 0, ``k`` < 0, ``batch_size`` < 1, ``max_sites`` < 1, ``shards`` < 1,
+    ``chunk_size`` < 1."""
     checks = {
+        "chunk_size": (settings.chunk_size, 1),
         "top": (settings.top, 0),
         "k": (settings.k, 0),
         "batch_size": (batch_size, 1),
@@ -156,6 +170,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             "band_gap": atoms.info.get("band_gap"),
             "source": source,
             "index": index,
+            "fingerprint": fingerprint(atoms),
             **{f"eps_{c}": float(mean[b][ij]) for c, ij in zip(VOIGT_NAMES, VOIGT)},
             **{f"eig_{i + 1}": float(eigenvalues[b, i]) for i in range(3)},
             **{
@@ -198,8 +213,9 @@ def run_shard(
     batch_size: int = 32,
     progress: bool = True,
 ) -> bool:
-    """Screen shard ``shard`` of ``settings.shards`` into ``out`` (after :func:`prepare`);
-    ``False`` when it had finished before.
+    """Screen shard ``shard`` of ``settings.shards`` into ``out`` (after :func:`prepare`),
+    chunk by chunk, resuming after the last finished chunk; ``False`` when the shard had
+    finished before.
 
     Structures that cannot be screened are skipped and listed (``invalid`` in the report); a
     shard in which none can be is refused (:class:`~aniso_nequip.errors.InputError`) before its
@@ -210,77 +226,184 @@ def run_shard(
         return _run_shard(out, settings, shard, device, batch_size, progress)
 
 
+class _Best:
+    """The best ``size`` frames in ranking order, one per fingerprint (the first offered)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.heap: list = []  # min-heap of (negated sort key, fingerprint, frame)
+        self.fingerprints = set()
+
+    def offer(self, key, frame: ase.Atoms) -> None:
+        fp = frame.info["fingerprint"]
+        if self.size == 0 or fp in self.fingerprints:
+            return
+        item = (tuple(-k for k in key), fp, frame)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, item)
+        elif item[0] > self.heap[0][0]:
+            self.fingerprints.discard(heapq.heapreplace(self.heap, item)[1])
+        else:
+            return
+        self.fingerprints.add(fp)
+
+    def frames(self) -> List[ase.Atoms]:
+        return [frame for *_, frame in sorted(self.heap, key=lambda item: item[0], reverse=True)]
+
+
+def _write_frames(path: pathlib.Path, frames: List[ase.Atoms]) -> None:
+    """Write ``frames`` atomically to ``path``; nothing when there is none."""
+    if frames:
+        with atomic_file(path, force=True) as tmp:
+            ase.io.write(tmp, frames, format="extxyz")
+
+
+class _Chunk:
+    """The results of one chunk of a shard while it runs."""
+
+    def __init__(self, number: int, keep: PoolFilter, top: int):
+        self.number, self.keep = number, keep
+        self.rows: List[Dict] = []
+        self.best = _Best(top)
+        self.read = 0
+        self.batch: list = []
+        self.seconds = {"predict": 0.0, "dimensionality": 0.0}
+        self.start = time.perf_counter()
+
+    def write(self, out, settings: Settings, shard: int) -> None:
+        """The chunk's CSV (in ranking order) and candidates, then its JSON (it is finished)."""
+        n = settings.shards
+        score = settings.score_column
+        self.rows.sort(
+            key=lambda r: sort_key(r[score], r["index"], settings.ranked_last(r["physical"]))
+        )
+        with atomic_file(chunk_path(out, shard, n, self.number, ".csv"), force=True) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=settings.columns())
+                writer.writeheader()
+                writer.writerows(self.rows)
+        _write_frames(chunk_path(out, shard, n, self.number, ".extxyz"), self.best.frames())
+        report = {
+            "read": self.read,
+            "predicted": len(self.rows),
+            "seconds": {**self.seconds, "total": time.perf_counter() - self.start},
+            "peak_rss_mb": peak_rss_mb(),
+            **self.keep.report,
+        }
+        with atomic_file(chunk_path(out, shard, n, self.number, ".json"), force=True) as tmp:
+            tmp.write_text(json.dumps(report))
+
+
+def finished_chunks(out, settings: Settings, shard: int) -> int:
+    """How many chunks of the shard have finished (they finish in order)."""
+    chunk = 0
+    while chunk_path(out, shard, settings.shards, chunk, ".json").is_file():
+        chunk += 1
+    return chunk
+
+
 def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int, progress: bool):
     n = settings.shards
     report_path = shard_path(out, shard, n, ".json")
     if report_path.is_file():
+        shutil.rmtree(shard_path(out, shard, n, ""), ignore_errors=True)  # a kill's leftovers
         return False
     from tqdm import tqdm
 
-    start = time.perf_counter()
     models = [load_model(path, device) for path in settings.models]
     known = common_type_names(models)
-    keep = PoolFilter(
-        settings.thresholds, exclusion_index(settings.exclude), training_elements(models)
-    )
-    # min-heap of (negated sort key, frame): the shard's best `settings.top` candidates
-    top: list = []
-    counts = {"read": 0, "predicted": 0}
-    seconds = {"predict": 0.0, "dimensionality": 0.0}
+    exclude = exclusion_index(settings.exclude)
+    trained = training_elements(models)
+    done = finished_chunks(out, settings, shard)
+    size = settings.chunk_size
 
-    def flush(batch, writer):
+    def new_chunk(number):
+        return _Chunk(number, PoolFilter(settings.thresholds, exclude, trained), settings.top)
+
+    def flush(chunk):
+        batch = chunk.batch
+        if not batch:
+            return
         tic = time.perf_counter()
         structures = [a for _, _, a in batch]  # checked by iter_structures, reported by keep
         tensors = np.stack(
             [predict(structures, m, len(batch), device, checked=True) for m in models]
         )
-        seconds["predict"] += time.perf_counter() - tic
+        chunk.seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
         dims = [dimensionality(a) if settings.dimensionality else None for _, _, a in batch]
-        seconds["dimensionality"] += time.perf_counter() - tic
+        chunk.seconds["dimensionality"] += time.perf_counter() - tic
         for row, frame in _rows(batch, tensors, dims, settings):
-            writer.writerow(row)
-            if settings.ranked_last(row["physical"]):
-                continue
-            key = tuple(-k for k in sort_key(row[settings.score_column], row["index"]))
-            if len(top) < settings.top:
-                heapq.heappush(top, (key, frame))
-            elif key > top[0][0]:
-                heapq.heapreplace(top, (key, frame))
-        counts["predicted"] += len(batch)
+            chunk.rows.append(row)
+            if not settings.ranked_last(row["physical"]):
+                chunk.best.offer(sort_key(row[settings.score_column], row["index"]), frame)
         batch.clear()
 
-    with atomic_file(shard_path(out, shard, n, ".csv"), force=True) as tmp_csv:
-        with open(tmp_csv, "w", newline="") as f:
+    chunk = new_chunk(done)
+    # the shard's structures from the first of chunk `done` (index shard + position * n)
+    entries = iter_structures(settings.structures, shard, n, known, start=shard + done * size * n)
+    total = shard_size(count_structures(settings.structures), shard, n)
+    desc = f"screening shard {shard}/{n}" if n > 1 else "screening"
+    bar = tqdm(entries, desc=desc, total=total, initial=done * size, unit="structure",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    for index, source, atoms, problem in bar:
+        chunk.read += 1
+        if problem:
+            chunk.keep.reject(atoms, source, problem)
+        elif chunk.keep(atoms, source):
+            chunk.batch.append((index, source, atoms))
+        if len(chunk.batch) == batch_size:
+            flush(chunk)
+        if chunk.read == size:
+            flush(chunk)
+            chunk.write(out, settings, shard)
+            chunk = new_chunk(chunk.number + 1)
+    bar.close()
+    if chunk.read:
+        flush(chunk)
+        chunk.write(out, settings, shard)
+        chunk = new_chunk(chunk.number + 1)
+    _finish_shard(out, settings, shard, chunk.number)
+    return True
+
+
+def _finish_shard(out, settings: Settings, shard: int, n_chunks: int) -> None:
+    """Combine the shard's ``n_chunks`` finished chunks into its files (the JSON last) and
+    remove them; refuse (:class:`~aniso_nequip.errors.InputError`) a shard in which no structure
+    can be screened."""
+    n = settings.shards
+    reports = [json.loads(chunk_path(out, shard, n, c, ".json").read_text())
+               for c in range(n_chunks)]  # fmt: skip
+    report = {
+        "shard": shard,
+        "n_shards": n,
+        "read": sum(r["read"] for r in reports),
+        "predicted": sum(r["predicted"] for r in reports),
+        "seconds": {
+            k: sum(r["seconds"][k] for r in reports) for k in ("total", "predict", "dimensionality")
+        },
+        "peak_rss_mb": max([r["peak_rss_mb"] for r in reports], default=peak_rss_mb()),
+        **merge_reports(reports),
+    }
+    invalid = report["invalid"]
+    if invalid and len(invalid) == report["read"]:
+        listed = "\n".join(f"  {name}: {problem}" for name, problem in invalid.items())
+        raise InputError(f"shard {shard}/{n}: no structure can be screened:\n{listed}")
+    with atomic_file(shard_path(out, shard, n, ".csv"), force=True) as tmp:
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=settings.columns())
             writer.writeheader()
-            batch = []
-            entries = iter_structures(settings.structures, shard, n, known)
-            desc = f"screening shard {shard}/{n}" if n > 1 else "screening"
-            for index, source, atoms, problem in tqdm(
-                entries, desc=desc, unit="structure", disable=not progress, file=sys.stderr
-            ):
-                counts["read"] += 1
-                if problem:
-                    keep.reject(atoms, source, problem)
-                elif keep(atoms, source):
-                    batch.append((index, source, atoms))
-                if len(batch) == batch_size:
-                    flush(batch, writer)
-            if batch:
-                flush(batch, writer)
-            invalid = keep.report["invalid"]
-            if invalid and len(invalid) == counts["read"]:
-                listed = "\n".join(f"  {name}: {problem}" for name, problem in invalid.items())
-                raise InputError(f"shard {shard}/{n}: no structure can be screened:\n{listed}")
-        with atomic_file(shard_path(out, shard, n, ".extxyz"), force=True) as tmp_xyz:
-            frames = [frame for _, frame in sorted(top, key=lambda item: item[0], reverse=True)]
-            ase.io.write(tmp_xyz, frames, format="extxyz")
-    seconds["total"] = time.perf_counter() - start
-    report = {"shard": shard, "n_shards": n, **counts, "seconds": seconds, **keep.report}
-    with atomic_file(report_path, force=True) as tmp:
+            chunks = [chunk_path(out, shard, n, c, ".csv") for c in range(n_chunks)]
+            writer.writerows(sorted_rows(chunks, settings))
+    best = _Best(settings.top)
+    score = settings.score_column
+    for c in range(n_chunks):
+        for frame in frames_of(chunk_path(out, shard, n, c, ".extxyz")):
+            best.offer(sort_key(float(frame.info[score]), int(frame.info["index"])), frame)
+    _write_frames(shard_path(out, shard, n, ".extxyz"), best.frames())
+    with atomic_file(shard_path(out, shard, n, ".json"), force=True) as tmp:
         tmp.write_text(json.dumps(report, indent=1))
-    return True
+    shutil.rmtree(shard_path(out, shard, n, ""), ignore_errors=True)
 
 
 def missing_shards(out, settings: Settings) -> List[int]:
@@ -310,6 +433,7 @@ def merge(out) -> Dict:
         "seconds": {
             k: sum(r["seconds"][k] for r in reports) for k in ("total", "predict", "dimensionality")
         },
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in reports),
         **merge_reports(reports),
     }
     return write_outputs(out, settings, summary)
@@ -361,7 +485,8 @@ def screen(
     a shard without any structure that can be screened, a structure that cannot be with
     ``strict``, and an output folder holding something else. A new run that fails before its
     shard has finished leaves ``out`` as it found it (:func:`release`), so the corrected run can
-    start.
+    start; an interrupted one (Ctrl-C, a kill) keeps its finished chunks, and the same call
+    resumes after them.
     """
     check_options(settings, batch_size)
     inputs = settings.models + settings.structures + settings.exclude
@@ -385,9 +510,9 @@ def screen(
     claimed = prepare(out, settings, force=force)
     try:
         ran = run_shard(out, settings, shard, device, batch_size, progress)
-    except BaseException:
-        if claimed:
-            release(out, settings, new_folders)
+    except BaseException as err:
+        if claimed:  # an interruption keeps finished chunks for the resumed run
+            release(out, settings, new_folders, keep_chunks=not isinstance(err, Exception))
         raise
     if settings.shards > 1 and not merge_when_done:
         return ScreenResult(ran)

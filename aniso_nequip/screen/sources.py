@@ -3,11 +3,15 @@ files, and JSON(.gz) dumps of Materials Project summary documents.
 
 Every structure has a global index, its position over all inputs in the order given (folders in
 sorted file-name order); the index decides its shard. Only the structures of the requested shard
-are converted, and files are read frame by frame, so memory does not grow with the pool. Each
+are converted, and files are read frame by frame, so memory does not grow with the pool (JSON
+dumps are the exception: a dump is parsed whole). :func:`count_structures` counts a pool without
+converting it (for the progress bar). Each
 structure comes with its problem (:func:`~aniso_nequip.data.validation.structure_problem`, or
 why its document cannot be converted), so the runner skips and lists it.
 """
 
+import gzip
+import itertools
 import pathlib
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
@@ -22,6 +26,7 @@ from ..io import full_suffix
 JSON_SUFFIXES = (".json", ".json.gz")
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 POSCAR_NAMES = ("POSCAR", "CONTCAR")
+EXTXYZ_SUFFIXES = (".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")
 METADATA_KEYS = ("energy_above_hull", "band_gap")
 Entry = Tuple[Optional[ase.Atoms], Optional[str]]  # a structure, or None and its problem
 
@@ -89,14 +94,60 @@ def _frames(path: pathlib.Path) -> Iterator[Tuple[str, Callable[[], Entry]]]:
         yield f"{path}:{i}", lambda atoms=atoms: (atoms, None)
 
 
+def _extxyz_frames(path: pathlib.Path) -> Optional[int]:
+    """Frames in an extxyz(.gz) file, counted from their atom-count lines without parsing them;
+    ``None`` when the file does not look like one (its reader reports the problem)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    frames = 0
+    try:
+        with opener(path, "rt") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                n_atoms = int(line)
+                if sum(1 for _ in itertools.islice(f, n_atoms + 1)) < n_atoms + 1:
+                    return None
+                frames += 1
+    except (ValueError, OSError, EOFError, UnicodeDecodeError):
+        return None
+    return frames
+
+
+def count_structures(paths: Sequence) -> Optional[int]:
+    """How many structures :func:`iter_structures` reads from ``paths`` over all shards (a
+    folder counts one per structure file); ``None`` when a file cannot be counted without being
+    read (formats other than extxyz and JSON, or a malformed file)."""
+    total = 0
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            count = len(_structure_files(path))
+        elif full_suffix(path).lower() in JSON_SUFFIXES:
+            count = len(read_documents(str(path)))
+        elif path.is_file() and full_suffix(path).lower() in EXTXYZ_SUFFIXES:
+            count = _extxyz_frames(path)
+        else:
+            count = None
+        if count is None:
+            return None
+        total += count
+    return total
+
+
+def shard_size(total: Optional[int], shard: int, n_shards: int) -> Optional[int]:
+    """How many of ``total`` structures belong to shard ``shard`` of ``n_shards``."""
+    return None if total is None else max(0, (total - shard + n_shards - 1) // n_shards)
+
+
 def iter_structures(
     paths: Sequence,
     shard: int = 0,
     n_shards: int = 1,
     type_names: Optional[Sequence[str]] = None,
+    start: int = 0,
 ) -> Iterator[Tuple[int, str, Optional[ase.Atoms], Optional[str]]]:
     """Yield ``(index, source, atoms, problem)`` for the structures of shard ``shard`` of
-    ``n_shards`` (those with ``index % n_shards == shard``).
+    ``n_shards`` (those with ``index % n_shards == shard``) from index ``start`` on (those
+    before it are not converted: a resumed run).
 
     ``source`` names where a structure came from: ``file:frame``, a CIF/POSCAR file, or
     ``file#entry`` for a document dump. Document metadata (``material_id``, ``formula``,
@@ -117,7 +168,7 @@ def iter_structures(
         else:
             entries = _frames(path)
         for source, load in entries:
-            if index % n_shards == shard:
+            if index % n_shards == shard and index >= start:
                 atoms, problem = load()
                 if problem is None:
                     problem = structure_problem(atoms, type_names)

@@ -17,7 +17,8 @@ SCREEN_EXAMPLES = """examples:
 --structures: extxyz files (.gz allowed), folders of CIF/POSCAR files, JSON(.gz) dumps of MP
 summary documents (`aniso-nequip data mp-candidates`). --exclude: extxyz files or id lists
 (.txt/.ids, one id per line), matched by material id, else by structure. A threshold of `off`
-switches its filter off. Re-running the same command resumes: finished shards are skipped.
+switches its filter off. Re-running the same command resumes: finished shards are skipped, and
+an interrupted or killed shard continues after its last finished chunk (--chunk-size).
 OUT receives ranking.csv, candidates.extxyz, summary.md, summary.json, a_r_by_dimensionality.png,
 a_r_histogram.png, and shards/ (per-shard results).
 """
@@ -79,6 +80,7 @@ def _run(args) -> None:
         keep_unphysical=args.keep_unphysical,
         dimensionality=not args.no_dimensionality,
         shards=n,
+        chunk_size=args.chunk_size,
     )
     result = screen(
         args.out,
@@ -106,7 +108,7 @@ def _run(args) -> None:
 def add_parser(commands) -> None:
     """Add ``screen`` and its ``merge`` action."""
     from ..screen.filters import Thresholds
-    from ..screen.layout import RANK_BY
+    from ..screen.layout import RANK_BY, Settings
 
     defaults = Thresholds()
     screen = add_command(
@@ -166,6 +168,12 @@ def add_parser(commands) -> None:
         "--batch-size", type=_number(int, 1), default=32, help="structures per batch (32)"
     )
     screen.add_argument("--shard", type=_shard, default=(0, 1), help="run shard i of n: i/n")
+    screen.add_argument(
+        "--chunk-size",
+        type=_number(int, 1),
+        default=Settings.chunk_size,
+        help="structures per chunk of a shard, the unit a killed run resumes from (1000)",
+    )
     screen.add_argument("--merge", action="store_true", help="merge when all shards are done")
     screen.add_argument("--quiet", action="store_true", help="no progress bar")
     screen.add_argument(
