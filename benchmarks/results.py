@@ -1,7 +1,8 @@
 """Write benchmarks/RESULTS.md from the figures the benchmark scripts saved.
 
 Reads ``RUNS/<experiment>/accuracy.json`` (``benchmarks/accuracy.py``, run by
-``benchmarks/experiments.py``) and ``RUNS/speed_*.json`` (``benchmarks/speed.py --out``).
+``benchmarks/experiments.py``), ``RUNS/speed_*.json`` (``benchmarks/speed.py --out``) and
+``RUNS/screen_*.json`` (``benchmarks/screen.py --out``).
 
     python benchmarks/results.py                 # benchmarks/runs -> benchmarks/RESULTS.md
 """
@@ -11,6 +12,7 @@ import json
 import pathlib
 
 from experiments import EXPERIMENTS
+from screen import table as screen_table
 from speed import table as speed_table
 
 from aniso_nequip.io import atomic_file
@@ -152,6 +154,11 @@ def render(runs_dir: pathlib.Path) -> str:
         m = speed["machine"]
         out += [f"## Speed: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
                 speed_table(speed["results"])]  # fmt: skip
+    for path in sorted(runs_dir.glob("screen_*.json")):
+        screen = json.loads(path.read_text())
+        m = screen["machine"]
+        out += [f"## Screening a large pool: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
+                screen_table(screen["results"])]  # fmt: skip
     return "\n".join(out)
 
 

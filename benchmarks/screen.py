@@ -1,129 +1,177 @@
-"""Screening throughput (``aniso-nequip screen``) on a 2,000-structure pool on CPU.
+"""Screening a large pool (``aniso-nequip screen``) with the ready model, on CPU threads.
 
-The pool is the bundled phonon database (1,369 crystals) topped up with rattled copies to
-``--n`` structures, screened against the bundled ``mp_subset`` training split as in the README's
-screening command. Prints one JSON object: structures/s with and without the structural
-dimensionality (the whole run: reading, filters and training-set matching, symmetry, prediction,
-outputs and plots), the time spent predicting and classifying dimensionality, and the peak
-resident memory after screening ``--n / 4`` structures and after ``--n`` (streaming: the second
-should not be 4x the first). Not a test: figures depend on the machine.
+Writes a synthetic pool of ``--n`` structures (default 20,000) made from the bundled
+``mp_subset`` crystals (all splits): rattled copies (0.01-0.03 A), every other one a rattled 2x1x1
+supercell where that stays within the 39-site filter, stripped of tensors and metadata as a pool
+of candidates would be, into ``--cache`` (reused by later runs; nothing is shipped). Then screens,
+each in its own process and as a user would (the CLI, one shard, the ready model, no training-set
+exclusion: a rattled copy of a training crystal would match it, so ``--exclude mp_subset_train``
+would remove 80% of this pool, where it removes few of a real one):
 
-    python benchmarks/screen.py                      # a 1-epoch paper-config model, trained here
-    python benchmarks/screen.py --model outputs/anisonet/best.ckpt --n 2000 --batch-size 64
+1. the first ``--small`` structures and 2. the whole pool, without the dimensionality step:
+   structures/s and peak resident memory of each (flat in pool size: streaming), and the wall
+   time extrapolated to 150,000 crystals from the slope between the two runs (start-up and model
+   loading counted once);
+3. a ``--dim-sample`` of the pool with the dimensionality step (the default of the command),
+   whose per-structure cost is added for the extrapolation with it.
+
+Prints one JSON object; ``--out DIR`` also writes it to ``DIR/screen_cpu.json`` (``screen_gpu``
+with ``--device cuda``) for ``benchmarks/results.py``. Timings depend on the machine and on what
+else runs on it. Not a test.
+
+    python benchmarks/screen.py                         # 20,000 structures, 2 threads
+    python benchmarks/screen.py --n 2000 --small 500 --dim-sample 100   # a quick look
+    python benchmarks/screen.py --out benchmarks/runs/  # keep the figures for RESULTS.md
 """
 
 import argparse
 import json
+import os
 import pathlib
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
+import ase
 import ase.io
 import numpy as np
-import torch
+from machine import describe
 
-from aniso_nequip.screen.layout import Settings
-from aniso_nequip.screen.runner import screen
+from aniso_nequip.io import atomic_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATASETS = ROOT / "datasets"
-PHONONDB = [DATASETS / f"phonondb_{split}.extxyz.gz" for split in ("train", "val", "test")]
-TRAINING = DATASETS / "mp_subset_train.extxyz.gz"
+SOURCES = [ROOT / "datasets" / f"mp_subset_{split}.extxyz.gz" for split in ("train", "val", "test")]
+MAX_SITES = 39  # the default --max-sites filter
+TARGET = 150_000
+CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
 
 
-def _paper_model(tmp: pathlib.Path) -> pathlib.Path:
-    """A paper-sized model (``configs/anisonet.yaml``) trained for one epoch on 48 crystals:
-    screening speed does not depend on the weights."""
-    files = {}
-    for split in ("train", "val"):
-        files[split] = tmp / f"{split}.extxyz"
-        ase.io.write(files[split], ase.io.read(DATASETS / f"mp_subset_{split}.extxyz.gz", ":48"))
-    subprocess.run(
-        [
-            str(pathlib.Path(sys.executable).parent / "nequip-train"),
-            "-cn",
-            "configs/anisonet.yaml",
-            f"train_file={files['train']}",
-            f"val_file={files['val']}",
-            f"test_file={files['val']}",
-            "max_epochs=1",
-            "run=[train]",
-            f"hydra.run.dir={tmp / 'run'}",
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return tmp / "run" / "best.ckpt"
+def write_pool(path: pathlib.Path, n: int, seed: int = 0) -> None:
+    """Write the synthetic pool of ``n`` structures to ``path`` (atomically, frame by frame)."""
+    bases = [a for source in SOURCES for a in ase.io.iread(source, ":")]
+    rng = np.random.default_rng(seed)
+    with atomic_file(path, force=True) as tmp:
+        with open(tmp, "w") as f:
+            for i in range(n):
+                base = bases[i % len(bases)]
+                atoms = ase.Atoms(base.symbols, base.positions, cell=base.cell, pbc=True)
+                if (i // len(bases)) % 2 and 2 * len(atoms) <= MAX_SITES:
+                    atoms = atoms.repeat((2, 1, 1))
+                atoms.rattle(rng.uniform(0.01, 0.03), seed=int(rng.integers(2**31)))
+                atoms.info["entry_id"] = f"{base.info['entry_id']}-synthetic-{i}"
+                ase.io.write(f, atoms, format="extxyz")
 
 
-def _pool(path: pathlib.Path, n: int) -> None:
-    frames = [a for p in PHONONDB for a in ase.io.iread(p, ":")]
-    rng = np.random.default_rng(0)
-    copies = []
-    for i in range(n - len(frames)):
-        atoms = frames[i % len(frames)].copy()
-        atoms.rattle(0.02, seed=int(rng.integers(2**31)))
-        atoms.info["entry_id"] = f"{atoms.info['entry_id']}-rattled-{i}"
-        copies.append(atoms)
-    ase.io.write(path, (frames + copies)[:n], format="extxyz")
+def pool(n: int, cache: pathlib.Path) -> pathlib.Path:
+    """The cached pool of ``n`` structures, written when missing."""
+    path = cache / f"pool-{n}.extxyz"
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"writing the synthetic pool {path}", file=sys.stderr)
+        write_pool(path, n)
+    return path
 
 
-def _screen(model, pool, out, dimensionality, batch_size):
-    settings = Settings(
-        models=[str(model)],
-        structures=[str(pool)],
-        exclude=[str(TRAINING)],
-        dimensionality=dimensionality,
-    )
+def run_screen(structures, out, args, dimensionality: bool) -> dict:
+    """Run ``aniso-nequip screen`` in its own process; its figures from ``summary.json``."""
+    command = [str(pathlib.Path(sys.executable).parent / "aniso-nequip"), "screen",
+               "--structures", str(structures), "--out", str(out), "--quiet",
+               "--device", args.device, "--batch-size", str(args.batch_size)]  # fmt: skip
+    command += [] if dimensionality else ["--no-dimensionality"]
+    command += ["--model", args.model] if args.model else []
+    threads = str(args.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     start = time.perf_counter()
-    summary = screen(out, settings, device="cpu", batch_size=batch_size, progress=False).summary
-    seconds = time.perf_counter() - start
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    summary = json.loads((pathlib.Path(out) / "summary.json").read_text())
     return {
         "structures": summary["read"],
-        "screened": summary["predicted"],
-        "seconds": round(seconds, 1),
-        "structures_per_s": round(summary["read"] / seconds, 1),
-        "predict_seconds": round(summary["seconds"]["predict"], 1),
-        "dimensionality_seconds": round(summary["seconds"]["dimensionality"], 1)
-        if dimensionality
-        else None,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "ranked": summary["ranked"],
+        "wall_s": round(wall, 1),
+        "structures_per_s": round(summary["read"] / wall, 1),
+        "predict_s": round(summary["seconds"]["predict"], 1),
+        "dimensionality_s": round(summary["seconds"]["dimensionality"], 1),
+        "peak_rss_mb": summary["peak_rss_mb"],
     }
+
+
+def measure(args) -> dict:
+    """Screen the small pool, the whole pool and the dimensionality sample; extrapolate."""
+    cache = pathlib.Path(args.cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        small = run_screen(pool(args.small, cache), f"{tmp}/small", args, False)
+        whole = run_screen(pool(args.n, cache), f"{tmp}/whole", args, False)
+        sample = run_screen(pool(args.dim_sample, cache), f"{tmp}/dim", args, True)
+    per_structure = (whole["wall_s"] - small["wall_s"]) / (args.n - args.small)
+    minutes = (small["wall_s"] + (TARGET - args.small) * per_structure) / 60
+    dim_per_structure = sample["dimensionality_s"] / sample["structures"]
+    return {
+        "model": args.model or "ready model (aniso_nequip/pretrained)",
+        "device": args.device,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "pool": f"{args.n} rattled copies / 2x1x1 supercells of the bundled mp_subset crystals",
+        "small_pool": small,
+        "whole_pool": whole,
+        "dimensionality_sample": sample,
+        "steady_structures_per_s": round(1 / per_structure, 1),
+        "extrapolated_150k_min": round(minutes, 1),
+        "extrapolated_150k_min_with_dimensionality": round(
+            minutes + TARGET * dim_per_structure / 60, 1
+        ),
+        "memory_ratio_whole_to_small": round(whole["peak_rss_mb"] / small["peak_rss_mb"], 3),
+    }
+
+
+def table(result: dict) -> str:
+    """Markdown table of one :func:`measure` result (for ``benchmarks/results.py``)."""
+    lines = ["| run | structures | wall (s) | structures/s | peak RSS (MB) |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, what in (("small_pool", "small pool, no dimensionality"),
+                       ("whole_pool", "whole pool, no dimensionality"),
+                       ("dimensionality_sample", "sample with dimensionality")):  # fmt: skip
+        r = result[name]
+        lines.append(f"| {what} | {r['structures']:,} | {r['wall_s']:.1f} "
+                     f"| {r['structures_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
+    lines += [
+        "",
+        f"Model: {result['model']}; {result['threads']} threads, batch {result['batch_size']}, "
+        f"{result['device']}. Pool: {result['pool']}. Steady rate "
+        f"{result['steady_structures_per_s']:.1f} structures/s; 150,000 crystals: "
+        f"**{result['extrapolated_150k_min']:.0f} min** without the dimensionality step, "
+        f"{result['extrapolated_150k_min_with_dimensionality']:.0f} min with it; peak memory "
+        f"of the whole pool / the small one: {result['memory_ratio_whole_to_small']:.2f}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="checkpoint or package (default: train a paper-size one)")
-    parser.add_argument("--n", type=int, default=2000, help="pool size (default 2000)")
+    parser.add_argument("--model", help="checkpoint or package (default: the ready model)")
+    parser.add_argument("--n", type=int, default=20_000, help="pool size (default 20,000)")
+    parser.add_argument("--small", type=int, default=2_000, help="small pool size (2,000)")
+    parser.add_argument("--dim-sample", type=int, default=500,
+                        help="structures screened with the dimensionality step (500)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache", default=str(CACHE / "aniso-nequip" / "screen-benchmark"),
+                        help="where the synthetic pools are written and reused")  # fmt: skip
+    parser.add_argument("--out", help="folder for screen_<device>.json (benchmarks/runs/)")
     args = parser.parse_args(argv)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = pathlib.Path(tmp)
-        model = pathlib.Path(args.model) if args.model else _paper_model(tmp)
-        pools = {n: tmp / f"pool_{n}.extxyz" for n in (args.n // 4, args.n)}
-        for n, path in pools.items():
-            _pool(path, n)
-        quarter = _screen(model, pools[args.n // 4], tmp / "quarter", False, args.batch_size)
-        without = _screen(model, pools[args.n], tmp / "without", False, args.batch_size)
-        with_dim = _screen(model, pools[args.n], tmp / "with", True, args.batch_size)
-    result = {
-        "model": str(args.model or "configs/anisonet.yaml (1 epoch)"),
-        "machine": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "batch_size": args.batch_size,
-        "without_dimensionality": without,
-        "with_dimensionality": with_dim,
-        "peak_rss_mb_quarter_pool": quarter["peak_rss_mb"],
-    }
+    if not 0 < args.small < args.n:
+        parser.error("needs 0 < --small < --n")
+    result = {"machine": describe(), "results": measure(args)}
     print(json.dumps(result, indent=2))
+    if args.out:
+        path = pathlib.Path(args.out) / f"screen_{args.device.split(':')[0]}.json"
+        with atomic_file(path, force=True) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -506,8 +506,11 @@ def screen(
                 f"{listed}"
             )
     out = pathlib.Path(out)
-    new_folders = [f for f in (out, settings_path(out).parent) if not f.exists()]
-    claimed = prepare(out, settings, force=force)
+    check_writable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, wait=True):  # shards starting at once (a job array) claim in turn
+        new_folders = [f for f in (out, settings_path(out).parent) if not f.exists()]
+        claimed = prepare(out, settings, force=force)
     try:
         ran = run_shard(out, settings, shard, device, batch_size, progress)
     except BaseException as err:
