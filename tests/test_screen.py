@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ from aniso_nequip.screen.filters import PoolFilter, Thresholds
 from aniso_nequip.screen.runner import exclusion_index
 from aniso_nequip.screen.sources import iter_structures
 from aniso_nequip.scripts.cli import main as cli
-from helpers import bundled
+from helpers import BIN, ROOT, bundled
 
 
 def _nacl(material_id=None, **info):
@@ -471,3 +472,96 @@ def test_screen_function_runs_resumes_and_merges_shards(models, pool, tmp_path):
     assert done.summary["top"] == first.summary["top"]
     with pytest.raises(InputError, match="missing.ckpt` does not exist"):
         screen(out, Settings(models=["missing.ckpt"], structures=[pool["pool"]]))
+
+
+KILLED_AFTER = """
+import os, signal, sys
+from aniso_nequip.screen import runner
+
+real, calls = runner.dimensionality, []
+
+
+def dimensionality(atoms):
+    calls.append(1)
+    if len(calls) == {calls}:
+        os.kill(os.getpid(), signal.SIGKILL)  # a kill mid-chunk: no clean-up runs
+    return real(atoms)
+
+
+runner.dimensionality = dimensionality
+from aniso_nequip.scripts.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_screen_resumes_to_the_uninterrupted_result(models, pool, tmp_path):
+    """SIGKILL in the middle of the fourth chunk, then the same command again: it continues after
+    the three finished chunks (its progress bar starts there) and gives byte for byte the outputs
+    of a run that was never interrupted."""
+    argv = ["screen", "--model", models[0], "--structures", pool["pool"], "--exclude",
+            pool["train"], "--chunk-size", "3", "--batch-size", "2"]  # fmt: skip
+    whole = tmp_path / "whole"
+    assert cli([*argv, "--out", str(whole), "--quiet"]) == 0
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    script = KILLED_AFTER.replace("{calls}", "10")  # 10th kept crystal: structure 11 of 16
+    killed = subprocess.run([sys.executable, "-c", script, *argv, "--out", str(out)],
+                            env=env, capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "/16 [" in killed.stderr and "structure/s" in killed.stderr  # total, rate, time left
+    chunks = sorted(p.name for p in (out / "shards" / "shard-0-of-1").iterdir())
+    assert chunks == [f"chunk-00000{c}.{s}" for c in range(3) for s in ("csv", "extxyz", "json")]
+    assert not (out / "ranking.csv").exists()
+
+    command = [str(BIN / "aniso-nequip"), *argv, "--out", str(out)]
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert " 9/16 [" in resumed.stderr and "16/16 [" in resumed.stderr
+    for name in ("ranking.csv", "candidates.extxyz"):
+        assert (out / name).read_text() == (whole / name).read_text()
+    summary, expected = (json.loads((d / "summary.json").read_text()) for d in (out, whole))
+    for key in ("read", "predicted", "ranked", "rules", "invalid", "top", "duplicates"):
+        assert summary[key] == expected[key]
+    assert summary["peak_rss_mb"] > 50 and "peak memory" in resumed.stdout
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [
+        "settings.json", "shard-0-of-1.csv", "shard-0-of-1.extxyz", "shard-0-of-1.json"
+    ]  # fmt: skip
+
+
+def test_slurm_job_array_scripts_rank_as_one_run(models, pool, tmp_path):
+    """examples/slurm/: three array tasks (ids 1-3, started together) running the shard script
+    as separate processes with SLURM's environment, then the merge script: the ranking of one
+    unsharded run."""
+    whole = tmp_path / "whole"
+    options = ["--no-dimensionality", "--chunk-size", "2"]
+    argv = ["screen", "--quiet", "--model", models[0], "--structures", pool["pool"],
+            "--exclude", pool["train"], *options]  # fmt: skip
+    assert cli([*argv, "--out", str(whole)]) == 0
+
+    out = tmp_path / "array"
+    env = dict(os.environ, POOL=pool["pool"], EXCLUDE=pool["train"], OUT=str(out),
+               MODEL=models[0], SCREEN_ARGS=" ".join(options), PYTHONWARNINGS="ignore",
+               PATH=f"{BIN}:{os.environ['PATH']}", SLURM_ARRAY_TASK_MIN="1",
+               SLURM_ARRAY_TASK_COUNT="3", SLURM_CPUS_PER_TASK="1")  # fmt: skip
+    slurm = ROOT / "examples" / "slurm"
+    tasks = [subprocess.Popen(["bash", str(slurm / "screen_shard.sbatch")], cwd=tmp_path,
+                              env={**env, "SLURM_ARRAY_TASK_ID": str(i)}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in (1, 2, 3)]  # fmt: skip
+    for task in tasks:
+        stdout, stderr = task.communicate()
+        assert task.returncode == 0, stderr[-3000:]
+        assert "done; `aniso-nequip screen merge" in stdout
+    shards = sorted(p.name for p in (out / "shards").glob("*.json"))
+    assert shards == ["settings.json"] + [f"shard-{i}-of-3.json" for i in range(3)]
+    merged = subprocess.run(["bash", str(slurm / "screen_merge.sbatch")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    rows, expected = _rows(out / "ranking.csv"), _rows(whole / "ranking.csv")
+    assert [r["id"] for r in rows] == [r["id"] for r in expected] and len(rows) == 13
+    for column in ("a_r", "eps_poly", "eig_1", "eps_xy"):
+        got, want = ([float(r[column]) for r in x] for x in (rows, expected))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert [r["fingerprint"] for r in rows] == [r["fingerprint"] for r in expected]
