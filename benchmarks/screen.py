@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,11 @@ def pool(n: int, cache: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_screen(structures, out, args, dimensionality: bool) -> dict:
     """Run ``aniso-nequip screen`` in its own process; its figures from ``summary.json``."""
     command = [str(pathlib.Path(sys.executable).parent / "aniso-nequip"), "screen",
@@ -82,14 +88,15 @@ def run_screen(structures, out, args, dimensionality: bool) -> dict:
     command += ["--model", args.model] if args.model else []
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu_s()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu_s() - cpu
     summary = json.loads((pathlib.Path(out) / "summary.json").read_text())
     return {
         "structures": summary["read"],
         "ranked": summary["ranked"],
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
         "structures_per_s": round(summary["read"] / wall, 1),
         "predict_s": round(summary["seconds"]["predict"], 1),
         "dimensionality_s": round(summary["seconds"]["dimensionality"], 1),
@@ -100,6 +107,7 @@ def run_screen(structures, out, args, dimensionality: bool) -> dict:
 def measure(args) -> dict:
     """Screen the small pool, the whole pool and the dimensionality sample; extrapolate."""
     cache = pathlib.Path(args.cache)
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         small = run_screen(pool(args.small, cache), f"{tmp}/small", args, False)
         whole = run_screen(pool(args.n, cache), f"{tmp}/whole", args, False)
@@ -107,12 +115,17 @@ def measure(args) -> dict:
     per_structure = (whole["wall_s"] - small["wall_s"]) / (args.n - args.small)
     minutes = (small["wall_s"] + (TARGET - args.small) * per_structure) / 60
     dim_per_structure = sample["dimensionality_s"] / sample["structures"]
+    # on a shared machine: CPU seconds, spread over the threads (a bound for a machine to itself)
+    cpu_per_structure = (whole["cpu_s"] - small["cpu_s"]) / (args.n - args.small)
+    cpu_minutes = (small["cpu_s"] + (TARGET - args.small) * cpu_per_structure) / args.threads / 60
+    dim_share = dim_per_structure * sample["cpu_s"] / sample["wall_s"]
     return {
         "model": args.model or "ready model (aniso_nequip/pretrained)",
         "device": args.device,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "pool": f"{args.n} rattled copies / 2x1x1 supercells of the bundled mp_subset crystals",
+        "load_average": round(max(load, os.getloadavg()[0]), 1),  # before / after: contention
         "small_pool": small,
         "whole_pool": whole,
         "dimensionality_sample": sample,
@@ -121,28 +134,39 @@ def measure(args) -> dict:
         "extrapolated_150k_min_with_dimensionality": round(
             minutes + TARGET * dim_per_structure / 60, 1
         ),
+        "cpu_s_per_structure": round(cpu_per_structure, 4),
+        "extrapolated_150k_min_from_cpu_time": round(cpu_minutes, 1),
+        "extrapolated_150k_min_from_cpu_time_with_dimensionality": round(
+            cpu_minutes + TARGET * dim_share / 60, 1
+        ),
         "memory_ratio_whole_to_small": round(whole["peak_rss_mb"] / small["peak_rss_mb"], 3),
     }
 
 
 def table(result: dict) -> str:
     """Markdown table of one :func:`measure` result (for ``benchmarks/results.py``)."""
-    lines = ["| run | structures | wall (s) | structures/s | peak RSS (MB) |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = ["| run | structures | wall (s) | CPU (s) | structures/s | peak RSS (MB) |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, what in (("small_pool", "small pool, no dimensionality"),
                        ("whole_pool", "whole pool, no dimensionality"),
                        ("dimensionality_sample", "sample with dimensionality")):  # fmt: skip
         r = result[name]
-        lines.append(f"| {what} | {r['structures']:,} | {r['wall_s']:.1f} "
+        lines.append(f"| {what} | {r['structures']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
                      f"| {r['structures_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
     lines += [
         "",
         f"Model: {result['model']}; {result['threads']} threads, batch {result['batch_size']}, "
-        f"{result['device']}. Pool: {result['pool']}. Steady rate "
+        f"{result['device']}; load average {result['load_average']} during the run (the "
+        f"benchmark alone: about {result['threads']}). Pool: {result['pool']}. Steady rate "
         f"{result['steady_structures_per_s']:.1f} structures/s; 150,000 crystals: "
         f"**{result['extrapolated_150k_min']:.0f} min** without the dimensionality step, "
         f"{result['extrapolated_150k_min_with_dimensionality']:.0f} min with it; peak memory "
-        f"of the whole pool / the small one: {result['memory_ratio_whole_to_small']:.2f}.",
+        f"of the whole pool / the small one: {result['memory_ratio_whole_to_small']:.2f}. "
+        f"From CPU time ({result['cpu_s_per_structure'] * 1000:.0f} ms per structure, spread "
+        f"over {result['threads']} threads: the bound for a machine to itself): "
+        f"{result['extrapolated_150k_min_from_cpu_time']:.0f} min, "
+        f"{result['extrapolated_150k_min_from_cpu_time_with_dimensionality']:.0f} min with the "
+        "dimensionality step.",
     ]
     return "\n".join(lines) + "\n"
 

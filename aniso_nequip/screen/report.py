@@ -146,28 +146,33 @@ def _listed(entry: Dict) -> str:
     return f"{entry['id']} ({entry['source']})"
 
 
+def _listed_section(title: str, intro: str, items: List[str]) -> List[str]:
+    """A ``summary.md`` section listing the first :data:`LISTED` of ``items`` (none without)."""
+    if not items:
+        return []
+    lines = ["", f"## {title}", "", intro, "", *(f"- {item}" for item in items[:LISTED])]
+    if len(items) > LISTED:
+        lines.append(f"- ... and {len(items) - LISTED} more (see summary.json)")
+    return lines
+
+
 def _duplicates_md(summary: Dict) -> List[str]:
     """The duplicates and id clashes sections of ``summary.md`` (none when there are none)."""
-    lines = []
     groups = summary["duplicates"]["groups"]
-    if groups:
-        lines += ["", "## Duplicates", "",
-                  f"{len(groups)} crystal(s) occur more than once in the pool (the same atomic "
-                  "environments and volume: a repeated entry, a rotated, shifted or supercell "
-                  "copy); each is ranked once, as its first copy in input order:", ""]  # fmt: skip
-        lines += [f"- {_listed(g['kept'])}; dropped: {', '.join(map(_listed, g['dropped']))}"
-                  for g in groups[:LISTED]]  # fmt: skip
-        if len(groups) > LISTED:
-            lines.append(f"- ... and {len(groups) - LISTED} more (see summary.json)")
     clashes = summary["id_clashes"]
-    if clashes:
-        lines += ["", "## Ids given to different crystals", "",
-                  f"{len(clashes)} id(s) name structures that are not the same crystal; each "
-                  "structure is ranked under that id with its own `source` (rename them in the "
-                  "inputs to tell them apart):", ""]  # fmt: skip
-        lines += [f"- {name}: {', '.join(sources)}"
-                  for name, sources in list(clashes.items())[:LISTED]]  # fmt: skip
-    return lines
+    return _listed_section(
+        "Duplicates",
+        f"{len(groups)} crystal(s) occur more than once in the pool (the same atomic "
+        "environments and volume: a repeated entry, a rotated, shifted or supercell copy); each "
+        "is ranked once, as its first copy in input order:",
+        [f"{_listed(g['kept'])}; dropped: {', '.join(map(_listed, g['dropped']))}" for g in groups],
+    ) + _listed_section(
+        "Ids given to different crystals",
+        f"{len(clashes)} id(s) name structures that are not the same crystal; each structure is "
+        "ranked under that id with its own `source` (rename them in the inputs to tell them "
+        "apart):",
+        [f"{name}: {', '.join(sources)}" for name, sources in clashes.items()],
+    )
 
 
 def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str:
