@@ -24,7 +24,7 @@ from aniso_nequip.screen import runner
 from aniso_nequip.screen.dimensionality import dimensionality
 from aniso_nequip.screen.filters import PoolFilter, Thresholds
 from aniso_nequip.screen.runner import exclusion_index
-from aniso_nequip.screen.sources import iter_structures
+from aniso_nequip.screen.sources import count_structures, iter_structures, shard_size
 from aniso_nequip.scripts.cli import main as cli
 from helpers import BIN, ROOT, bundled
 
@@ -565,3 +565,22 @@ def test_slurm_job_array_scripts_rank_as_one_run(models, pool, tmp_path):
         got, want = ([float(r[column]) for r in x] for x in (rows, expected))
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
     assert [r["fingerprint"] for r in rows] == [r["fingerprint"] for r in expected]
+
+
+def test_count_structures_for_the_progress_bar(pool, tmp_path):
+    frames = ase.io.read(pool["pool"], ":")
+    gz = tmp_path / "pool.extxyz.gz"
+    with gzip.open(gz, "wt") as f:
+        ase.io.write(f, frames, format="extxyz")
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for atoms in frames[:2]:
+        ase.io.write(folder / f"{atoms.info['entry_id']}.cif", atoms)
+    docs = tmp_path / "docs.json"
+    docs.write_text(json.dumps([{"material_id": "mp-1"}, {"material_id": "mp-2"}]))
+    assert count_structures([pool["pool"], gz, folder, docs]) == 16 + 16 + 2 + 2
+    assert [shard_size(16, i, 3) for i in range(3)] == [6, 5, 5]
+    cut = tmp_path / "cut.extxyz"
+    cut.write_text("".join(open(pool["pool"]).readlines()[:-1]))  # a frame cut short
+    assert count_structures([cut]) is None
+    assert count_structures([tmp_path / "pool.cif"]) is None  # other formats: not counted

@@ -13,6 +13,7 @@ SCREEN_EXAMPLES = """examples:
       --out screen/ --rank-by upper --k 2 --device cuda
   aniso-nequip screen ... --out screen/ --shard 0/4     # one of 4 processes or machines
   aniso-nequip screen merge screen/                      # once every shard has finished
+  sbatch --array=0-15 examples/slurm/screen_shard.sbatch # a SLURM job array (README)
 
 --structures: extxyz files (.gz allowed), folders of CIF/POSCAR files, JSON(.gz) dumps of MP
 summary documents (`aniso-nequip data mp-candidates`). --exclude: extxyz files or id lists
