@@ -6,6 +6,8 @@ optional gated convolutions of its own, then ``0e+2e`` per atom, mean pooling an
 Cartesian readout.
 """
 
+import hashlib
+import json
 import os
 from typing import Sequence, Union
 
@@ -17,10 +19,13 @@ from nequip.model import model_builder
 from nequip.nn import GraphModel, SequentialGraphNetwork
 from nequip.utils.dtype import torch_default_dtype
 
+from .. import _keys
 from ..nn import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
 from .anisonet import _trunk, dielectric_head
 
 _NEQUIP_SUFFIXES = (".ckpt", ".nequip.zip")
+# bump when the features a backbone module computes change for the same weights and settings
+_FEATURES_FORMAT = 1
 FOUNDATION_EXTRA = "pip install 'aniso-nequip[foundation]'"
 
 
@@ -200,6 +205,46 @@ def load_backbone(
     return build(backbone, type_names, r_max, num_layers, irreps_in=irreps_in)
 
 
+def backbone_fingerprint(module: torch.nn.Module, r_max: float, num_layers: int) -> int:
+    """A 60-bit fingerprint of a backbone module's node features: its class, weights and buffers
+    (the type map aside: features depend on the element, not on the model's type order), output
+    irreps, cutoff, envelope, layers and dtype. The frozen-backbone feature cache keys its files by
+    it, and a backbone reads cached features only when theirs is its own."""
+    settings = {
+        "format": _FEATURES_FORMAT,
+        "class": type(module).__name__,
+        "r_max": float(r_max),
+        "layers": int(num_layers),
+        "dtype": str(torch.get_default_dtype()),
+        "irreps_out": str(module.irreps_out[AtomicDataDict.NODE_FEATURES_KEY]),
+        **{
+            name: getattr(module, name)
+            for name in ("envelope", "cutoff_on", "polynomial_p", "symmetrize_inversion")
+            if hasattr(module, name)
+        },
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.split(".")[-1] == "type_map":
+            continue
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return int(digest.hexdigest()[:15], 16)
+
+
+def frozen_backbone(
+    backbone: str, type_names: Sequence[str], r_max: float, num_layers: int, irreps_in=None
+) -> Union[SevenNetBackbone, NequIPBackbone]:
+    """:func:`load_backbone` with its weights frozen, reading cached features when the data
+    carries them (:class:`~aniso_nequip.nn.backbone.CachedFeaturesMixin`), in the default
+    dtype."""
+    module = load_backbone(backbone, type_names, r_max, num_layers, irreps_in).requires_grad_(False)
+    fingerprint = backbone_fingerprint(module, r_max, num_layers)
+    return module.read_cached_features(
+        _keys.BACKBONE_FEATURES_KEY, _keys.BACKBONE_FEATURES_ID_KEY, fingerprint
+    )
+
+
 @model_builder
 def FoundationAnisoNetModel(
     backbone: str = "7net-0",
@@ -241,8 +286,10 @@ def FoundationAnisoNetModel(
     type_names, r_max = kwargs["type_names"], kwargs["r_max"]
 
     def build_backbone(irreps_in):
+        if freeze_backbone:
+            return frozen_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
         module = load_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
-        return module.requires_grad_(not freeze_backbone)
+        return module.requires_grad_(True)
 
     modules, prev_irreps = _trunk(
         last_layer=("0e", "2e"), num_layers=num_layers, l_max=l_max, num_features=num_features,
@@ -263,4 +310,11 @@ def FoundationAnisoNetModel(
             physical_readout=physical_readout,
         )
     )
-    return SequentialGraphNetwork(modules)
+    network = SequentialGraphNetwork(modules)
+    if freeze_backbone:
+        # the feature cache's fields reach the backbone (nequip's GraphModel passes on only the
+        # first module's inputs)
+        network.irreps_in.update(
+            {_keys.BACKBONE_FEATURES_KEY: None, _keys.BACKBONE_FEATURES_ID_KEY: None}
+        )
+    return network

@@ -23,6 +23,38 @@ _GRAPH_KEYS = (
 )
 
 
+class CachedFeaturesMixin:
+    """Lets a frozen backbone take its node features from the data (the training-time feature
+    cache) instead of computing them.
+
+    After :meth:`read_cached_features`, ``forward`` uses ``data[features_field]`` when it is
+    there, the backbone is frozen and ``data[features_id_field]`` of every frame equals
+    ``features_id`` (the fingerprint of this backbone and its settings); otherwise the backbone
+    runs as usual, so the cache never changes a result. Data without the field (inference,
+    packaged or compiled models) always runs the backbone.
+    """
+
+    features_field: Optional[str] = None
+    features_id_field: str = ""
+    features_id: int = 0
+
+    def read_cached_features(self, features_field: str, features_id_field: str, features_id: int):
+        self.features_field = features_field
+        self.features_id_field = features_id_field
+        self.features_id = features_id
+        return self
+
+    def _cached_features(self, data: AtomicDataDict.Type) -> Optional[torch.Tensor]:
+        field = self.features_field
+        if field is None or field not in data or self.features_id_field not in data:
+            return None
+        if any(p.requires_grad for p in self.parameters()):
+            return None
+        if not bool(torch.all(data[self.features_id_field] == self.features_id)):
+            return None
+        return data[field]
+
+
 class SevenNetInteraction(torch.nn.Module):
     """One SevenNet interaction block (NequIP architecture), from its own e3nn submodules.
 
@@ -66,7 +98,7 @@ class SevenNetInteraction(torch.nn.Module):
         return self.gate(h + skip)
 
 
-class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
+class SevenNetBackbone(CachedFeaturesMixin, GraphModuleMixin, torch.nn.Module):
     """Element embedding, edge embedding and the first interaction blocks of a SevenNet model.
 
     Edges and cells come from nequip's neighbour list (the same directed pairs and the same
@@ -157,6 +189,10 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
         return bessel * envelope.unsqueeze(-1)
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        cached = self._cached_features(data)
+        if cached is not None:
+            data[AtomicDataDict.NODE_FEATURES_KEY] = cached.to(self._output_dtype)
+            return data
         data = with_edge_vectors_(data, with_lengths=False)
         # nequip computes edge vectors in float64; the backbone runs in the model's dtype
         edge_vec = data[AtomicDataDict.EDGE_VECTORS_KEY].to(self._output_dtype)
@@ -182,7 +218,7 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
         return data
 
 
-class NequIPBackbone(GraphModuleMixin, torch.nn.Module):
+class NequIPBackbone(CachedFeaturesMixin, GraphModuleMixin, torch.nn.Module):
     """The embedding and first convolutions of a nequip model (checkpoint or package), run with
     this model's atom types mapped to the source model's (``type_map``).
 
@@ -204,6 +240,10 @@ class NequIPBackbone(GraphModuleMixin, torch.nn.Module):
         )
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        cached = self._cached_features(data)
+        if cached is not None:
+            data[AtomicDataDict.NODE_FEATURES_KEY] = cached
+            return data
         # the trunk sees only the graph, so its own embeddings do not replace the head's
         graph: AtomicDataDict.Type = {}
         for key in _GRAPH_KEYS:
