@@ -35,6 +35,11 @@ BACKBONE_FEATURES_ID_KEY: Final[str] = "backbone_features_id"
 """Training-time input (graph field, long): which backbone and settings ``backbone_features``
 come from (:func:`~aniso_nequip.model.foundation.backbone_fingerprint`)."""
 
+INVERSION_PARTNER_KEY: Final[str] = "inversion_partner"
+"""Per-atom input (long): for a centrosymmetric crystal, the index of the atom each atom's inverse
+image falls on (:func:`~aniso_nequip.data.symmetry.inversion_partners`), else -1; lets a
+backbone symmetrized under inversion skip its second pass."""
+
 PREDICTED_FIELDS: Final[Tuple[str, ...]] = (
     AtomicDataDict.DIELECTRIC_KEY,
     DIELECTRIC_IONIC_KEY,
@@ -54,7 +59,8 @@ register_fields(
         ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
         BORN_CHARGE_IRREPS_KEY,
         BACKBONE_FEATURES_KEY,
+        INVERSION_PARTNER_KEY,
     ],
-    long_fields=[BACKBONE_FEATURES_ID_KEY],
+    long_fields=[BACKBONE_FEATURES_ID_KEY, INVERSION_PARTNER_KEY],
     cartesian_tensor_fields={DIELECTRIC_IONIC_KEY: "ij=ji"},
 )

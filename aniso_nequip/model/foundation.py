@@ -80,6 +80,11 @@ def _recompute_wigner_3j(module: torch.nn.Module) -> None:
             buffer.copy_(sign * exact)
 
 
+def _parity_sign(irreps) -> torch.Tensor:
+    """``(-1)^l`` of each component of ``irreps``."""
+    return torch.cat([torch.full((mul * ir.dim,), (-1.0) ** ir.l) for mul, ir in o3.Irreps(irreps)])
+
+
 def sevennet_backbone(
     backbone: str, type_names: Sequence[str], r_max: float, num_layers: int, irreps_in=None
 ) -> SevenNetBackbone:
@@ -136,11 +141,12 @@ def sevennet_backbone(
     for layer in layers:
         _recompute_wigner_3j(layer)
     irreps_out = layers[-1].gate.irreps_out
-    inversion_sign = None
+    inversion_sign, first_layer_sign = None, None
     if not config.get("is_parity", True):
         # parity-free source: symmetrize under inversion (even, then odd copies of the features)
-        sh_irreps = o3.Irreps(edge.spherical.sph.irreps_out)
-        inversion_sign = torch.cat([torch.full((ir.dim,), (-1.0) ** ir.l) for _, ir in sh_irreps])
+        inversion_sign = _parity_sign(edge.spherical.sph.irreps_out)
+        if all(ir.l == 0 for _, ir in o3.Irreps(layers[0].linear_1.irreps_in)):
+            first_layer_sign = _parity_sign(layers[0].gate.irreps_out)
         irreps_out = o3.Irreps(
             [(mul, (ir.l, 1)) for mul, ir in irreps_out]
             + [(mul, (ir.l, -1)) for mul, ir in irreps_out]
@@ -158,6 +164,8 @@ def sevennet_backbone(
         irreps_out=repr(irreps_out),
         num_species=modules["onehot_idx_to_onehot"].num_classes,
         inversion_sign=inversion_sign,
+        first_layer_sign=first_layer_sign,
+        partner_field=None if inversion_sign is None else _keys.INVERSION_PARTNER_KEY,
         irreps_in=irreps_in,
     )
 
@@ -311,10 +319,10 @@ def FoundationAnisoNetModel(
         )
     )
     network = SequentialGraphNetwork(modules)
+    # the optional inputs of the backbone reach it (nequip's GraphModel passes on only the first
+    # module's inputs): the feature cache's fields, and the inversion partners
+    optional = [getattr(modules["backbone"], "partner_field", None)]
     if freeze_backbone:
-        # the feature cache's fields reach the backbone (nequip's GraphModel passes on only the
-        # first module's inputs)
-        network.irreps_in.update(
-            {_keys.BACKBONE_FEATURES_KEY: None, _keys.BACKBONE_FEATURES_ID_KEY: None}
-        )
+        optional += [_keys.BACKBONE_FEATURES_KEY, _keys.BACKBONE_FEATURES_ID_KEY]
+    network.irreps_in.update({field: None for field in optional if field})
     return network
