@@ -82,7 +82,8 @@ def main():
         tmp = pathlib.Path(tmp)
         for name in card["files"]:
             old = SHIPPED / name
-            ckpt, new = tmp / "rebuilt.ckpt", tmp / name
+            # packaged as ship_model.py does it (the archive's folder is named after the file)
+            ckpt, new = tmp / "rebuilt.ckpt", tmp / "model.nequip.zip"
             checkpoint_from_package(old, ckpt)
             subprocess.run([PACKAGE, "build", str(ckpt), str(new)], cwd=ROOT, check=True)
             before, after = _predict(old, tmp / "old.npy"), _predict(new, tmp / "new.npy")
