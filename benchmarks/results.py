@@ -1,8 +1,8 @@
 """Write benchmarks/RESULTS.md from the figures the benchmark scripts saved.
 
 Reads ``RUNS/<experiment>/accuracy.json`` (``benchmarks/accuracy.py``, run by
-``benchmarks/experiments.py``), ``RUNS/speed_*.json`` (``benchmarks/speed.py --out``) and
-``RUNS/screen_*.json`` (``benchmarks/screen.py --out``).
+``benchmarks/experiments.py``), ``RUNS/speed_*.json`` (``benchmarks/speed.py --out``, with or
+without ``--foundation``) and ``RUNS/screen_*.json`` (``benchmarks/screen.py --out``).
 
     python benchmarks/results.py                 # benchmarks/runs -> benchmarks/RESULTS.md
 """
@@ -13,6 +13,7 @@ import pathlib
 
 from experiments import EXPERIMENTS
 from screen import table as screen_table
+from speed import levers_table, training_table
 from speed import table as speed_table
 
 from aniso_nequip.io import atomic_file
@@ -152,6 +153,15 @@ def render(runs_dir: pathlib.Path) -> str:
     for path in sorted(runs_dir.glob("speed_*.json")):
         speed = json.loads(path.read_text())
         m = speed["machine"]
+        if "foundation" in speed:  # speed.py --foundation: today's path and the new one
+            f = speed["foundation"]
+            out += [f"## Frozen foundation config and shipped model, today's path and the new "
+                    f"one: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
+                    "Training (`configs/anisonet_foundation.yaml`), without and with the "
+                    "backbone feature cache:\n", training_table(f["training"]),
+                    "Inference of the shipped model, one lever added per row "
+                    "(`benchmarks/levers.py`):\n", levers_table(f["inference"])]  # fmt: skip
+            continue
         out += [f"## Speed: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
                 speed_table(speed["results"])]  # fmt: skip
     for path in sorted(runs_dir.glob("screen_*.json")):

@@ -13,6 +13,14 @@ JSON (``--out``) for ``benchmarks/results.py``. Not a test: figures depend on th
     python benchmarks/speed.py                                   # every config and mode
     python benchmarks/speed.py --configs configs/anisonet.yaml --modes eager aotinductor
     python benchmarks/speed.py --devices cuda l_max=2            # trailing Hydra overrides
+    python benchmarks/speed.py --foundation --out benchmarks/runs/speed_cpu_levers.json
+
+``--foundation`` measures instead, side by side, today's path and the new one for the frozen
+foundation config and the shipped ready model (issue 25): training structures/s without and with
+the backbone feature cache (``backbone_cache``; the cache starts empty in a temporary folder, so
+``setup_s`` includes filling it for the training split), and the shipped model's inference at
+batches of 32 and one structure at a time, one row per lever (``benchmarks/levers.py``). A few
+minutes on 2 CPU threads.
 """
 
 import argparse
@@ -80,10 +88,9 @@ def _throughput(step, loader, device, warmup, batches):
     return n, time.perf_counter() - start
 
 
-def _aot_compiled(model, datamodule, device, path):
-    """``model`` exported as ``nequip-compile --mode aotinductor`` does it with aniso-nequip's
-    batch target (same target settings and metadata, data from the training set), loaded back by
-    :func:`aniso_nequip.load_model`."""
+def aot_export(model, data, device, path):
+    """Export ``model`` as ``nequip-compile --mode aotinductor`` does it with aniso-nequip's batch
+    target (same target settings and metadata), ``data`` the example graph."""
     from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
     from nequip.utils.aot import aot_export_model
     from nequip.utils.aoti_metadata import (
@@ -98,7 +105,7 @@ def _aot_compiled(model, datamodule, device, path):
         BATCH_DIELECTRIC_TARGET,
         STATIC_OUTPUTS,
     )
-    from aniso_nequip.inference import load_model, output_fields
+    from aniso_nequip.inference import output_fields
 
     static = output_fields(model) == STATIC_OUTPUTS
     target = BATCH_DIELECTRIC_STATIC_TARGET if static else BATCH_DIELECTRIC_TARGET
@@ -107,7 +114,6 @@ def _aot_compiled(model, datamodule, device, path):
     metadata = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in metadata.items()}
     metadata[NEQUIP_AOTI_INPUTS_KEY] = serialize_aoti_keys(target["input"])
     metadata[NEQUIP_AOTI_OUTPUTS_KEY] = serialize_aoti_keys(target["output"])
-    data = AtomicDataDict.batched_from_list([datamodule.train_dataset[0][0]])
     dims = {kind: torch.export.Dim(f"num_{kind}s", min=2) for kind in ("graph", "node", "edge")}
     aot_export_model(
         model=model,
@@ -119,6 +125,15 @@ def _aot_compiled(model, datamodule, device, path):
         output_path=str(path),
         inductor_configs={"aot_inductor.metadata": metadata},
     )
+
+
+def _aot_compiled(model, datamodule, device, path):
+    """``model`` exported by :func:`aot_export` (data from the training set), loaded back by
+    :func:`aniso_nequip.load_model`."""
+    from aniso_nequip.inference import load_model
+
+    data = AtomicDataDict.batched_from_list([datamodule.train_dataset[0][0]])
+    aot_export(model, data, device, path)
     return load_model(path, device)
 
 
@@ -130,7 +145,9 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
     aot = compile_mode == "aotinductor"
     model_mode = "eager" if aot else compile_mode
     overrides = [*overrides, f"++training_module.model.compile_mode={model_mode}"]
+    setup_start = time.perf_counter()
     cfg, datamodule, model, loss_fn, optim_cfg = _load(pathlib.Path(config), overrides)
+    setup_s = time.perf_counter() - setup_start
     model = model.to(device)
     # as nequip's training module does: parameter groups (e.g. a backbone's) when configured
     param_groups = optim_cfg.pop("param_groups", None)
@@ -182,6 +199,7 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
         "inference_structures_timed": n_infer,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_gpu_memory_mb": None,
+        "setup_s": round(setup_s, 1),
     }
     if device.type == "cuda":
         result["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -199,6 +217,63 @@ def _measure_in_subprocess(args, config, device, mode):
         return {"config": os.path.relpath(config, ROOT), "device": device, "compile_mode": mode,
                 "error": tail}  # fmt: skip
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _levers_in_subprocess(batch_size, num_structures):
+    code = ("import json, levers; print(json.dumps(levers.measure_levers("
+            f"{batch_size}, {num_structures})))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "benchmarks",
+                            capture_output=True, text=True)  # fmt: skip
+    if result.returncode:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        return [{"lever": "all", "batch_size": batch_size, "error": tail}]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def foundation(args):
+    """Issue 25's figures: ``{"training": [...], "inference": [...]}``."""
+    config = str(ROOT / "configs" / "anisonet_foundation.yaml")
+    training = []
+    with tempfile.TemporaryDirectory() as cache:
+        for label, value in (("no cache", "null"), ("feature cache", cache)):
+            args.overrides = [f"backbone_cache={value}"]
+            result = _measure_in_subprocess(args, config, "cpu", "eager")
+            training.append({"path": label, **result})
+            print(f"training, {label}: {result.get('train_structures_per_s')} structures/s",
+                  flush=True)  # fmt: skip
+    inference = []
+    for batch_size, count in ((32, args.infer_batches * 32), (1, args.infer_batches * 4)):
+        inference += _levers_in_subprocess(batch_size, count)
+        print(levers_table(inference), flush=True)
+    return {"training": training, "inference": inference}
+
+
+def levers_table(rows):
+    """Markdown table of the shipped model's inference, lever by lever."""
+    lines = ["| batch | path | structures/s | speed-up | max relative change |",
+             "|" + " --- |" * 5]  # fmt: skip
+    base = {}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['batch_size']} | failed: {r['error'][-80:]} | | | |")
+            continue
+        base.setdefault(r["batch_size"], r["structures_per_s"])
+        speedup = r["structures_per_s"] / base[r["batch_size"]]
+        lines.append(f"| {r['batch_size']} | {r['lever']} | {r['structures_per_s']:.1f} "
+                     f"| {speedup:.2f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def training_table(rows):
+    """Markdown table of the frozen foundation config's training, without and with the cache."""
+    lines = ["| path | train structures/s | setup (s, cache filled for the training split) |",
+             "|" + " --- |" * 3]  # fmt: skip
+    for r in rows:
+        figure = r.get("train_structures_per_s")
+        cells = [r["path"], "failed" if figure is None else f"{figure:.1f}",
+                 str(r.get("setup_s", ""))]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def table(results):
@@ -241,6 +316,9 @@ def main(argv=None):
     parser.add_argument("--infer-batch-size", type=int, default=32,
                         help="structures per inference batch (1: one at a time)")  # fmt: skip
     parser.add_argument("--out", help="JSON file for the figures (and the machine)")
+    parser.add_argument("--foundation", action="store_true",
+                        help="issue 25's side-by-side figures of the frozen foundation config "
+                        "and the shipped model (today's path and the new one)")  # fmt: skip
     parser.add_argument("--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"),
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. l_max=2")
@@ -251,6 +329,14 @@ def main(argv=None):
         figures = measure(config, device, mode, args.overrides, args.train_batches,
                           args.infer_batches, args.warmup, args.infer_batch_size)  # fmt: skip
         print(json.dumps(figures))
+        return
+    if args.foundation:
+        figures = {"machine": describe(), "foundation": foundation(args)}
+        print("\n" + training_table(figures["foundation"]["training"]))
+        print(levers_table(figures["foundation"]["inference"]))
+        if args.out:
+            with atomic_file(args.out, force=True) as tmp:
+                tmp.write_text(json.dumps(figures))
         return
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results, machine = [], describe()

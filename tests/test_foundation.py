@@ -270,7 +270,7 @@ def foundation_run(tmp_path_factory):
         str(BIN / "nequip-train"), "-cn", "configs/anisonet_foundation.yaml",
         *(f"{split}_file={path}" for split, path in files.items()),
         "max_epochs=2", "backbone_layers=1", "num_features=8", "batch_size=6",
-        f"hydra.run.dir={run_dir}",
+        f"backbone_cache={tmp / 'cache'}", f"hydra.run.dir={run_dir}",
     ])  # fmt: skip
     return run_dir, files
 

@@ -38,3 +38,35 @@ def point_group_deviation(atoms: ase.Atoms, tensor, symprec: float = SYMPREC) ->
         float(np.abs(op.rotation_matrix @ tensor @ op.rotation_matrix.T - tensor).max())
         for op in ops
     ) / float(scale)
+
+
+INVERSION_TOLERANCE = 1e-6
+"""Largest distance (A) between an atom's inverse image and an atom of its element for a
+crystal to count as centrosymmetric in :func:`inversion_partners`."""
+
+
+def inversion_partners(atoms: ase.Atoms, tolerance: float = INVERSION_TOLERANCE):
+    """For a periodic crystal with an inversion centre, the index of the atom each atom's inverse
+    image falls on (``-x_i + 2c = x_j`` modulo the lattice, same element, within ``tolerance``
+    A); ``None`` for any other structure. Every inversion centre of the lattice passes through
+    the midpoint of atom ``k`` (of the rarest element) and some atom of its element, so those
+    candidates are tried."""
+    import numpy as np
+
+    if len(atoms) == 0 or not atoms.pbc.all():
+        return None
+    frac, numbers, cell = atoms.get_scaled_positions(wrap=False), atoms.numbers, atoms.cell.array
+    elements, counts = np.unique(numbers, return_counts=True)
+    k = int(np.flatnonzero(numbers == elements[np.argmin(counts)])[0])
+    other = numbers[:, None] != numbers[None, :]
+    for centre in frac[k] + frac[numbers == numbers[k]]:  # 2c of each candidate centre
+        # image of atom i minus atom j, to the nearest lattice vector
+        d = centre - frac[:, None, :] - frac[None, :, :]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ cell, axis=-1)
+        dist[other] = np.inf
+        partners = dist.argmin(axis=-1)
+        if dist[np.arange(len(atoms)), partners].max() <= tolerance:
+            if len(np.unique(partners)) == len(atoms):
+                return partners
+    return None

@@ -6,6 +6,8 @@ optional gated convolutions of its own, then ``0e+2e`` per atom, mean pooling an
 Cartesian readout.
 """
 
+import hashlib
+import json
 import os
 from typing import Sequence, Union
 
@@ -17,10 +19,13 @@ from nequip.model import model_builder
 from nequip.nn import GraphModel, SequentialGraphNetwork
 from nequip.utils.dtype import torch_default_dtype
 
+from .. import _keys
 from ..nn import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
 from .anisonet import _trunk, dielectric_head
 
 _NEQUIP_SUFFIXES = (".ckpt", ".nequip.zip")
+# bump when the features a backbone module computes change for the same weights and settings
+_FEATURES_FORMAT = 1
 FOUNDATION_EXTRA = "pip install 'aniso-nequip[foundation]'"
 
 
@@ -73,6 +78,11 @@ def _recompute_wigner_3j(module: torch.nn.Module) -> None:
         assert torch.allclose(buffer, sign * exact, atol=1e-5), name
         with torch.no_grad():
             buffer.copy_(sign * exact)
+
+
+def _parity_sign(irreps) -> torch.Tensor:
+    """``(-1)^l`` of each component of ``irreps``."""
+    return torch.cat([torch.full((mul * ir.dim,), (-1.0) ** ir.l) for mul, ir in o3.Irreps(irreps)])
 
 
 def sevennet_backbone(
@@ -131,11 +141,12 @@ def sevennet_backbone(
     for layer in layers:
         _recompute_wigner_3j(layer)
     irreps_out = layers[-1].gate.irreps_out
-    inversion_sign = None
+    inversion_sign, first_layer_sign = None, None
     if not config.get("is_parity", True):
         # parity-free source: symmetrize under inversion (even, then odd copies of the features)
-        sh_irreps = o3.Irreps(edge.spherical.sph.irreps_out)
-        inversion_sign = torch.cat([torch.full((ir.dim,), (-1.0) ** ir.l) for _, ir in sh_irreps])
+        inversion_sign = _parity_sign(edge.spherical.sph.irreps_out)
+        if all(ir.l == 0 for _, ir in o3.Irreps(layers[0].linear_1.irreps_in)):
+            first_layer_sign = _parity_sign(layers[0].gate.irreps_out)
         irreps_out = o3.Irreps(
             [(mul, (ir.l, 1)) for mul, ir in irreps_out]
             + [(mul, (ir.l, -1)) for mul, ir in irreps_out]
@@ -153,6 +164,8 @@ def sevennet_backbone(
         irreps_out=repr(irreps_out),
         num_species=modules["onehot_idx_to_onehot"].num_classes,
         inversion_sign=inversion_sign,
+        first_layer_sign=first_layer_sign,
+        partner_field=None if inversion_sign is None else _keys.INVERSION_PARTNER_KEY,
         irreps_in=irreps_in,
     )
 
@@ -200,6 +213,46 @@ def load_backbone(
     return build(backbone, type_names, r_max, num_layers, irreps_in=irreps_in)
 
 
+def backbone_fingerprint(module: torch.nn.Module, r_max: float, num_layers: int) -> int:
+    """A 60-bit fingerprint of a backbone module's node features: its class, weights and buffers
+    (the type map aside: features depend on the element, not on the model's type order), output
+    irreps, cutoff, envelope, layers and dtype. The frozen-backbone feature cache keys its files by
+    it, and a backbone reads cached features only when theirs is its own."""
+    settings = {
+        "format": _FEATURES_FORMAT,
+        "class": type(module).__name__,
+        "r_max": float(r_max),
+        "layers": int(num_layers),
+        "dtype": str(torch.get_default_dtype()),
+        "irreps_out": str(module.irreps_out[AtomicDataDict.NODE_FEATURES_KEY]),
+        **{
+            name: getattr(module, name)
+            for name in ("envelope", "cutoff_on", "polynomial_p", "symmetrize_inversion")
+            if hasattr(module, name)
+        },
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.split(".")[-1] == "type_map":
+            continue
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return int(digest.hexdigest()[:15], 16)
+
+
+def frozen_backbone(
+    backbone: str, type_names: Sequence[str], r_max: float, num_layers: int, irreps_in=None
+) -> Union[SevenNetBackbone, NequIPBackbone]:
+    """:func:`load_backbone` with its weights frozen, reading cached features when the data
+    carries them (:class:`~aniso_nequip.nn.backbone.CachedFeaturesMixin`), in the default
+    dtype."""
+    module = load_backbone(backbone, type_names, r_max, num_layers, irreps_in).requires_grad_(False)
+    fingerprint = backbone_fingerprint(module, r_max, num_layers)
+    return module.read_cached_features(
+        _keys.BACKBONE_FEATURES_KEY, _keys.BACKBONE_FEATURES_ID_KEY, fingerprint
+    )
+
+
 @model_builder
 def FoundationAnisoNetModel(
     backbone: str = "7net-0",
@@ -241,8 +294,10 @@ def FoundationAnisoNetModel(
     type_names, r_max = kwargs["type_names"], kwargs["r_max"]
 
     def build_backbone(irreps_in):
+        if freeze_backbone:
+            return frozen_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
         module = load_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
-        return module.requires_grad_(not freeze_backbone)
+        return module.requires_grad_(True)
 
     modules, prev_irreps = _trunk(
         last_layer=("0e", "2e"), num_layers=num_layers, l_max=l_max, num_features=num_features,
@@ -263,4 +318,11 @@ def FoundationAnisoNetModel(
             physical_readout=physical_readout,
         )
     )
-    return SequentialGraphNetwork(modules)
+    network = SequentialGraphNetwork(modules)
+    # the optional inputs of the backbone reach it (nequip's GraphModel passes on only the first
+    # module's inputs): the feature cache's fields, and the inversion partners
+    optional = [getattr(modules["backbone"], "partner_field", None)]
+    if freeze_backbone:
+        optional += [_keys.BACKBONE_FEATURES_KEY, _keys.BACKBONE_FEATURES_ID_KEY]
+    network.irreps_in.update({field: None for field in optional if field})
+    return network

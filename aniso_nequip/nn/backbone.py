@@ -23,11 +23,44 @@ _GRAPH_KEYS = (
 )
 
 
+class CachedFeaturesMixin:
+    """Lets a frozen backbone take its node features from the data (the training-time feature
+    cache) instead of computing them.
+
+    After :meth:`read_cached_features`, ``forward`` uses ``data[features_field]`` when it is
+    there, the backbone is frozen and ``data[features_id_field]`` of every frame equals
+    ``features_id`` (the fingerprint of this backbone and its settings); otherwise the backbone
+    runs as usual, so the cache never changes a result. Data without the field (inference,
+    packaged or compiled models) always runs the backbone.
+    """
+
+    features_field: Optional[str] = None
+    features_id_field: str = ""
+    features_id: int = 0
+
+    def read_cached_features(self, features_field: str, features_id_field: str, features_id: int):
+        self.features_field = features_field
+        self.features_id_field = features_id_field
+        self.features_id = features_id
+        return self
+
+    def _cached_features(self, data: AtomicDataDict.Type) -> Optional[torch.Tensor]:
+        field = self.features_field
+        if field is None or field not in data or self.features_id_field not in data:
+            return None
+        if any(p.requires_grad for p in self.parameters()):
+            return None
+        if not bool(torch.all(data[self.features_id_field] == self.features_id)):
+            return None
+        return data[field]
+
+
 class SevenNetInteraction(torch.nn.Module):
     """One SevenNet interaction block (NequIP architecture), from its own e3nn submodules.
 
     ``x -> gate(linear_2(conv(linear_1(x))) / denominator + self_connection(x))``, where the
-    convolution gathers ``tensor_product(x_j, Y(r_ij), weights(|r_ij|))`` from the neighbours ``j``
+    convolution gathers ``tensor_product(x_j, Y(r_ij), weights(|r_ij|))`` (the caller passes
+    ``weight_nn`` of the edge embedding as ``edge_weights``) from the neighbours ``j``
     of each centre ``i`` (``edge_index[0]`` the centres, ``edge_index[1]`` the neighbours, the
     convention of SevenNet and nequip alike).
     """
@@ -56,17 +89,17 @@ class SevenNetInteraction(torch.nn.Module):
         x: torch.Tensor,
         edge_index: torch.Tensor,
         edge_attr: torch.Tensor,
-        edge_embedding: torch.Tensor,
+        edge_weights: torch.Tensor,
     ) -> torch.Tensor:
         skip = self.self_connection(x)
         h = self.linear_1(x)
-        message = self.tensor_product(h[edge_index[1]], edge_attr, self.weight_nn(edge_embedding))
+        message = self.tensor_product(h[edge_index[1]], edge_attr, edge_weights)
         h = scatter(message, edge_index[0], dim=0, dim_size=x.shape[0], reduce="sum")
         h = self.linear_2(h / self.denominator)
         return self.gate(h + skip)
 
 
-class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
+class SevenNetBackbone(CachedFeaturesMixin, GraphModuleMixin, torch.nn.Module):
     """Element embedding, edge embedding and the first interaction blocks of a SevenNet model.
 
     Edges and cells come from nequip's neighbour list (the same directed pairs and the same
@@ -81,7 +114,9 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
     Neumann's principle for crystals whose symmetry includes mirrors (e.g. class ``mm2``). With
     ``symmetrize_inversion`` the blocks also run on the inverted crystal (edge harmonics times
     ``(-1)^l``) and the module writes ``(h(x) + h(-x)) / 2`` as even and ``(h(x) - h(-x)) / 2``
-    as odd features: exactly O(3)-equivariant, at twice the backbone's cost.
+    as odd features: exactly O(3)-equivariant. The inverted pass costs less than a second pass:
+    its first block is the crystal's with signs flipped (``first_layer_sign``), and
+    centrosymmetric crystals skip it (``partner_field``).
 
     Args:
         type_map (torch.Tensor): source element index of each of this model's atom types
@@ -98,6 +133,14 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
         num_species (int): number of elements of the source model
         inversion_sign (torch.Tensor): ``(-1)^l`` of each edge harmonic component; given, the
             module symmetrizes under inversion as described above
+        first_layer_sign (torch.Tensor): ``(-1)^l`` of each output component of the first block,
+            given when its input is scalars only: the inverse image's first block is then the
+            crystal's times this sign (exactly), and runs once instead of twice
+        partner_field (str): per-atom field (long) that, when the data has it, gives for each
+            atom of a centrosymmetric crystal the index (within its crystal) of the atom its
+            inverse image falls on (-1 for the atoms of other crystals): the inverse image of
+            such a crystal is the crystal, so ``h(-x)`` is ``h(x)`` permuted, and only the
+            other crystals run a second pass
     """
 
     def __init__(
@@ -114,6 +157,8 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
         irreps_out: str,
         num_species: int,
         inversion_sign: Optional[torch.Tensor] = None,
+        first_layer_sign: Optional[torch.Tensor] = None,
+        partner_field: Optional[str] = None,
         irreps_in=None,
     ):
         super().__init__()
@@ -133,6 +178,12 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
         self.symmetrize_inversion = inversion_sign is not None
         if inversion_sign is not None:
             self.register_buffer("inversion_sign", inversion_sign.to(self._output_dtype))
+        self.partner_field = partner_field
+        self.share_first_layer = self.symmetrize_inversion and first_layer_sign is not None
+        if self.share_first_layer:
+            # not in the state dict: checkpoints of models built before it load unchanged
+            sign = first_layer_sign.to(self._output_dtype)
+            self.register_buffer("first_layer_sign", sign, persistent=False)
         self._init_irreps(
             irreps_in=irreps_in,
             required_irreps_in=[],
@@ -156,7 +207,58 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
             )
         return bessel * envelope.unsqueeze(-1)
 
+    def _inversion_partners(self, data: AtomicDataDict.Type) -> Optional[torch.Tensor]:
+        """``data[partner_field]`` (per structure) as indices into the batch, or ``None``."""
+        field = self.partner_field
+        if field is None or field not in data:
+            return None
+        local = data[field]
+        if AtomicDataDict.BATCH_KEY not in data:
+            return local
+        num_nodes = data[AtomicDataDict.NUM_NODES_KEY]
+        first = torch.cumsum(num_nodes, 0) - num_nodes
+        return torch.where(local >= 0, local + first[data[AtomicDataDict.BATCH_KEY]], local)
+
+    def _symmetrized(self, data, x, edge_index, edge_attr, edge_embedding) -> torch.Tensor:
+        """``(h(x) + h(-x)) / 2`` and ``(h(x) - h(-x)) / 2``: the crystal and the inverse images
+        still to compute (all, or those of the crystals without an inversion centre) run as one
+        graph; a centrosymmetric crystal's ``h(-x)`` is its ``h(x)``, permuted."""
+        num_nodes = x.shape[0]
+        partner = self._inversion_partners(data)
+        sub_nodes: Optional[torch.Tensor] = None
+        sub_edges: Optional[torch.Tensor] = None
+        sub_index, sub_attr = edge_index, edge_attr
+        if partner is not None:
+            needed = partner < 0
+            sub_nodes = torch.nonzero(needed).view(-1)
+            sub_edges = needed[edge_index[0]]
+            renumber = torch.cumsum(needed.to(torch.long), 0) - 1
+            sub_index, sub_attr = renumber[edge_index[:, sub_edges]], edge_attr[sub_edges]
+        both_index = torch.cat([edge_index, sub_index + num_nodes], dim=1)
+        both_attr = torch.cat([edge_attr, sub_attr * self.inversion_sign])
+        for i, layer in enumerate(self.layers):
+            # the radial weights are the same for a crystal and its inverse image
+            weights = layer.weight_nn(edge_embedding)
+            sub_weights = weights if sub_edges is None else weights[sub_edges]
+            if i == 0 and self.share_first_layer:
+                # scalar inputs: the inverse image's output is the crystal's, times (-1)^l
+                direct = layer(x, edge_index, edge_attr, weights)
+                inverted = direct * self.first_layer_sign
+                x = torch.cat([direct, inverted if sub_nodes is None else inverted[sub_nodes]])
+            else:
+                if i == 0:
+                    x = torch.cat([x, x if sub_nodes is None else x[sub_nodes]])
+                x = layer(x, both_index, both_attr, torch.cat([weights, sub_weights]))
+        direct, inverted = x[:num_nodes], x[num_nodes:]
+        if partner is not None and sub_nodes is not None:
+            inverted = direct[partner.clamp(min=0)].index_copy(0, sub_nodes, inverted)
+        return torch.cat([direct + inverted, direct - inverted], dim=-1) * 0.5
+
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        cached = self._cached_features(data)
+        if cached is not None:
+            data[AtomicDataDict.NODE_FEATURES_KEY] = cached.to(self._output_dtype)
+            return data
         data = with_edge_vectors_(data, with_lengths=False)
         # nequip computes edge vectors in float64; the backbone runs in the model's dtype
         edge_vec = data[AtomicDataDict.EDGE_VECTORS_KEY].to(self._output_dtype)
@@ -166,23 +268,16 @@ class SevenNetBackbone(GraphModuleMixin, torch.nn.Module):
         species = self.type_map[data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)]
         one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vec.dtype)
         x = self.embedding(one_hot)
-        num_nodes = x.shape[0]
-        if self.symmetrize_inversion:
-            # the crystal and its inverse image as one graph of twice the nodes
-            x = torch.cat([x, x])
-            edge_index = torch.cat([edge_index, edge_index + num_nodes], dim=1)
-            edge_attr = torch.cat([edge_attr, edge_attr * self.inversion_sign])
-            edge_embedding = torch.cat([edge_embedding, edge_embedding])
-        for layer in self.layers:
-            x = layer(x, edge_index, edge_attr, edge_embedding)
-        if self.symmetrize_inversion:
-            direct, inverted = x[:num_nodes], x[num_nodes:]
-            x = torch.cat([direct + inverted, direct - inverted], dim=-1) * 0.5
+        if not self.symmetrize_inversion:
+            for layer in self.layers:
+                x = layer(x, edge_index, edge_attr, layer.weight_nn(edge_embedding))
+        else:
+            x = self._symmetrized(data, x, edge_index, edge_attr, edge_embedding)
         data[AtomicDataDict.NODE_FEATURES_KEY] = x
         return data
 
 
-class NequIPBackbone(GraphModuleMixin, torch.nn.Module):
+class NequIPBackbone(CachedFeaturesMixin, GraphModuleMixin, torch.nn.Module):
     """The embedding and first convolutions of a nequip model (checkpoint or package), run with
     this model's atom types mapped to the source model's (``type_map``).
 
@@ -204,6 +299,10 @@ class NequIPBackbone(GraphModuleMixin, torch.nn.Module):
         )
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        cached = self._cached_features(data)
+        if cached is not None:
+            data[AtomicDataDict.NODE_FEATURES_KEY] = cached
+            return data
         # the trunk sees only the graph, so its own embeddings do not replace the head's
         graph: AtomicDataDict.Type = {}
         for key in _GRAPH_KEYS:

@@ -1,6 +1,7 @@
 """Loss, metric and data-statistics hooks for nequip's training machinery."""
 
 from .checks import CheckVariables
+from .feature_cache import BackboneFeatureCache
 from .finetune import SelfContainedCheckpoints
 from .logging import loggers
 from .managers import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
@@ -16,6 +17,7 @@ from .pruning import OptunaPruning
 
 __all__ = [
     "AnisotropyRatio",
+    "BackboneFeatureCache",
     "BackboneParamGroups",
     "CheckVariables",
     "DielectricLoss",
