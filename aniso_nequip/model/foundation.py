@@ -7,7 +7,7 @@ Cartesian readout.
 """
 
 import os
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import ase.data
 import torch
@@ -18,6 +18,7 @@ from nequip.nn import GraphModel, SequentialGraphNetwork
 from nequip.utils.dtype import torch_default_dtype
 
 from ..nn import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
+from ..variables import resolve_readout
 from .anisonet import _trunk, dielectric_head
 
 _NEQUIP_SUFFIXES = (".ckpt", ".nequip.zip")
@@ -211,7 +212,8 @@ def FoundationAnisoNetModel(
     isotropic_shift: float = 0.0,
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
-    physical_readout: bool = False,
+    readout: str = "linear",
+    physical_readout: Optional[bool] = None,
     **kwargs,
 ) -> GraphModel:
     """AnisoNet's dielectric head on the node features of a pretrained universal potential.
@@ -231,14 +233,15 @@ def FoundationAnisoNetModel(
         num_layers (int): gated convolutions of the head (default ``1``)
         l_max (int): rotation order of the head's convolutions (default ``2``)
         num_features (int): channels of the head's convolutions (default ``32``)
-        isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout: the readout, as
-            in :func:`~aniso_nequip.model.AnisoNetModel`
+        isotropic_shift, isotropic_scale, anisotropic_scale, readout, physical_readout: the
+            readout, as in :func:`~aniso_nequip.model.AnisoNetModel`
         **kwargs: ``seed``, ``model_dtype``, ``r_max`` (must be the backbone's cutoff),
             ``type_names`` (each must be known to the backbone), ``avg_num_neighbors`` and the
             other arguments of the head's convolutions, as in
             :func:`~aniso_nequip.model.AnisoNetModel`
     """
     type_names, r_max = kwargs["type_names"], kwargs["r_max"]
+    readout = resolve_readout(readout, physical_readout)
 
     def build_backbone(irreps_in):
         module = load_backbone(backbone, type_names, r_max, backbone_layers, irreps_in)
@@ -260,7 +263,7 @@ def FoundationAnisoNetModel(
             isotropic_shift=isotropic_shift,
             isotropic_scale=isotropic_scale,
             anisotropic_scale=anisotropic_scale,
-            physical_readout=physical_readout,
+            readout=readout,
         )
     )
     return SequentialGraphNetwork(modules)
