@@ -178,10 +178,11 @@ def test_fine_tuning_puts_the_backbone_in_its_own_group(names):
     assert total == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("readout", ["square", "log"])
 @pytest.mark.parametrize("builder", [AnisoNetModel, FoundationAnisoNetModel])
-def test_physical_readout_eigenvalues_at_least_one(builder, names, frames, type_names):
+def test_positive_readouts_eigenvalues_at_least_one(builder, readout, names, frames, type_names):
     rng = np.random.default_rng(0)
-    kwargs = dict(seed=3, physical_readout=True, isotropic_shift=1.05, anisotropic_scale=30.0)
+    kwargs = dict(seed=3, readout=readout, isotropic_shift=1.05, anisotropic_scale=30.0)
     if builder is AnisoNetModel:
         model = build_tiny(AnisoNetModel, type_names=type_names, **kwargs)
         structures = bundled("mp_subset_test", ":60")

@@ -46,12 +46,14 @@ def _lattice_points(cell: torch.Tensor, radius: float) -> torch.Tensor:
     return points[torch.linalg.norm(points.detach(), dim=-1) <= radius]
 
 
-def _real_space_coefficients(dist: torch.Tensor, eta):
-    """``B(r)`` and ``C(r)`` of the ``erfc(eta r) / r`` kernel (its tensor is ``C r r^T - B I``)."""
-    er = torch.erfc(eta * dist)
-    gauss = (2.0 / _SQRT_PI) * eta * torch.exp(-((eta * dist) ** 2))
-    b = er / dist**3 + gauss / dist**2
-    c = 3.0 * er / dist**5 + gauss * (2.0 * eta**2 + 3.0 / dist**2) / dist**2
+def _real_space_coefficients(inverse: torch.Tensor, dist: torch.Tensor, eta):
+    """``B(r)`` and ``C(r)`` of the ``erfc(eta r) / r`` kernel (its tensor is ``C r r^T - B I``),
+    from ``1 / r`` and ``r``."""
+    inverse2 = inverse * inverse
+    er3 = torch.erfc(eta * dist) * inverse * inverse2
+    gauss2 = ((2.0 / _SQRT_PI) * eta) * torch.exp(-(eta * eta) * (dist * dist)) * inverse2
+    b = er3 + gauss2
+    c = 3.0 * er3 * inverse2 + gauss2 * (2.0 * eta * eta + 3.0 * inverse2)
     return b, c
 
 
@@ -60,7 +62,7 @@ def dipole_field_tensor(
     cell: torch.Tensor,
     widths: Optional[torch.Tensor] = None,
     eta: Optional[float] = None,
-    accuracy: float = 4.5,
+    accuracy: float = 4.0,
 ) -> torch.Tensor:
     """The lattice-summed dipole field tensor ``T`` ``(3N, 3N)`` of one crystal (``k = 0`` left
     out), point dipoles or, with ``widths``, Gaussian dipoles.
@@ -95,9 +97,10 @@ def dipole_field_tensor(
     self_image[:, :, 0] = torch.eye(num_atoms, dtype=torch.bool, device=r.device)
     r = torch.where(self_image[..., None], torch.ones_like(r), r)  # placeholder, masked below
     dist = torch.linalg.norm(r, dim=-1)
-    b, c = _real_space_coefficients(dist, eta)
+    inverse = 1.0 / dist
+    b, c = _real_space_coefficients(inverse, dist, eta)
     if gamma is not None:
-        b_gauss, c_gauss = _real_space_coefficients(dist, gamma[:, :, None])
+        b_gauss, c_gauss = _real_space_coefficients(inverse, dist, gamma[:, :, None])
         b, c = b - b_gauss, c - c_gauss
     keep = (~self_image).to(r.dtype)
     eye = torch.eye(3, dtype=r.dtype, device=r.device)
@@ -134,7 +137,7 @@ def local_field_tensor(
     alpha: torch.Tensor,
     damping: bool = True,
     eta: Optional[float] = None,
-    accuracy: float = 4.5,
+    accuracy: float = 4.0,
 ) -> torch.Tensor:
     """``eps = I + (4 pi / V) J^T (A - T)^-1 J`` ``(3, 3)`` of one crystal whose atoms have
     polarisabilities ``alpha`` ``(N, 3, 3)`` (symmetric positive definite, Angstrom^3):

@@ -176,7 +176,7 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_scale: float = 1.0,
         anisotropic_scale: float = 1.0,
         damping: bool = True,
-        accuracy: float = 4.5,
+        accuracy: float = 4.0,
         irreps_in=None,
     ):
         super().__init__()
@@ -200,8 +200,9 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         log_alpha = torch.addmm(self.shift, data[self.field], self.basis).view(-1, 3, 3)
-        positions = data[AtomicDataDict.POSITIONS_KEY]
-        cells = data[AtomicDataDict.CELL_KEY].view(-1, 3, 3)
+        # positions and cells may be in nequip's float64 while the model is float32
+        positions = data[AtomicDataDict.POSITIONS_KEY].to(log_alpha.dtype)
+        cells = data[AtomicDataDict.CELL_KEY].view(-1, 3, 3).to(log_alpha.dtype)
         if AtomicDataDict.BATCH_KEY in data:
             sizes = data[AtomicDataDict.NUM_NODES_KEY].reshape(-1).tolist()
         else:
