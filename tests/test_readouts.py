@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.errors import InputError
 from aniso_nequip.model import AnisoNetModel, AnisoNetStaticModel, ScalarAnisoNetModel
 from aniso_nequip.model.anisonet import local_field_scales, readout_scales
 from aniso_nequip.nn import LocalFieldReadout, SymmetricTensorReadout
 from aniso_nequip.tensors import change_of_basis
-from aniso_nequip.data import atoms_to_graphs
 from helpers import build_tiny, bundled, predict, rotated, rotation
 
 SCALES = dict(isotropic_shift=5.0, isotropic_scale=2.0, anisotropic_scale=1.0)

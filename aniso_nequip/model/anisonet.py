@@ -311,7 +311,10 @@ def dielectric_head(
         pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
         out_field=AtomicDataDict.DIELECTRIC_KEY,
         **readout_scales(
-            isotropic_shift, isotropic_scale, anisotropic_scale, READOUT_FORMS[readout],
+            isotropic_shift,
+            isotropic_scale,
+            anisotropic_scale,
+            READOUT_FORMS[readout],
             floor=1.0,
         ),  # fmt: skip
     )

@@ -116,9 +116,12 @@ def dipole_field_tensor(
     cos = torch.cos(d @ k.transpose(0, 1))  # (N, N, K)
     tensor = tensor - (4.0 * math.pi / volume) * torch.einsum("ijk,kab->ijab", cos, kk)
 
-    tensor = tensor + (4.0 * eta**3 / (3.0 * _SQRT_PI)) * torch.eye(
-        num_atoms, dtype=r.dtype, device=r.device
-    )[:, :, None, None] * eye
+    tensor = (
+        tensor
+        + (4.0 * eta**3 / (3.0 * _SQRT_PI))
+        * torch.eye(num_atoms, dtype=r.dtype, device=r.device)[:, :, None, None]
+        * eye
+    )
     tensor = tensor.permute(0, 2, 1, 3).reshape(3 * num_atoms, 3 * num_atoms)
     return 0.5 * (tensor + tensor.transpose(0, 1))
 

@@ -214,9 +214,7 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
             per_atom_volume = torch.abs(torch.linalg.det(cell)) / pos.shape[0]
             alpha = per_atom_volume * torch.linalg.matrix_exp(log_a)
             outputs.append(
-                local_field_tensor(
-                    pos, cell, alpha, damping=self.damping, accuracy=self.accuracy
-                )
+                local_field_tensor(pos, cell, alpha, damping=self.damping, accuracy=self.accuracy)
             )
         data[self.out_field] = torch.stack(outputs)
         return data
