@@ -7,7 +7,7 @@ the local-field readout against the linear one, the forward+backward time of one
 against its atom count (supercells of one bundled cubic crystal).
 
     python benchmarks/readouts.py
-    python benchmarks/readouts.py --structures 64 --max-atoms 256 --out readouts.json
+    python benchmarks/readouts.py --structures 64 --max-atoms 256 --threads 1 --out readouts.json
 """
 
 import argparse
@@ -80,14 +80,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--structures", type=int, default=32, help="bundled test crystals timed")
     parser.add_argument("--max-atoms", type=int, default=216, help="largest supercell timed")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     set_global_state()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     frames = ase.io.read(ROOT / "datasets" / "mp_subset_test.extxyz.gz", f":{args.structures}")
     type_names = sorted({s for f in frames for s in f.symbols})
     cubic = next(f for f in frames if f.info["crystal_system"] == "cubic" and len(f) <= 8)
     report = {
         "machine": describe(),
+        "threads": torch.get_num_threads(),
         "structures": len(frames),
         "mean_atoms": float(np.mean([len(f) for f in frames])),
         "per_structure": per_structure(frames, type_names),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.model import AnisoNetModel
 from aniso_nequip.nn.dipole import damping_widths, dipole_field_tensor, local_field_tensor
 from helpers import build_tiny, bundled, predict, rotated, rotation
@@ -201,3 +202,17 @@ def test_eigenvalues_above_one_on_every_bundled_crystal():
     values = np.linalg.eigvalsh(eps)
     assert eps.shape == (1104, 3, 3) and np.isfinite(eps).all()
     assert values.min() > 1.0 and values.max() > 3.0
+
+
+def test_compile_refuses_clearly(local_field_model, symmetric_cells, tmp_path):
+    import nequip.scripts.compile as nequip_compile
+
+    data = atoms_to_graphs([symmetric_cells["rocksalt"]], local_field_model.type_names, 4.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nequip_compile, "load_saved_model",
+                      lambda *_, **__: (local_field_model, data))  # fmt: skip
+        with pytest.raises(RuntimeError, match="`readout: local_field` cannot be compiled"):
+            nequip_compile.main([
+                "unused.ckpt", str(tmp_path / "m.nequip.pt2"), "--mode", "aotinductor",
+                "--device", "cpu", "--target", "batch_dielectric",
+            ])  # fmt: skip

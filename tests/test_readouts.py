@@ -150,3 +150,22 @@ def test_static_model_readouts(readout, form, type_names, small_frames):
     out = predict(model, small_frames)
     assert np.linalg.eigvalsh(out).min() > 1.0
     assert math.isfinite(float(np.abs(out).max()))
+
+
+@pytest.mark.parametrize("physical", [False, True])
+def test_checkpoint_saved_with_physical_readout_loads(physical, trained, small_frames, tmp_path):
+    """A checkpoint whose saved model config holds ``physical_readout`` (before ``readout``)
+    loads; ``false`` predicts what the same weights do under ``readout: linear``."""
+    from nequip.model.saved_models import ModelFromCheckpoint
+
+    checkpoint = torch.load(trained["dir"] / "best.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["model"].pop("readout") == "linear"
+    checkpoint["hyper_parameters"]["model"]["physical_readout"] = physical
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    model = ModelFromCheckpoint(str(old))["sole_model"].eval()
+    assert model.model.tensor_readout.form == ("square" if physical else "linear")
+    if not physical:
+        reference = ModelFromCheckpoint(str(trained["dir"] / "best.ckpt"))["sole_model"].eval()
+        np.testing.assert_array_equal(predict(model, small_frames),
+                                      predict(reference, small_frames))  # fmt: skip

@@ -3,6 +3,7 @@ local-field head."""
 
 import torch
 from e3nn.o3._irreps import Irreps
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin, scatter
 
@@ -153,7 +154,8 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
     Every eigenvalue is > 1 for any input (with ``damping``). The unit ``V / N`` makes the shift
     dimensionless: ``shift = log(3 x / (4 pi))`` with ``x = (m - 1) / (m + 2)`` gives a simple
     cubic crystal of point dipoles ``eps = m`` (Clausius-Mossotti). One dense ``3N x 3N`` solve per
-    structure (structures of a batch one after the other).
+    structure (structures of a batch one after the other). Not exportable by ``nequip-compile``
+    (data-dependent numbers of lattice terms): it says so.
 
     Args:
         field (str): per-atom input field with 6 components
@@ -199,6 +201,12 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
         self.register_buffer("shift", (isotropic_shift * torch.eye(3, dtype=dtype)).reshape(1, 9))
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        if torch.compiler.is_compiling() or get_proxy_mode() is not None:  # nequip-compile traces
+            raise RuntimeError(
+                "a model with `readout: local_field` cannot be compiled (nequip-compile): its "
+                "lattice sums take as many terms as each cell needs (data-dependent shapes); "
+                "use its checkpoint or nequip-package archive"
+            )
         log_alpha = torch.addmm(self.shift, data[self.field], self.basis).view(-1, 3, 3)
         # positions and cells may be in nequip's float64 while the model is float32
         positions = data[AtomicDataDict.POSITIONS_KEY].to(log_alpha.dtype)
