@@ -174,7 +174,7 @@ def test_model_neumann_forms(local_field_model, symmetric_cells):
     assert abs(abs(unique @ c_axis) - 1) < 1e-9
 
 
-def test_model_rotation_and_batching(local_field_model, small_frames):
+def test_model_rotation_batching_and_supercell(local_field_model, small_frames):
     rot = rotation(4)
     eps = predict(local_field_model, small_frames)
     np.testing.assert_allclose(
@@ -184,6 +184,11 @@ def test_model_rotation_and_batching(local_field_model, small_frames):
     single = np.stack([predict(local_field_model, [f])[0] for f in small_frames])
     np.testing.assert_allclose(eps, single, atol=1e-12)
     assert np.linalg.eigvalsh(eps).min() > 1.0
+    smallest = min(small_frames, key=len)
+    np.testing.assert_allclose(
+        predict(local_field_model, [smallest.repeat((2, 2, 2))])[0],
+        predict(local_field_model, [smallest])[0], atol=1e-6,
+    )  # fmt: skip
 
 
 def test_eigenvalues_above_one_on_every_bundled_crystal():

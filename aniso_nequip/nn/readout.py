@@ -3,9 +3,9 @@ local-field head."""
 
 import torch
 from e3nn.o3._irreps import Irreps
-from torch.fx.experimental.proxy_tensor import get_proxy_mode
 from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin, scatter
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 from .dipole import local_field_tensor
 
