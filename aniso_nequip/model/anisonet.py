@@ -316,7 +316,7 @@ def dielectric_head(
             anisotropic_scale,
             READOUT_FORMS[readout],
             floor=1.0,
-        ),  # fmt: skip
+        ),
     )
 
 
