@@ -89,7 +89,7 @@ def dipole_field_tensor(
     if widths is not None:
         gamma = torch.rsqrt(2.0 * (widths[:, None] ** 2 + widths[None, :] ** 2)).clamp(max=1e10)
         radius = max(radius, accuracy / float(gamma.detach().min()))
-    # every image within `radius` of some pair: |d| <= half the longest cell diagonal
+    # every image within `radius` of some pair: |d_j| <= sum_k |a_kj| / 2 for each component j
     reach = 0.5 * torch.linalg.norm(torch.abs(cell.detach()).sum(0)).item()
     points = _lattice_points(cell, radius + reach)
     r = d[:, :, None, :] + points[None, None, :, :]  # (N, N, M, 3)
