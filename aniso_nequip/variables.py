@@ -60,6 +60,9 @@ class Rule:
         return value > self.low if self.strict else value >= self.low
 
 
+READOUTS: Tuple[str, ...] = ("linear", "square", "log", "local_field")
+"""Values of ``readout``: how a model's per-atom features become the dielectric tensor."""
+
 RULES: Mapping[str, Rule] = {
     # model
     "model_dtype": Rule("choice", choices=("float32", "float64")),
@@ -73,7 +76,8 @@ RULES: Mapping[str, Rule] = {
     "polynomial_cutoff_p": Rule("int", 1),
     "radial_mlp_depth": Rule("int", 0),
     "radial_mlp_width": Rule("int", 1),
-    "physical_readout": Rule("bool"),
+    "readout": Rule("choice", choices=READOUTS),
+    "physical_readout": Rule("bool"),  # what `readout` replaced; saved configs hold it
     "backbone_layers": Rule("int", 1),
     "freeze_backbone": Rule("bool"),
     "backbone_lr": Rule("number", 0, strict=True),
@@ -95,6 +99,21 @@ RULES: Mapping[str, Rule] = {
 def num_layers_rule(backbone: bool) -> Rule:
     """``num_layers``' rule: at least one convolution, or none on top of a ``backbone``."""
     return dataclasses.replace(RULES["num_layers"], low=0) if backbone else RULES["num_layers"]
+
+
+def resolve_readout(readout: str = "linear", physical_readout: Optional[bool] = None) -> str:
+    """The checked ``readout``, or what the boolean ``physical_readout`` of a saved config stands
+    for (``true``: ``square``, ``false``: ``linear``); both at once are refused."""
+    check_variable("readout", readout)
+    if physical_readout is None:
+        return readout
+    check_variable("physical_readout", physical_readout)
+    if readout != "linear":
+        raise InputError(
+            "give `readout` alone: `physical_readout` is its old boolean form "
+            f"(got readout={readout!r} and physical_readout={physical_readout!r})"
+        )
+    return "square" if physical_readout else "linear"
 
 
 def check_variable(name: str, value, rule: Optional[Rule] = None) -> None:

@@ -63,7 +63,7 @@ EXPERIMENTS = {
     "foundation_frozen": ("foundation", "configs/anisonet_foundation.yaml: frozen SevenNet-0 "
                           "(2 blocks) + 1 head convolution", FOUNDATION, [], [0, 1, 2], None),
     "foundation_physical": ("foundation", "the same with the I + PSD readout (eigenvalues >= 1), "
-                            "15 epochs", FOUNDATION, ["physical_readout=true", "max_epochs=15"],
+                            "15 epochs", FOUNDATION, ["readout=square", "max_epochs=15"],
                             [0, 1, 2], None),
     "foundation_finetune": ("foundation", "the same, backbone fine-tuned at lr 3e-4, 6 epochs",
                             FOUNDATION, ["freeze_backbone=false", "max_epochs=6"], [0, 1, 2],

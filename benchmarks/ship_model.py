@@ -232,7 +232,8 @@ Per crystal system:
 {worst}
 
 - Eigenvalues below 1 are unphysical for `eps_inf`; this model does not force them above 1
-  (`physical_readout=true` in the configs does); `aniso-nequip screen` ranks such predictions last.
+  (`readout=square`, `log` or `local_field` in the configs do); `aniso-nequip screen` ranks such
+  predictions last.
 - PBE underestimates band gaps and so overestimates `eps_inf`; the model reproduces PBE values,
   not experiment.
 

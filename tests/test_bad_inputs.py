@@ -1050,6 +1050,10 @@ RUN_VARIABLE_CASES = [
     (_run_config, "model_dtype", "float16",
      "`model_dtype` must be one of float32, float64, got 'float16'"),
     (_run_config, "physical_readout", "yes", "`physical_readout` must be true or false, got 'yes'"),
+    (_run_config, "readout", "exp",
+     "`readout` must be one of linear, square, log, local_field, got 'exp'"),
+    (_run_builder, "readout", "pooled", "`readout` must be one of linear, square, log, "
+     "local_field, got 'pooled'"),
     (_run_config, "num_workers", -1, "`num_workers` must be an integer >= 0, got -1"),
 ]  # fmt: skip
 

@@ -24,6 +24,7 @@ def crystals(small_frames, symmetric_cells):
 def models(build_model):
     return {
         "anisonet": build_model(AnisoNetModel, **TINY),
+        "log": build_model(AnisoNetModel, readout="log", isotropic_shift=5.0, **TINY),
         "static": build_model(AnisoNetStaticModel, ionic_mean=9.0, born_scale=1.3, **TINY),
     }
 
@@ -39,6 +40,7 @@ def compiled(models, crystals, tmp_path_factory):
     for name, model, target in (
         ("anisonet", models["anisonet"], "batch_dielectric"),
         ("anisonet_ase", models["anisonet"], "ase_dielectric"),
+        ("log", models["log"], "batch_dielectric"),
         ("static", models["static"], "batch_dielectric_static"),
     ):
         data = atoms_to_graphs(crystals[:1], model.type_names, float(model.metadata["r_max"]))
@@ -80,6 +82,14 @@ def test_compiled_models_predict_what_eager_ones_do(models, compiled, crystals):
                                  expected["born_effective_charges"]):  # fmt: skip
         assert z.shape == (len(atoms), 3, 3)
         np.testing.assert_allclose(z, z_eager, atol=1e-5)
+
+
+def test_compiled_log_readout(models, compiled, crystals):
+    """``readout: log`` (``torch.linalg.matrix_exp``) exports; cubic crystals stay isotropic."""
+    eager = predict(crystals, models["log"], device="cpu")
+    compiled_eps = predict(crystals, load_model(compiled["log"]), batch_size=3, device="cpu")
+    np.testing.assert_allclose(compiled_eps, eager, atol=1e-5 * np.abs(eager).max())
+    assert np.linalg.eigvalsh(compiled_eps).min() > 1.0
 
 
 def test_single_structure_target(models, compiled, crystals):

@@ -138,3 +138,24 @@ def test_factories_weights_and_errors():
         DielectricLoss(metric="huber")
     with pytest.raises(ValueError, match="dielectric_tensr"):
         DielectricMetrics(heads={"dielectric_tensr": 1.0})
+
+
+READOUT_MODULES = {"log": "SymmetricTensorReadout", "local_field": "LocalFieldReadout"}
+
+
+@pytest.mark.parametrize("readout", sorted(READOUT_MODULES))
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "anisonet_finetune"])
+def test_readout_override(name, readout, stub_statistics):
+    """``readout=...`` on the command line reaches every model config's builder (the fine-tuning
+    config keeps the readout of the model it loads)."""
+    if name == "anisonet_foundation":
+        pytest.importorskip("sevenn")
+    cfg = _compose(name, [f"readout={readout}"])
+    model_config = OmegaConf.to_container(cfg.training_module.model, resolve=True)
+    assert model_config["readout"] == readout
+    model = get_method(model_config.pop("_target_"))(**model_config)
+    static = name == "anisonet_static"
+    head = model.model.electronic_readout if static else model.model.tensor_readout
+    assert type(head).__name__ == READOUT_MODULES[readout]
+    if readout == "log":
+        assert head.form == "exp" and head.floor == 1.0

@@ -2,8 +2,9 @@
 
 import ase.io
 import numpy as np
+import pytest
 
-from helpers import epoch_values, predict
+from helpers import BIN, bundled, epoch_values, predict, run_command
 
 
 def test_training_lowers_loss_and_writes_checkpoints(trained):
@@ -35,3 +36,29 @@ def test_package_predicts_same_tensors_as_checkpoint(trained, packaged):
     np.testing.assert_allclose(eps_pkg, eps_ckpt, rtol=0, atol=1e-6)
     # a trained model lands in the right range: mean eps_poly of this data is about 4.8
     assert 1.0 < np.trace(eps_ckpt, axis1=1, axis2=2).mean() / 3 < 15.0
+
+
+@pytest.mark.parametrize("readout", ["log", "local_field"])
+def test_positive_readouts_train_and_package(readout, tmp_path):
+    """``readout=...`` as a plain nequip-train override: 2 epochs of configs/tiny.yaml on a
+    slice, then nequip-package; the package predicts the checkpoint's tensors, all > 1."""
+    from nequip.model import ModelFromCheckpoint, ModelFromPackage
+
+    files = {}
+    for split, n in (("train", 16), ("val", 8), ("test", 8)):
+        files[split] = tmp_path / f"{split}.extxyz"
+        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    run_dir = tmp_path / "run"
+    run_command([str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml", f"readout={readout}",
+                 *(f"{split}_file={path}" for split, path in files.items()), "max_epochs=2",
+                 f"hydra.run.dir={run_dir}"])  # fmt: skip
+    (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
+    assert len(epoch_values(metrics_csv, "train_loss_epoch/weighted_sum")) == 2
+    assert np.isfinite(epoch_values(metrics_csv, "test0_epoch/eps_poly_mae")).all()
+    package = tmp_path / "model.nequip.zip"
+    run_command([str(BIN / "nequip-package"), "build", str(run_dir / "best.ckpt"), str(package)])
+    frames = ase.io.read(files["test"], ":")
+    eps_ckpt = predict(ModelFromCheckpoint(str(run_dir / "best.ckpt"))["sole_model"].eval(), frames)
+    eps_pkg = predict(ModelFromPackage(str(package))["sole_model"].eval(), frames)
+    np.testing.assert_allclose(eps_pkg, eps_ckpt, rtol=0, atol=1e-6)
+    assert np.linalg.eigvalsh(eps_ckpt).min() > 1.0

@@ -1,5 +1,6 @@
 """Model builders: AnisoNet (equivariant ``0e+2e`` readout) and its ``6x0e`` ablation."""
 
+import math
 import warnings
 from typing import Callable, Dict, Optional, Sequence, Union
 
@@ -16,9 +17,14 @@ from nequip.nn.embedding import (
 )
 
 from .. import _keys
-from ..nn import GaussianEdgeLengthEncoding, GraphMeanPool, SymmetricTensorReadout
+from ..nn import (
+    GaussianEdgeLengthEncoding,
+    GraphMeanPool,
+    LocalFieldReadout,
+    SymmetricTensorReadout,
+)
 from ..tensors import change_of_basis
-from ..variables import check_variable, check_variables, num_layers_rule
+from ..variables import check_variable, check_variables, num_layers_rule, resolve_readout
 
 
 def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> str:
@@ -183,28 +189,53 @@ def _trunk(
 
 
 def readout_scales(
-    shift: float, isotropic_scale: float, anisotropic_scale: float, positive: bool, floor: float
+    shift: float, isotropic_scale: float, anisotropic_scale: float, form: str, floor: float
 ) -> dict:
-    """Shift and scales of a :class:`~aniso_nequip.nn.SymmetricTensorReadout` whose tensor has
-    isotropic mean ``shift`` and scales ``isotropic_scale`` / ``anisotropic_scale``.
+    """Shift, scales and form of a :class:`~aniso_nequip.nn.SymmetricTensorReadout` whose tensor
+    has isotropic mean ``shift`` and scales ``isotropic_scale`` / ``anisotropic_scale``.
 
-    With ``positive``, the readout predicts ``floor * I + S @ S`` (every eigenvalue >= ``floor``):
-    ``S`` starts at ``sqrt(shift - floor) I`` and its coefficients are scaled by
-    ``1 / (2 sqrt(shift - floor))`` so that the given scales hold to first order.
+    - ``linear``: ``S`` itself;
+    - ``square``: ``floor * I + S @ S`` (every eigenvalue >= ``floor``); ``S`` starts at
+      ``sqrt(shift - floor) I`` and its coefficients are scaled by ``1 / (2 sqrt(shift - floor))``
+      so that the given scales hold to first order;
+    - ``exp``: ``floor * I + expm(S)`` (log space, every eigenvalue > ``floor``); ``S`` starts at
+      ``log(shift - floor) I`` and its coefficients are scaled by ``1 / (shift - floor)``: the
+      first-order (delta-method) mean and scales of ``log(eps - floor * I)`` from those of ``eps``.
     """
-    if not positive:
+    if form == "linear":
         return dict(
             isotropic_shift=shift,
             isotropic_scale=isotropic_scale,
             anisotropic_scale=anisotropic_scale,
         )
-    root = max(shift - floor, 1e-2) ** 0.5
+    excess = max(shift - floor, 1e-2)
+    if form == "square":
+        centre, slope = excess**0.5, 2 * excess**0.5
+    else:
+        centre, slope = math.log(excess), excess
     return dict(
-        isotropic_shift=root,
-        isotropic_scale=isotropic_scale / (2 * root),
-        anisotropic_scale=anisotropic_scale / (2 * root),
-        square=True,
+        isotropic_shift=centre,
+        isotropic_scale=isotropic_scale / slope,
+        anisotropic_scale=anisotropic_scale / slope,
+        form=form,
         floor=floor,
+    )
+
+
+def local_field_scales(shift: float, isotropic_scale: float, anisotropic_scale: float) -> dict:
+    """Shift and scales of a :class:`~aniso_nequip.nn.LocalFieldReadout` for a tensor of
+    isotropic mean ``shift`` and scales ``isotropic_scale`` / ``anisotropic_scale``: the
+    Clausius-Mossotti polarisability of ``eps = shift`` in units of the volume per atom,
+    ``log(3 x / (4 pi))`` with ``x = (shift - 1) / (shift + 2)``, and the scales of
+    ``log(eps - 1)`` (as for the ``exp`` form of :func:`readout_scales`) times
+    ``d log(alpha) / d log(eps - 1) = 1 - x`` at that point."""
+    excess = max(shift - 1.0, 1e-2)
+    x = excess / (excess + 3.0)
+    slope = (1.0 - x) / excess
+    return dict(
+        isotropic_shift=math.log(3.0 * x / (4.0 * math.pi)),
+        isotropic_scale=isotropic_scale * slope,
+        anisotropic_scale=anisotropic_scale * slope,
     )
 
 
@@ -237,26 +268,54 @@ def tensor_head(
     return dict(zip(names, (per_atom, pool, readout)))
 
 
+READOUT_FORMS = {"linear": "linear", "square": "square", "log": "exp"}
+"""``readout`` -> form of the pooled :class:`~aniso_nequip.nn.SymmetricTensorReadout`
+(``local_field`` has no pooling: :class:`~aniso_nequip.nn.LocalFieldReadout`)."""
+
+
 def dielectric_head(
     prev_irreps,
     isotropic_shift: float,
     isotropic_scale: float,
     anisotropic_scale: float,
-    physical_readout: bool,
+    readout: str,
     equivariant_readout: bool = True,
     names: Sequence[str] = ("per_atom_readout", "mean_pool", "tensor_readout"),
     atomic_field: str = AtomicDataDict.NODE_FEATURES_KEY,
 ) -> dict:
-    """:func:`tensor_head` for ``dielectric_tensor`` (``physical_readout``: ``I + S @ S``)."""
+    """The ``dielectric_tensor`` head of ``readout`` (:data:`aniso_nequip.variables.READOUTS`):
+    :func:`tensor_head` (``linear``: the paper's; ``square``: ``I + S @ S``; ``log``:
+    ``I + expm(L)``), or a per-atom linear and :class:`~aniso_nequip.nn.LocalFieldReadout`
+    (``local_field``, modules ``names[0]`` and ``names[2]``)."""
+    readout_irreps = "1x0e+1x2e" if equivariant_readout else "6x0e"
+    if readout == "local_field":
+        per_atom = AtomwiseLinear(
+            field=AtomicDataDict.NODE_FEATURES_KEY,
+            out_field=atomic_field,
+            irreps_in=prev_irreps,
+            irreps_out=readout_irreps,
+        )
+        tensor = LocalFieldReadout(
+            field=atomic_field,
+            out_field=AtomicDataDict.DIELECTRIC_KEY,
+            change_of_basis=change_of_basis(),
+            irreps_in=per_atom.irreps_out,
+            **local_field_scales(isotropic_shift, isotropic_scale, anisotropic_scale),
+        )
+        return {names[0]: per_atom, names[2]: tensor}
     return tensor_head(
         names=names,
         prev_irreps=prev_irreps,
-        readout_irreps="1x0e+1x2e" if equivariant_readout else "6x0e",
+        readout_irreps=readout_irreps,
         atomic_field=atomic_field,
         pooled_field=_keys.DIELECTRIC_IRREPS_KEY,
         out_field=AtomicDataDict.DIELECTRIC_KEY,
         **readout_scales(
-            isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout, floor=1.0
+            isotropic_shift,
+            isotropic_scale,
+            anisotropic_scale,
+            READOUT_FORMS[readout],
+            floor=1.0,
         ),
     )
 
@@ -267,7 +326,8 @@ def AnisoNetModel(
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
     equivariant_readout: bool = True,
-    physical_readout: bool = False,
+    readout: str = "linear",
+    physical_readout: Optional[bool] = None,
     **kwargs,
 ) -> GraphModel:
     """Equivariant dielectric-tensor model (AnisoNet, Lou & Ganose 2025) on nequip's blocks.
@@ -303,10 +363,16 @@ def AnisoNetModel(
             ``2e`` coefficients
         equivariant_readout (bool): ``True`` for the ``1x0e+1x2e`` readout; ``False`` gives the
             ``6x0e`` ablation (see :func:`ScalarAnisoNetModel`)
-        physical_readout (bool): predict ``I + S @ S`` (``S`` the symmetric tensor of the
-            readout), so every eigenvalue is >= 1 like a physical electronic tensor (default
-            ``False``: the paper's linear readout)
+        readout (str): how the per-atom ``0e+2e`` features become the tensor (default
+            ``linear``, the paper's: mean-pooled ``S``); ``square``: ``I + S @ S`` of the pooled
+            ``S``, every eigenvalue >= 1 like a physical electronic tensor; ``log``: the pooled
+            ``L = log(eps - I)``, ``eps = I + expm(L)`` (a geometric mean over atoms, every
+            eigenvalue > 1); ``local_field``: per-atom polarisabilities coupled by the crystal's
+            dipole field (:class:`~aniso_nequip.nn.LocalFieldReadout`)
+        physical_readout (bool): the boolean this replaced, as saved configs hold it (``true``:
+            ``readout=square``, ``false``: ``linear``)
     """
+    readout = resolve_readout(readout, physical_readout)
     modules, prev_irreps = _trunk(
         last_layer=("0e", "2e") if equivariant_readout else ("0e",), **kwargs
     )
@@ -316,7 +382,7 @@ def AnisoNetModel(
             isotropic_shift=isotropic_shift,
             isotropic_scale=isotropic_scale,
             anisotropic_scale=anisotropic_scale,
-            physical_readout=physical_readout,
+            readout=readout,
             equivariant_readout=equivariant_readout,
         )
     )

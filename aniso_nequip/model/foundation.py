@@ -9,7 +9,7 @@ Cartesian readout.
 import hashlib
 import json
 import os
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import ase.data
 import torch
@@ -21,6 +21,7 @@ from nequip.utils.dtype import torch_default_dtype
 
 from .. import _keys
 from ..nn import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
+from ..variables import resolve_readout
 from .anisonet import _trunk, dielectric_head
 
 _NEQUIP_SUFFIXES = (".ckpt", ".nequip.zip")
@@ -264,7 +265,8 @@ def FoundationAnisoNetModel(
     isotropic_shift: float = 0.0,
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
-    physical_readout: bool = False,
+    readout: str = "linear",
+    physical_readout: Optional[bool] = None,
     **kwargs,
 ) -> GraphModel:
     """AnisoNet's dielectric head on the node features of a pretrained universal potential.
@@ -284,14 +286,15 @@ def FoundationAnisoNetModel(
         num_layers (int): gated convolutions of the head (default ``1``)
         l_max (int): rotation order of the head's convolutions (default ``2``)
         num_features (int): channels of the head's convolutions (default ``32``)
-        isotropic_shift, isotropic_scale, anisotropic_scale, physical_readout: the readout, as
-            in :func:`~aniso_nequip.model.AnisoNetModel`
+        isotropic_shift, isotropic_scale, anisotropic_scale, readout, physical_readout: the
+            readout, as in :func:`~aniso_nequip.model.AnisoNetModel`
         **kwargs: ``seed``, ``model_dtype``, ``r_max`` (must be the backbone's cutoff),
             ``type_names`` (each must be known to the backbone), ``avg_num_neighbors`` and the
             other arguments of the head's convolutions, as in
             :func:`~aniso_nequip.model.AnisoNetModel`
     """
     type_names, r_max = kwargs["type_names"], kwargs["r_max"]
+    readout = resolve_readout(readout, physical_readout)
 
     def build_backbone(irreps_in):
         if freeze_backbone:
@@ -315,7 +318,7 @@ def FoundationAnisoNetModel(
             isotropic_shift=isotropic_shift,
             isotropic_scale=isotropic_scale,
             anisotropic_scale=anisotropic_scale,
-            physical_readout=physical_readout,
+            readout=readout,
         )
     )
     network = SequentialGraphNetwork(modules)

@@ -1,5 +1,7 @@
 """Multi-target model: electronic and ionic dielectric tensors and Born effective charges."""
 
+from typing import Optional
+
 from nequip.data import AtomicDataDict
 from nequip.model import model_builder
 from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
@@ -7,6 +9,7 @@ from nequip.nn import AtomwiseLinear, GraphModel, SequentialGraphNetwork
 from .. import _keys
 from ..nn import BornChargeReadout
 from ..tensors import change_of_basis
+from ..variables import resolve_readout
 from .anisonet import _trunk, dielectric_head, readout_scales, tensor_head
 
 
@@ -21,17 +24,22 @@ def AnisoNetStaticModel(
     ionic_mean: float = 1.0,
     ionic_scale: float = 1.0,
     born_scale: float = 1.0,
-    physical_readout: bool = False,
+    readout: str = "linear",
+    physical_readout: Optional[bool] = None,
     **kwargs,
 ) -> GraphModel:
     """One :func:`~aniso_nequip.model.AnisoNetModel` trunk with up to three equivariant heads.
 
-    - ``electronic``: ``dielectric_tensor`` exactly as ``AnisoNetModel`` (``0e+2e``, mean-pooled;
-      ``I + PSD`` with ``physical_readout``);
+    - ``electronic``: ``dielectric_tensor`` exactly as ``AnisoNetModel``, with its ``readout``
+      (``linear``, ``square``, ``log`` or ``local_field``; ``physical_readout``, the boolean of
+      saved configs, as there);
     - ``ionic``: ``dielectric_ionic_tensor = S @ S`` with ``S`` a mean-pooled ``0e+2e`` symmetric
       tensor, so predictions are positive semi-definite like the DFPT ionic tensors; ``S`` starts
       at ``sqrt(ionic_mean) I`` and its coefficients are scaled so that ``ionic_scale`` is the
-      scale of the ionic ``eps_poly`` (first order);
+      scale of the ionic ``eps_poly`` (first order). This form whatever the ``readout``: ionic
+      tensors vanish exactly (no IR-active mode: elemental crystals) or along some axes, which
+      ``S @ S`` reaches and a log-space ``expm(L)`` only as ``L -> -inf``; and ionic screening is
+      not the electronic local field of :class:`~aniso_nequip.nn.LocalFieldReadout`;
     - ``born_charges``: per-atom ``born_effective_charges`` from ``1x0e+1x1e+1x2e`` features
       (a general 3x3 tensor per atom), scaled by ``born_scale``, with the per-structure mean
       removed so that the acoustic sum rule ``sum_i Z*_i = 0`` holds exactly.
@@ -39,6 +47,7 @@ def AnisoNetStaticModel(
     The static tensor is ``dielectric_tensor + dielectric_ionic_tensor``. Other arguments
     (``l_max``, ``num_layers``, ``num_features``, ...) are those of ``AnisoNetModel``.
     """
+    readout = resolve_readout(readout, physical_readout)
     if not (electronic or ionic or born_charges):
         raise ValueError("at least one of `electronic`, `ionic`, `born_charges` must be enabled")
     modules, prev_irreps = _trunk(
@@ -59,7 +68,7 @@ def AnisoNetStaticModel(
                 isotropic_shift=isotropic_shift,
                 isotropic_scale=isotropic_scale,
                 anisotropic_scale=anisotropic_scale,
-                physical_readout=physical_readout,
+                readout=readout,
                 names=("electronic_per_atom", "electronic_pool", "electronic_readout"),
                 atomic_field=_keys.ATOMIC_DIELECTRIC_IRREPS_KEY,
             )
@@ -73,7 +82,7 @@ def AnisoNetStaticModel(
                 atomic_field=_keys.ATOMIC_DIELECTRIC_IONIC_IRREPS_KEY,
                 pooled_field=_keys.DIELECTRIC_IONIC_IRREPS_KEY,
                 out_field=_keys.DIELECTRIC_IONIC_KEY,
-                **readout_scales(ionic_mean, ionic_scale, ionic_scale, positive=True, floor=0.0),
+                **readout_scales(ionic_mean, ionic_scale, ionic_scale, "square", floor=0.0),
             )
         )
     if born_charges:

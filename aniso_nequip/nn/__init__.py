@@ -6,12 +6,18 @@ These modules end up inside ``nequip-package`` archives, so they import only wha
 
 from .backbone import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
 from .radial import GaussianEdgeLengthEncoding
-from .readout import BornChargeReadout, GraphMeanPool, SymmetricTensorReadout
+from .readout import (
+    BornChargeReadout,
+    GraphMeanPool,
+    LocalFieldReadout,
+    SymmetricTensorReadout,
+)
 
 __all__ = [
     "BornChargeReadout",
     "GaussianEdgeLengthEncoding",
     "GraphMeanPool",
+    "LocalFieldReadout",
     "NequIPBackbone",
     "SevenNetBackbone",
     "SevenNetInteraction",

@@ -1,9 +1,26 @@
-"""Graph-level readout: mean pooling over atoms and the symmetric Cartesian tensor head."""
+"""Graph-level readouts: mean pooling over atoms, the symmetric Cartesian tensor head and the
+local-field head."""
 
 import torch
 from e3nn.o3._irreps import Irreps
 from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin, scatter
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+from .dipole import local_field_tensor
+
+FORMS = ("linear", "square", "exp")
+"""Forms of :class:`SymmetricTensorReadout`: ``S``, ``floor I + S @ S``, ``floor I + expm(S)``."""
+
+
+def _scaled_basis(
+    change_of_basis: torch.Tensor, isotropic_scale: float, anisotropic_scale: float
+) -> torch.Tensor:
+    """``(6, 9)`` map from coefficients to flattened tensors, the scales folded in."""
+    assert change_of_basis.shape == (6, 3, 3)
+    dtype = torch.get_default_dtype()
+    scales = torch.tensor([isotropic_scale * 3.0**0.5] + [anisotropic_scale] * 5, dtype=dtype)
+    return (scales.view(6, 1, 1) * change_of_basis.to(dtype)).reshape(6, 9)
 
 
 class GraphMeanPool(GraphModuleMixin, torch.nn.Module):
@@ -51,7 +68,10 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         + \text{scale}_{aniso} \sum_{k=1}^{5} y_k Q_k
 
     so ``tr(eps) / 3 = shift + scale_iso * y_0``: the isotropic part is standardized by training
-    data statistics and the anisotropic (traceless) part by its own scale.
+    data statistics and the anisotropic (traceless) part by its own scale. ``form`` then maps
+    this symmetric tensor ``S`` to the output: ``linear`` (``S``), ``square``
+    (``floor * I + S @ S``) or ``exp`` (``floor * I + expm(S)``, the log-space readout: ``S`` is
+    ``log(eps - floor * I)``); both of the last two have every eigenvalue above ``floor``.
 
     Args:
         field (str): input graph field with 6 components
@@ -60,10 +80,9 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_shift (float): added to the isotropic part (e.g. mean ``eps_poly`` of the data)
         isotropic_scale (float): scale of the isotropic coefficient (e.g. std of ``eps_poly``)
         anisotropic_scale (float): scale of the five traceless coefficients
-        square (bool): output ``S @ S + floor * I`` for the tensor ``S`` above: every eigenvalue
-            is at least ``floor`` by construction (``floor = 0``: the positive semi-definite
+        form (str): ``linear``, ``square`` or ``exp`` (``floor = 0``: the positive semi-definite
             ionic tensor; ``floor = 1``: an electronic tensor ``I + PSD``)
-        floor (float): lower bound of the eigenvalues with ``square``
+        floor (float): lower bound of the eigenvalues with ``square`` and ``exp``
     """
 
     def __init__(
@@ -74,14 +93,15 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         isotropic_shift: float = 0.0,
         isotropic_scale: float = 1.0,
         anisotropic_scale: float = 1.0,
-        square: bool = False,
+        form: str = "linear",
         floor: float = 0.0,
         irreps_in=None,
     ):
         super().__init__()
+        assert form in FORMS, f"`form` must be one of {FORMS}, got {form!r}"
         self.field = field
         self.out_field = out_field
-        self.square = square
+        self.form = form
         self.floor = float(floor)
         self._init_irreps(
             irreps_in=irreps_in,
@@ -91,23 +111,120 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         assert Irreps(self.irreps_in[field]).dim == 6, (
             f"`{field}` must have 6 components, got irreps {self.irreps_in[field]}"
         )
-        assert change_of_basis.shape == (6, 3, 3)
         dtype = torch.get_default_dtype()
-        scales = torch.tensor([isotropic_scale * 3.0**0.5] + [anisotropic_scale] * 5, dtype=dtype)
-        # fold the scales into the basis: eps = einsum(y, scales[:, None, None] * Q) + shift * I
+        # eps = einsum(y, scales[:, None, None] * Q) + shift * I
         self.register_buffer(
-            "basis", (scales.view(6, 1, 1) * change_of_basis.to(dtype)).reshape(6, 9)
+            "basis", _scaled_basis(change_of_basis, isotropic_scale, anisotropic_scale)
         )
         self.register_buffer("shift", (isotropic_shift * torch.eye(3, dtype=dtype)).reshape(1, 9))
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         y = data[self.field]
         tensor = torch.addmm(self.shift, y, self.basis).view(-1, 3, 3)
-        if self.square:
-            tensor = torch.bmm(tensor, tensor)
+        if self.form != "linear":
+            if self.form == "square":
+                tensor = torch.bmm(tensor, tensor)
+            else:
+                tensor = torch.linalg.matrix_exp(tensor)
             if self.floor != 0.0:
                 tensor = tensor + self.floor * torch.eye(3, dtype=y.dtype, device=y.device)
         data[self.out_field] = tensor
+        return data
+
+
+class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
+    r"""Per-atom polarisabilities -> dielectric tensor of coupled induced dipoles (local field).
+
+    Atom ``i`` of a structure with volume ``V`` and ``N`` atoms gets the symmetric positive
+    definite polarisability
+
+    .. math::
+        \alpha_i = \frac{V}{N} \exp\!\Big((\text{shift} + \text{scale}_{iso}\, y_{i,0})\, I
+        + \text{scale}_{aniso} \sum_{k=1}^{5} y_{i,k} Q_k\Big)
+
+    from its six coefficients ``y_i`` (``expm`` of a symmetric matrix: positive definite, rotating
+    with it); its induced dipole answers the applied field plus the field of every other dipole,
+    summed over the lattice (:func:`~aniso_nequip.nn.dipole.local_field_tensor`, Gaussian dipoles
+    with ``damping``):
+
+    .. math::
+        \varepsilon = I + \frac{4\pi}{V} J^T (A - T)^{-1} J, \quad
+        A = \mathrm{blockdiag}(\alpha_i^{-1})
+
+    Every eigenvalue is > 1 for any input (with ``damping``). The unit ``V / N`` makes the shift
+    dimensionless: ``shift = log(3 x / (4 pi))`` with ``x = (m - 1) / (m + 2)`` gives a simple
+    cubic crystal of point dipoles ``eps = m`` (Clausius-Mossotti). One dense ``3N x 3N`` solve per
+    structure (structures of a batch one after the other). Not exportable by ``nequip-compile``
+    (data-dependent numbers of lattice terms): it says so.
+
+    Args:
+        field (str): per-atom input field with 6 components
+        out_field (str): output graph field (3x3)
+        change_of_basis (torch.Tensor): ``(6, 3, 3)`` map from coefficients to Cartesian tensors
+        isotropic_shift (float): of ``log(alpha_i N / V)``'s isotropic part
+        isotropic_scale (float): scale of the isotropic coefficient
+        anisotropic_scale (float): scale of the five traceless coefficients
+        damping (bool): Gaussian dipoles whose widths follow ``alpha_i`` (default ``True``; without
+            it, close and highly polarisable atoms may reach the polarisation catastrophe)
+        accuracy (float): of the Ewald sums (``erfc(accuracy)``-small errors)
+    """
+
+    def __init__(
+        self,
+        field: str,
+        out_field: str,
+        change_of_basis: torch.Tensor,
+        isotropic_shift: float = 0.0,
+        isotropic_scale: float = 1.0,
+        anisotropic_scale: float = 1.0,
+        damping: bool = True,
+        accuracy: float = 4.0,
+        irreps_in=None,
+    ):
+        super().__init__()
+        self.field = field
+        self.out_field = out_field
+        self.damping = damping
+        self.accuracy = float(accuracy)
+        self._init_irreps(
+            irreps_in=irreps_in,
+            required_irreps_in=[field],
+            irreps_out={out_field: None},
+        )
+        assert Irreps(self.irreps_in[field]).dim == 6, (
+            f"`{field}` must have 6 components, got irreps {self.irreps_in[field]}"
+        )
+        dtype = torch.get_default_dtype()
+        self.register_buffer(
+            "basis", _scaled_basis(change_of_basis, isotropic_scale, anisotropic_scale)
+        )
+        self.register_buffer("shift", (isotropic_shift * torch.eye(3, dtype=dtype)).reshape(1, 9))
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        if torch.compiler.is_compiling() or get_proxy_mode() is not None:  # nequip-compile traces
+            raise RuntimeError(
+                "a model with `readout: local_field` cannot be compiled (nequip-compile): its "
+                "lattice sums take as many terms as each cell needs (data-dependent shapes); "
+                "use its checkpoint or nequip-package archive"
+            )
+        log_alpha = torch.addmm(self.shift, data[self.field], self.basis).view(-1, 3, 3)
+        # positions and cells may be in nequip's float64 while the model is float32
+        positions = data[AtomicDataDict.POSITIONS_KEY].to(log_alpha.dtype)
+        cells = data[AtomicDataDict.CELL_KEY].view(-1, 3, 3).to(log_alpha.dtype)
+        if AtomicDataDict.BATCH_KEY in data:
+            sizes = data[AtomicDataDict.NUM_NODES_KEY].reshape(-1).tolist()
+        else:
+            sizes = [positions.shape[0]]
+        outputs = []
+        for cell, pos, log_a in zip(
+            cells.unbind(0), positions.split(sizes), log_alpha.split(sizes)
+        ):
+            per_atom_volume = torch.abs(torch.linalg.det(cell)) / pos.shape[0]
+            alpha = per_atom_volume * torch.linalg.matrix_exp(log_a)
+            outputs.append(
+                local_field_tensor(pos, cell, alpha, damping=self.damping, accuracy=self.accuracy)
+            )
+        data[self.out_field] = torch.stack(outputs)
         return data
 
 
