@@ -1,12 +1,12 @@
 """Screening a large pool (``aniso-nequip screen``) with the ready model, on CPU threads.
 
 Writes a synthetic pool of ``--n`` structures (default 20,000) made from the bundled
-``mp_subset`` crystals (all splits): rattled copies (0.01-0.03 A), every other one a rattled 2x1x1
-supercell where that stays within the 39-site filter, stripped of tensors and metadata as a pool
-of candidates would be, into ``--cache`` (reused by later runs; nothing is shipped). Then screens,
-each in its own process and as a user would (the CLI, one shard, the ready model, no training-set
-exclusion: a rattled copy of a training crystal would match it, so ``--exclude mp_subset_train``
-would remove 80% of this pool, where it removes few of a real one):
+``mp_subset`` crystals (all splits, in a random order): rattled copies (0.01-0.03 A), every other
+one of a 2x1x1 supercell where that stays within the 39-site filter, without tensors or metadata
+as a pool of candidates would be, into ``--cache`` (reused by later runs; nothing is shipped).
+Then screens, each in its own process and as a user would (the CLI, one shard, the ready model,
+no training-set exclusion: a rattled copy of a training crystal would match it, so ``--exclude
+mp_subset_train`` would remove 80% of this pool, where it removes few of a real one):
 
 1. the first ``--small`` structures and 2. the whole pool, without the dimensionality step:
    structures/s and peak resident memory of each (flat in pool size: streaming), and the wall
@@ -52,12 +52,13 @@ def write_pool(path: pathlib.Path, n: int, seed: int = 0) -> None:
     """Write the synthetic pool of ``n`` structures to ``path`` (atomically, frame by frame)."""
     bases = [a for source in SOURCES for a in ase.io.iread(source, ":")]
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(bases))  # any prefix of the pool is a sample of all of it
     with atomic_file(path, force=True) as tmp:
         with open(tmp, "w") as f:
             for i in range(n):
-                base = bases[i % len(bases)]
+                base = bases[order[i % len(bases)]]
                 atoms = ase.Atoms(base.symbols, base.positions, cell=base.cell, pbc=True)
-                if (i // len(bases)) % 2 and 2 * len(atoms) <= MAX_SITES:
+                if i % 2 and 2 * len(atoms) <= MAX_SITES:
                     atoms = atoms.repeat((2, 1, 1))
                 atoms.rattle(rng.uniform(0.01, 0.03), seed=int(rng.integers(2**31)))
                 atoms.info["entry_id"] = f"{base.info['entry_id']}-synthetic-{i}"
@@ -66,7 +67,7 @@ def write_pool(path: pathlib.Path, n: int, seed: int = 0) -> None:
 
 def pool(n: int, cache: pathlib.Path) -> pathlib.Path:
     """The cached pool of ``n`` structures, written when missing."""
-    path = cache / f"pool-{n}.extxyz"
+    path = cache / f"pool-v2-{n}.extxyz"  # v2: the mix of supercells of every prefix
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         print(f"writing the synthetic pool {path}", file=sys.stderr)

@@ -47,6 +47,10 @@ from .layout import (
 from .report import peak_rss_mb, write_outputs
 from .sources import count_structures, iter_structures, shard_size
 
+# a batch also ends at this many atoms per structure on average, so that the peak memory (set
+# by the largest batch) does not depend on how many large crystals a pool holds
+BATCH_ATOMS = 24
+
 
 class ShardsMissingError(InputError):
     """:func:`merge` was asked for before every shard finished."""
@@ -270,6 +274,9 @@ class _Chunk:
         self.seconds = {"predict": 0.0, "dimensionality": 0.0}
         self.start = time.perf_counter()
 
+    def batch_atoms(self) -> int:
+        return sum(len(atoms) for _, _, atoms in self.batch)
+
     def write(self, out, settings: Settings, shard: int) -> None:
         """The chunk's CSV (in ranking order) and candidates, then its JSON (it is finished)."""
         n = settings.shards
@@ -352,7 +359,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
             chunk.keep.reject(atoms, source, problem)
         elif chunk.keep(atoms, source):
             chunk.batch.append((index, source, atoms))
-        if len(chunk.batch) == batch_size:
+        if len(chunk.batch) == batch_size or chunk.batch_atoms() >= batch_size * BATCH_ATOMS:
             flush(chunk)
         if chunk.read == size:
             flush(chunk)
@@ -473,7 +480,8 @@ def screen(
         settings: the run's settings
         shard: the shard to run
         device: ``cpu``, ``cuda``, ... (default: ``cuda`` when available)
-        batch_size: structures per forward pass
+        batch_size: structures per forward pass (a batch also ends at ``BATCH_ATOMS`` atoms
+            per structure on average: memory)
         progress: show a progress bar
         force: discard the shards of a run with other settings
         merge_when_done: merge a sharded run when its last shard has finished

@@ -166,7 +166,11 @@ def add_parser(commands) -> None:
     screen.add_argument("--no-dimensionality", action="store_true", help="skip the slow part")
     screen.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     screen.add_argument(
-        "--batch-size", type=_number(int, 1), default=32, help="structures per batch (32)"
+        "--batch-size",
+        type=_number(int, 1),
+        default=32,
+        help="structures per batch (32; a batch also ends at 24 atoms per structure on "
+        "average, which bounds the memory)",
     )
     screen.add_argument("--shard", type=_shard, default=(0, 1), help="run shard i of n: i/n")
     screen.add_argument(
