@@ -25,6 +25,7 @@ from .data.matching import NAME_KEYS, crystal_id
 from .data.symmetry import crystal_system
 from .data.validation import (
     crystal_name,
+    reduced_formula,
     reference_problem,
     reference_value,
     structure_problem,
@@ -246,7 +247,7 @@ def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref) -> None:
                 origin[i][0],
                 origin[i][1],
                 _identifier(atoms, i),
-                atoms.get_chemical_formula(),
+                reduced_formula(atoms),
                 systems[i],
                 len(atoms),
             ]

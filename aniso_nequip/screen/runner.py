@@ -22,6 +22,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
+from ..data.validation import reduced_formula
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
@@ -146,7 +147,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             stats = {"eps_poly": eps_poly[0, b], "a_r": a_r[0, b]}
         row = {
             "id": label(atoms, source),
-            "formula": atoms.info.get("formula") or str(atoms.symbols.formula.reduce()[0]),
+            "formula": reduced_formula(atoms),
             **{k: float(v) for k, v in stats.items()},
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
             "dimensionality": dims[b],
