@@ -13,7 +13,8 @@ triclinic ones **biaxial**. The tensor is first averaged over the point group (`
 Neumann form: a predicted tensor obeys Neumann's principle only up to float noise), then:
 
 - uniaxial: ``eps_e = a . eps . a`` along the optic axis ``a``, ``eps_o`` perpendicular to it,
-  ``n = sqrt(eps)``; optical sign ``positive`` when ``n_e > n_o``, else ``negative``; birefringence ``n_e - n_o`` (signed);
+  ``n = sqrt(eps)``; optical sign ``positive`` when ``n_e > n_o``, else ``negative``;
+  birefringence ``n_e - n_o`` (signed);
 - biaxial: ``n_alpha < n_beta < n_gamma`` (:attr:`OpticalDescription.refractive_indices`) along
   the principal axes X, Y, Z; ``2Vz``, the angle between the two optic axes measured across Z,
   from ``cos^2 Vz = eps_alpha (eps_gamma - eps_beta) / (eps_beta (eps_gamma - eps_alpha))``;
@@ -45,62 +46,66 @@ OPTICAL_CLASS = {
     "monoclinic": "biaxial",
     "triclinic": "biaxial",
 }
-# largest index tried when writing a direction as integers [uvw]; relative tolerance
+# largest index tried when writing a direction as integers [uvw], and how close to integers
 MAX_INDEX = 12
 INDEX_TOLERANCE = 0.01
 CSV_COLUMNS = (
     "optical_class", "point_group", "optical_sign", "n_1", "n_2", "n_3", "n_o", "n_e",
-    "eps_o", "eps_e", "birefringence", "optic_axis", "two_v_deg", "axis_1", "axis_2", "axis_3",
+    "eps_o", "eps_e", "birefringence", "optic_axis", "two_v_deg",
+    "axis_alpha", "axis_beta", "axis_gamma",
 )  # fmt: skip
 """Columns of :func:`csv_fields`, as ``predict``, ``screen`` and ``nequip-evaluate`` write them."""
+GREEK = ("alpha", "beta", "gamma")
+STRUCTURE_COLUMNS = ("optical_class", "point_group")
+"""The columns of :data:`CSV_COLUMNS` that depend on the structure only, not on the tensor."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CrystalSymmetry:
     """What the optical description needs of a structure: its crystal system, point group
     (Hermann-Mauguin), the input cell (rows ``a, b, c``, Angstrom), the Cartesian point-group
-    operations ``(n, 3, 3)`` and, for a uniaxial crystal, its unique axis in lattice coordinates
-    (integers of the input cell)."""
+    operations ``(n, 3, 3)`` in the frame of the input and, for a uniaxial crystal, its unique
+    axis as ``[uvw]`` of the input cell (:func:`lattice_direction`)."""
 
     crystal_system: str
     point_group: str
     cell: np.ndarray
     rotations: np.ndarray
-    unique_axis: Optional[Tuple[int, int, int]]
+    unique_axis: Optional[tuple]
 
     @property
     def optical_class(self) -> str:
         return OPTICAL_CLASS[self.crystal_system]
 
 
-def crystal_symmetry(atoms: ase.Atoms, symprec: float = SYMPREC) -> CrystalSymmetry:
-    """The :class:`CrystalSymmetry` of ``atoms`` (spglib via pymatgen's ``SpacegroupAnalyzer``,
-    on the input cell: its integer rotations act on the fractional coordinates of ``atoms``)."""
+def crystal_symmetry(structure, symprec: float = SYMPREC) -> CrystalSymmetry:
+    """The :class:`CrystalSymmetry` of ``structure`` (``ase.Atoms`` or pymatgen ``Structure``),
+    from spglib (through pymatgen's ``SpacegroupAnalyzer``).
+
+    The operations are those of spglib's standardized conventional cell rotated back into the
+    input frame: the input cell itself may not carry them all as integer matrices (a supercell,
+    e.g. an orthohexagonal cell of a trigonal crystal, does not carry its 3-fold axis). The
+    unique axis of a uniaxial crystal is that cell's ``c`` axis."""
+    import spglib
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
-    fractional = np.array(sga.get_symmetry_dataset().rotations, dtype=int)
-    cell = np.array(atoms.cell.array, dtype=float)
+    if isinstance(structure, ase.Atoms):
+        structure = AseAtomsAdaptor.get_structure(structure)
+    sga = SpacegroupAnalyzer(structure, symprec=symprec)
+    data = sga.get_symmetry_dataset()
+    standard = np.array(data.std_lattice, dtype=float)  # rows, idealized frame
+    to_ideal = np.array(data.std_rotation_matrix, dtype=float)  # input frame -> idealized
+    fractional = spglib.get_symmetry_from_database(data.hall_number)["rotations"]
     # r = L^T f for row lattice vectors L, so f' = W f is r' = L^T W L^-T r
-    cartesian = np.einsum("ji,njk,kl->nil", cell, fractional, np.linalg.inv(cell).T)
+    ideal = np.einsum("ji,njk,kl->nil", standard, fractional, np.linalg.inv(standard).T)
+    rotations = np.einsum("ji,njk,kl->nil", to_ideal, ideal, to_ideal)
+    cell = np.array(structure.lattice.matrix, dtype=float)
     system = sga.get_crystal_system()
-    unique = _unique_axis(fractional) if OPTICAL_CLASS[system] == "uniaxial" else None
-    return CrystalSymmetry(system, sga.get_point_group_symbol(), cell, cartesian, unique)
-
-
-def _unique_axis(rotations: np.ndarray) -> Tuple[int, int, int]:
-    """The axis (lattice coordinates, integers) of the 3-, 4- or 6-fold (proper or improper)
-    rotations among the integer ``rotations``: the null space of ``W - I`` for the proper part
-    ``W`` (two independent rows of which give it as a cross product)."""
-    for rotation in rotations:
-        proper = rotation * int(round(np.linalg.det(rotation)))
-        if np.trace(proper) in (0, 1, 2):  # 4-, 6-, 3-fold: trace 1 + 2 cos(2 pi / n)
-            rows = proper - np.eye(3, dtype=int)
-            pairs = [(i, j) for i in range(3) for j in range(i + 1, 3)]
-            axis = max((np.cross(rows[i], rows[j]) for i, j in pairs), key=lambda v: abs(v).sum())
-            return _canonical(axis // math.gcd(*(int(x) for x in axis)))
-    raise ValueError("a uniaxial point group without a 3-, 4- or 6-fold axis")
+    unique = None
+    if OPTICAL_CLASS[system] == "uniaxial":
+        unique = lattice_direction(to_ideal.T @ standard[2], cell)
+    return CrystalSymmetry(system, sga.get_point_group_symbol(), cell, rotations, unique)
 
 
 def _canonical(vector):
@@ -119,7 +124,7 @@ def lattice_direction(vector, cell) -> tuple:
     frac = frac / np.abs(frac).max()
     for m in range(1, MAX_INDEX + 1):
         scaled = frac * m
-        if np.abs(scaled - np.round(scaled)).max() < INDEX_TOLERANCE * m:
+        if np.abs(scaled - np.round(scaled)).max() < INDEX_TOLERANCE:
             ints = np.round(scaled).astype(int)
             return _canonical(ints // math.gcd(*(int(x) for x in ints)))
     return _canonical(np.round(frac, 3))
@@ -167,7 +172,8 @@ class OpticalDescription:
         """One line leading with class, sign, principal refractive indices and optic axis."""
         if self.optical_class == "isotropic":
             return f"isotropic ({self.point_group}): n {_f(self.refractive_indices[0])}"
-        head = f"{self.optical_class} {self.optical_sign or 'sign undetermined'} ({self.point_group})"
+        sign = self.optical_sign or "sign undetermined"
+        head = f"{self.optical_class} {sign} ({self.point_group})"
         if self.optical_class == "uniaxial":
             return (
                 f"{head}, optic axis {direction_text(self.optic_axis)}: n_o {_f(self.n_o)}  "
@@ -175,9 +181,7 @@ class OpticalDescription:
             )
         indices = "  ".join(
             f"n_{name} {_f(n)} {direction_text(axis)}"
-            for name, n, axis in zip(
-                ("alpha", "beta", "gamma"), self.refractive_indices, self.principal_axes_uvw
-            )
+            for name, n, axis in zip(GREEK, self.refractive_indices, self.principal_axes_uvw)
         )
         two_v = "n/a" if self.two_v is None else f"{self.two_v:.1f} deg"
         return f"{head}, 2V {two_v}: {indices}  n_gamma - n_alpha {self.birefringence:.4f}"
@@ -197,9 +201,9 @@ def _sqrt(values):
 
 def describe(tensor, structure) -> OpticalDescription:
     """The :class:`OpticalDescription` of the dielectric tensor ``tensor`` (``(3, 3)`` or 9
-    values, in the Cartesian frame of the structure) of ``structure`` (``ase.Atoms`` or a
-    :class:`CrystalSymmetry` from :func:`crystal_symmetry`, to describe several tensors of one
-    crystal without analysing its symmetry again)."""
+    values, in the Cartesian frame of the structure) of ``structure`` (``ase.Atoms``, pymatgen
+    ``Structure`` or a :class:`CrystalSymmetry` from :func:`crystal_symmetry`, to describe
+    several tensors of one crystal without analysing its symmetry again)."""
     sym = structure if isinstance(structure, CrystalSymmetry) else crystal_symmetry(structure)
     eps = np.asarray(tensor, dtype=float).reshape(3, 3)
     eps = 0.5 * (eps + eps.T)
@@ -252,7 +256,7 @@ def describe(tensor, structure) -> OpticalDescription:
     )
 
 
-def describe_all(structures: Sequence[ase.Atoms], tensors) -> List[OpticalDescription]:
+def describe_all(structures: Sequence, tensors) -> List[OpticalDescription]:
     """:func:`describe` of each of ``tensors`` (``(N, 3, 3)``) for ``structures``."""
     return [describe(t, atoms) for atoms, t in zip(structures, np.asarray(tensors))]
 
@@ -260,7 +264,8 @@ def describe_all(structures: Sequence[ase.Atoms], tensors) -> List[OpticalDescri
 def csv_fields(description: OpticalDescription) -> Dict[str, str]:
     """The :data:`CSV_COLUMNS` of ``description`` as text (empty where they do not apply):
     principal refractive indices ``n_1 <= n_2 <= n_3`` (``n_alpha, n_beta, n_gamma`` of a
-    biaxial crystal) and, for a biaxial crystal, their axes ``axis_1..3`` as ``[uvw]``."""
+    biaxial crystal) and, for a biaxial crystal, their axes ``axis_alpha``, ``axis_beta``,
+    ``axis_gamma`` (X, Y, Z) as ``[uvw]``."""
     d = description
 
     def number(value, digits=5):
@@ -279,5 +284,17 @@ def csv_fields(description: OpticalDescription) -> Dict[str, str]:
         "birefringence": number(d.birefringence),
         "optic_axis": direction_text(d.optic_axis),
         "two_v_deg": number(d.two_v, 2),
-        **{f"axis_{i + 1}": direction_text(axis) for i, axis in enumerate(axes)},
+        **{f"axis_{name}": direction_text(axis) for name, axis in zip(GREEK, axes)},
     }
+
+
+def principal_indices(description: OpticalDescription) -> np.ndarray:
+    """The refractive indices that define the optics of a crystal of its class: ``[n]``
+    (isotropic), ``[n_o, n_e]`` (uniaxial), ``[n_alpha, n_beta, n_gamma]`` (biaxial); compared
+    index by index, a uniaxial prediction with the wrong optical sign puts its ``n_o`` and
+    ``n_e`` on opposite sides of the identity."""
+    if description.optical_class == "isotropic":
+        return description.refractive_indices[:1]
+    if description.optical_class == "uniaxial":
+        return np.array([description.n_o, description.n_e])
+    return description.refractive_indices

@@ -21,6 +21,7 @@ OUTPUTS = {
     "metrics.md",
     "parity_eps_poly.png",
     "parity_anisotropy_ratio.png",
+    "parity_refractive_indices.png",
 }
 
 
@@ -254,10 +255,15 @@ def test_evaluate_draws_scatter_parity_plots_for_a_small_test_set(trained, tmp_p
     metrics = evaluation.evaluate(ckpt, [trained["files"]["test"]], out, quiet=True)
     assert metrics["n"] == 16 and metrics["model"] == str(ckpt)
     systems = [a.info["crystal_system"] for a in ase.io.read(trained["files"]["test"], ":")]
-    assert drawn == [
+    assert drawn[:2] == [
         ("eps_poly", "parity_eps_poly.png", systems),
         ("a_r", "parity_anisotropy_ratio.png", systems),
     ]
+    label, name, index_systems = drawn[2]
+    assert (label, name) == ("n", "parity_refractive_indices.png")
+    # one point per principal index: n (cubic), n_o and n_e (uniaxial), n_alpha..n_gamma
+    per_system = {"cubic": 1, "tetragonal": 2, "trigonal": 2, "hexagonal": 2}
+    assert index_systems == [s for s in systems for _ in range(per_system.get(s, 3))]
     assert {p.name for p in out.iterdir()} == OUTPUTS
 
 
