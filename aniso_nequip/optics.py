@@ -30,7 +30,7 @@ smallest integers when the direction is a lattice row), so the description of a 
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import ase
 import numpy as np

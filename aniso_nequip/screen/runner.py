@@ -27,6 +27,7 @@ from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
+from ..optics import csv_fields, describe
 from .dimensionality import dimensionality
 from .filters import PoolFilter, label, merge_reports
 from .layout import (
@@ -152,6 +153,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
             "dimensionality": dims[b],
             "crystal_system": crystal_system(atoms),
+            **csv_fields(describe(mean[b], atoms)),
             "n_sites": len(atoms),
             "energy_above_hull": atoms.info.get("energy_above_hull"),
             "band_gap": atoms.info.get("band_gap"),
@@ -166,7 +168,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             },
         }
         frame = atoms.copy()
-        frame.info.update({k: v for k, v in row.items() if v is not None and k != "id"})
+        frame.info.update({k: v for k, v in row.items() if v not in (None, "") and k != "id"})
         frame.info["eigenvalues"] = eigenvalues[b]
         frame.info["principal_axes"] = axes[b].T.reshape(9)  # row i: axis of eigenvalue i
         frame.calc = SinglePointCalculator(frame, dielectric_tensor=mean[b].reshape(9))
