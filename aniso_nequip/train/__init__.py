@@ -12,6 +12,7 @@ from .modifiers import (
     TensorIsotropicPart,
 )
 from .param_groups import BackboneParamGroups
+from .progress import TrainingProgress
 from .pruning import OptunaPruning
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "SortedEigenvalues",
     "SymmetricTensorIrreps",
     "TensorIsotropicPart",
+    "TrainingProgress",
     "loggers",
 ]
