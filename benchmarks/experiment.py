@@ -26,7 +26,7 @@ from aniso_nequip.optics import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "experiment.json"
-CRC = "CRC Handbook of Chemistry and Physics, 'Optical properties of crystals and minerals' (589 nm)"
+CRC = "CRC Handbook of Chemistry and Physics, optical properties of crystals and minerals (589 nm)"
 MADELUNG = "O. Madelung, Semiconductors: Data Handbook, 3rd ed., Springer (2004)"
 CUBIC = [90, 90, 90]
 HEXAGONAL = [90, 90, 120]

@@ -195,7 +195,7 @@ overestimates: {listed(ranked[::-1][:3])}; largest underestimates: {listed(ranke
 deviations combine PBE's own (its too small band gaps raise `eps_inf`) with the model's errors
 against PBE (the test errors above): the model reproduces PBE, not experiment.
 
-| crystal | class | `eps_poly` experiment | predicted | error | sign (exp.) | sign (pred.) | principal `n` experiment | principal `n` predicted |
+| crystal | class | `eps_poly` exp. | pred. | error | sign exp. | pred. | `n` exp. | `n` pred. |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {table}
 """
