@@ -12,7 +12,8 @@ EXAMPLES = """examples:
   nequip-evaluate --model model.nequip.zip --data a.extxyz b.extxyz --out eval/ab --device cuda
 
 writes into OUT: predictions.extxyz (inputs + info["<field>_pred"]), predictions.csv,
-metrics.json, metrics.md, parity_eps_poly.png, parity_anisotropy_ratio.png
+metrics.json, metrics.md, parity_eps_poly.png, parity_anisotropy_ratio.png,
+parity_refractive_indices.png
 """
 
 
