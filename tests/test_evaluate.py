@@ -261,9 +261,13 @@ def test_evaluate_draws_scatter_parity_plots_for_a_small_test_set(trained, tmp_p
     ]
     label, name, index_systems = drawn[2]
     assert (label, name) == ("n", "parity_refractive_indices.png")
-    # one point per principal index: n (cubic), n_o and n_e (uniaxial), n_alpha..n_gamma
-    per_system = {"cubic": 1, "tetragonal": 2, "trigonal": 2, "hexagonal": 2}
-    assert index_systems == [s for s in systems for _ in range(per_system.get(s, 3))]
+    # one point per principal index: n (isotropic), n_o and n_e (uniaxial), n_alpha..n_gamma
+    from aniso_nequip.optics import crystal_symmetry
+
+    per_class = {"isotropic": 1, "uniaxial": 2, "biaxial": 3}
+    frames = ase.io.read(trained["files"]["test"], ":")
+    counts = [per_class[crystal_symmetry(a).optical_class] for a in frames]
+    assert index_systems == [s for s, count in zip(systems, counts) for _ in range(count)]
     assert {p.name for p in out.iterdir()} == OUTPUTS
 
 
