@@ -8,6 +8,7 @@ loaded lazily on first use::
 
     import aniso_nequip
     eps = aniso_nequip.predict(structures, "best.ckpt")   # (N, 3, 3)
+    optics = aniso_nequip.predict(structures, field="optics")  # ready model: class, n_o, n_e, ...
 """
 
 from . import _compile, _keys  # noqa: F401  (register compile targets and the fields nequip lacks)
@@ -21,6 +22,7 @@ _LAZY = {
     "predict": "inference",
     "load_model": "inference",
     "DielectricCalculator": "calculator",
+    "describe": "optics",
 }
 
 

@@ -25,6 +25,7 @@ from .data.matching import NAME_KEYS, crystal_id
 from .data.symmetry import crystal_system
 from .data.validation import (
     crystal_name,
+    reduced_formula,
     reference_problem,
     reference_value,
     structure_problem,
@@ -34,8 +35,10 @@ from .errors import InputError
 from .inference import load_model, predict, untrained_warnings
 from .io import output_set
 from .metrics import derived, metrics_table, tensor_metrics
+from .optics import CSV_COLUMNS, STRUCTURE_COLUMNS, crystal_symmetry, csv_fields, principal_indices
+from .optics import describe as describe_optics
 
-PARITY_PLOTS = (("eps_poly", "eps_poly"), ("a_r", "anisotropy_ratio"))
+PARITY_PLOTS = (("eps_poly", "eps_poly"), ("a_r", "anisotropy_ratio"), ("n", "refractive_indices"))
 EVALUATION_FILES = (
     "predictions.extxyz",
     "predictions.csv",
@@ -43,6 +46,8 @@ EVALUATION_FILES = (
     "metrics.md",
     *(f"parity_{name}.png" for _, name in PARITY_PLOTS),
 )
+# the methods of reference tensors, by the words of their ``info["source"]``
+METHOD_WORDS = (("pbesol", "PBEsol"), ("pbe", "PBE"), ("dfpt", "DFPT"))
 _EPS = AtomicDataDict.DIELECTRIC_KEY
 _IONIC = DIELECTRIC_IONIC_KEY
 _BORN = AtomicDataDict.BORN_CHARGE_KEY
@@ -233,31 +238,49 @@ def _annotated(frames, outputs):
     return annotated
 
 
-def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref) -> None:
+def reference_method(frames: Sequence[ase.Atoms]) -> Optional[str]:
+    """The method of the frames' reference tensors for plot labels, e.g. ``"PBE, DFPT"`` from
+    ``info["source"]`` ``mp-dfpt-pbe`` (sources joined by `` / ``); ``None`` when unknown."""
+    methods = []
+    for source in sorted({str(a.info["source"]) for a in frames if "source" in a.info}):
+        words = set(source.lower().replace("_", "-").split("-"))
+        found = [name for word, name in METHOD_WORDS if word in words]
+        methods.append(", ".join(found) if found else source)
+    return " / ".join(methods) or None
+
+
+def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref, optics) -> None:
+    """``predictions.csv``; ``optics``: ``(reference, predicted)`` optical descriptions of each
+    frame (``None`` for a frame without a reference)."""
+    per_tensor = [c for c in CSV_COLUMNS if c not in STRUCTURE_COLUMNS]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         header = ["file", "frame", "id", "formula", "crystal_system", "n_atoms"]
         for which in ("ref", "pred"):
             header += [f"eps_poly_{which}", f"a_r_{which}"]
             header += [f"eigenvalue{k}_{which}" for k in (1, 2, 3)]
+        header += [*STRUCTURE_COLUMNS, *(f"{c}_{w}" for w in ("ref", "pred") for c in per_tensor)]
         writer.writerow(header)
         for i, atoms in enumerate(frames):
             row = [
                 origin[i][0],
                 origin[i][1],
                 _identifier(atoms, i),
-                atoms.get_chemical_formula(),
+                reduced_formula(atoms),
                 systems[i],
                 len(atoms),
             ]
             for d, present in ((ref_d, has_ref[i]), (pred_d, True)):
                 values = [d["eps_poly"][i], d["a_r"][i], *d["eigenvalues"][i]]
                 row += [f"{v:.6f}" if present else "" for v in values]
+            ref_fields, pred_fields = (csv_fields(d) if d else {} for d in optics[i])
+            row += [pred_fields[c] for c in STRUCTURE_COLUMNS]
+            row += [fields.get(c, "") for fields in (ref_fields, pred_fields) for c in per_tensor]
             writer.writerow(row)
 
 
 def evaluate(
-    model_path,
+    model_path: Optional[str],
     data_paths: Sequence,
     out,
     batch_size: int = 32,
@@ -268,8 +291,12 @@ def evaluate(
 ) -> Dict:
     """Predict every frame of ``data_paths`` with a model and write, into the folder ``out``
     (atomically: all files or none), ``predictions.extxyz``, ``predictions.csv``,
-    ``metrics.json``, ``metrics.md`` and the parity plots ``parity_eps_poly.png`` and
-    ``parity_anisotropy_ratio.png`` (:func:`~aniso_nequip.plots.parity_plot`).
+    ``metrics.json``, ``metrics.md`` and the parity plots ``parity_eps_poly.png``,
+    ``parity_anisotropy_ratio.png`` and ``parity_refractive_indices.png``
+    (:func:`~aniso_nequip.plots.parity_plot`; the principal refractive indices of the optical
+    descriptions, :func:`~aniso_nequip.optics.principal_indices`). ``predictions.csv`` carries the
+    optical description (:func:`~aniso_nequip.optics.csv_fields`) of the reference and the
+    predicted tensor of each frame.
 
     Frames that cannot be predicted (:func:`~aniso_nequip.data.validation.structure_problem`,
     elements the model does not know included) are skipped; frames whose reference tensors are
@@ -279,7 +306,8 @@ def evaluate(
     frames with elements the model never saw in training (``warnings``).
 
     Args:
-        model_path: checkpoint (``.ckpt``) or package (``.nequip.zip``)
+        model_path: checkpoint (``.ckpt``), package (``.nequip.zip``) or compiled model;
+            ``None``: the ready model shipped with the package (:mod:`aniso_nequip.pretrained`)
         data_paths: extxyz(.gz) or HDF5 files
         out: output folder; a non-empty one is refused unless ``force``
         batch_size: structures per forward pass
@@ -310,7 +338,7 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     """:func:`evaluate`'s work, writing into the folder ``stage``; returns the metrics and the
     printed tables."""
     frames, origin = _read_frames(data_paths)
-    model = load_model(model_path, device)
+    model = load_model(model_path, device)  # None: the ready model
     frames, origin, skipped, invalid = _checked(frames, origin, model.type_names)
     if not frames:
         raise InputError(f"no frame can be evaluated:\n{_listed(skipped)}".rstrip())
@@ -329,7 +357,7 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     ref_d = derived(np.stack([r if r is not None else np.eye(3) for r in refs]))
     pred_d = derived(outputs[_EPS])
     metrics = evaluation_metrics(frames, outputs, systems)
-    metrics["model"] = str(model_path)
+    metrics["model"] = str(model_path) if model_path is not None else _ready_model_name()
     metrics["data"] = [str(p) for p in data_paths]
     metrics["skipped"] = skipped
     metrics["invalid_references"] = invalid
@@ -339,19 +367,40 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
 
     annotated = _annotated(frames, outputs)
     ase.io.write(stage / "predictions.extxyz", annotated, format="extxyz")
-    _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref)
+    symmetries = [crystal_symmetry(a) for a in frames]
+    optics = [
+        (None if ref is None else describe_optics(ref, sym), describe_optics(pred, sym))
+        for ref, pred, sym in zip(refs, outputs[_EPS], symmetries)
+    ]
+    _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref, optics)
     with open(stage / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
-    report = f"# nequip-evaluate\n\nmodel: `{model_path}`\n\n{text}\n{note}"
+    report = f"# nequip-evaluate\n\nmodel: `{metrics['model']}`\n\n{text}\n{note}"
     (stage / "metrics.md").write_text(report)
     if has_ref.any():
+        method = reference_method(frames)
         ref_systems = [s for s, h in zip(systems, has_ref) if h]
+        pairs = [
+            ((principal_indices(r), principal_indices(p)), s)
+            for (r, p), s in zip(optics, systems)
+            if r
+        ]
+        values = {key: (ref_d[key][has_ref], pred_d[key][has_ref], ref_systems)
+                  for key in ("eps_poly", "a_r")}  # fmt: skip
+        values["n"] = (
+            np.concatenate([r for (r, _), _ in pairs]),
+            np.concatenate([p for (_, p), _ in pairs]),
+            [s for (r, _), s in pairs for _ in r],
+        )
         for key, name in PARITY_PLOTS:
+            reference, predicted, kept = values[key]
             plots.parity_plot(
-                ref_d[key][has_ref],
-                pred_d[key][has_ref],
-                key,
-                stage / f"parity_{name}.png",
-                systems=ref_systems,
+                reference, predicted, key, stage / f"parity_{name}.png", systems=kept, method=method
             )
     return metrics, text + note
+
+
+def _ready_model_name() -> str:
+    from .pretrained import model_card
+
+    return "ready model (" + ", ".join(model_card()["files"]) + ")"

@@ -3,6 +3,7 @@
 import aniso_nequip
 model = aniso_nequip.load_model("outputs/.../best.ckpt")      # or .nequip.zip / .nequip.pt2
 eps = aniso_nequip.predict(structures, model)                # (N, 3, 3) numpy array
+optics = aniso_nequip.predict(structures, field="optics")    # the ready model; n_o, n_e, ...
 """
 
 import math
@@ -80,10 +81,15 @@ class CompiledModel(torch.nn.Module):
         return self.model(inputs)
 
 
-def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"):
+def load_model(
+    path: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "cpu"
+):
     """Load a trained model with nequip's loaders: a ``.ckpt`` checkpoint or a ``.nequip.zip``
     package gives the eager ``GraphModel``, a ``.nequip.pt2`` file of ``nequip-compile --mode
-    aotinductor`` a :class:`CompiledModel` (for ``device``: the one it was compiled for).
+    aotinductor`` a :class:`CompiledModel` (for ``device``: the one it was compiled for);
+    ``None`` (default) the ready model shipped with the package (:mod:`aniso_nequip.pretrained`:
+    an :class:`Ensemble` when it has several files), as ``predict``, ``screen`` and
+    ``nequip-evaluate`` use without a model.
 
     The model is put in eval mode on ``device``; its ``type_names`` and ``metadata["r_max"]`` say
     which elements it knows and which cutoff its graphs need, its ``training_elements`` (see
@@ -93,6 +99,9 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.global_state import set_global_state
 
+    if path is None:
+        models = [load_model(member, device) for member in ensemble_members(None)]
+        return models[0] if len(models) == 1 else Ensemble(models).to(device).eval()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file `{path}` does not exist")
@@ -306,13 +315,21 @@ def predict(
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available)
         field: the head to return: ``dielectric_tensor`` (default), ``dielectric_ionic_tensor``
             (``(N, 3, 3)``), ``born_effective_charges`` (a list of ``(n_atoms, 3, 3)`` arrays),
-            or ``"all"`` for a dict of every head the model has
+            ``"all"`` for a dict of every head the model has, or ``"optics"`` for the optical
+            description of each predicted ``dielectric_tensor`` (a list of
+            :class:`~aniso_nequip.optics.OpticalDescription`: optical class, sign, ``n_o``,
+            ``n_e``, optic axis, ``n_alpha < n_beta < n_gamma``, ``2V``, ...)
         progress: show a progress bar over the batches
         checked: the structures are ``ase.Atoms`` already checked by the caller, which reports
             their problems and untrained elements itself (:func:`predict_batches`)
     """
     from tqdm import tqdm
 
+    if field == "optics":
+        from .optics import describe_all
+
+        tensors = predict(structures, model, batch_size, device, progress=progress, checked=checked)
+        return describe_all(structures, tensors)
     members = ensemble_members(model)
     if len(members) > 1:
         outs = [

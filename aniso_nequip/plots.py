@@ -19,6 +19,14 @@ MAX_SCATTER = 2000
 CRYSTAL_SYSTEMS = (
     "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic",
 )  # fmt: skip
+# what the quantities of the parity plots are (all dimensionless); ``{method}`` names the method
+# of the reference tensors, e.g. "PBE, DFPT"
+QUANTITIES = {
+    "eps_poly": "eps_poly = tr(eps_inf) / 3\n({method}; dimensionless)",
+    "a_r": "a_r = eps_max / eps_min of eps_inf\n({method}; dimensionless; log axis)",
+    "n": "principal refractive index n = sqrt(eps_inf)\n({method}; dimensionless)",
+}
+LOG_TICKS = (1, 1.1, 1.2, 1.5, 2, 3, 5, 10, 20, 50, 100)
 
 
 def pyplot():
@@ -37,30 +45,42 @@ def parity_figure(
     label: str,
     systems: Optional[Sequence[str]] = None,
     max_scatter: int = MAX_SCATTER,
+    method: Optional[str] = None,
+    log: Optional[bool] = None,
 ):
     """A parity plot of ``predicted`` against ``reference`` with the identity line and the MAE.
 
     Up to ``max_scatter`` points it is a scatter plot, one colour per crystal system of
     ``systems`` (one per point; ``None``: one colour); above, a 2-D histogram with a logarithmic
-    colour bar (the paper's Fig. 4a/5a), where single points would hide each other.
+    colour bar (the paper's Fig. 4a/5a), where single points would hide each other. The axes
+    say what ``label`` is (:data:`QUANTITIES`, with ``method``, e.g. ``"PBE, DFPT"``, the
+    method of the reference values); ``log`` (default: for ``a_r``) draws logarithmic axes, so
+    that a few very anisotropic crystals do not squeeze the others into a corner.
 
     Returns:
         the matplotlib ``Figure`` (close it with ``pyplot().close(fig)``)
     """
     plt = pyplot()
     reference, predicted = np.asarray(reference), np.asarray(predicted)
+    log = label == "a_r" if log is None else log
     lo = float(min(reference.min(), predicted.min()))
     hi = float(max(reference.max(), predicted.max()))
-    pad = 0.02 * (hi - lo or 1.0)
-    lims = (lo - pad, hi + pad)
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=150)
+    if log:
+        pad = (hi / lo) ** 0.03 if hi > lo else 1.05
+        lims = (lo / pad, hi * pad)
+        bins = np.geomspace(*lims, 61)
+    else:
+        pad = 0.02 * (hi - lo or 1.0)
+        lims = (lo - pad, hi + pad)
+        bins = np.linspace(*lims, 61)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=150)
     if len(reference) > max_scatter:
         from matplotlib.colors import LogNorm
 
         *_, image = ax.hist2d(
             reference,
             predicted,
-            bins=60,
+            bins=[bins, bins],
             range=[lims, lims],
             norm=LogNorm(),
             cmap="viridis",
@@ -86,10 +106,34 @@ def parity_figure(
             ax.legend(fontsize=6, title="crystal system", title_fontsize=6, loc="upper left")
     ax.plot(lims, lims, color="0.3", lw=0.8, ls="--")
     mae = np.abs(predicted - reference).mean()
-    ax.set(xlim=lims, ylim=lims, xlabel=f"reference {label}", ylabel=f"predicted {label}")
+    quantity = QUANTITIES.get(label, label).format(method=method or "reference method unknown")
+    ax.set(xlim=lims, ylim=lims)
+    ax.set_xlabel(f"reference {quantity}", fontsize=8)
+    ax.set_ylabel(f"predicted {quantity}", fontsize=8)
+    if log:
+        _log_axes(ax, lims)
     ax.set_title(f"{label}: MAE {mae:.3f} (n={len(reference)})", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _log_axes(ax, lims) -> None:
+    """Logarithmic axes with plain-number ticks: those of :data:`LOG_TICKS` within ``lims``
+    at least 7% of the axis apart."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    gap = 0.07 * np.log(lims[1] / lims[0])
+    ticks = []
+    for tick in (t for t in LOG_TICKS if lims[0] <= t <= lims[1]):
+        if not ticks or np.log(tick / ticks[-1]) >= gap:
+            ticks.append(tick)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
 
 
 def parity_plot(
@@ -99,10 +143,11 @@ def parity_plot(
     path,
     systems: Optional[Sequence[str]] = None,
     max_scatter: int = MAX_SCATTER,
+    method: Optional[str] = None,
 ) -> str:
     """Write :func:`parity_figure` to the PNG file ``path``; returns its kind, ``"scatter"`` or
     ``"density"``."""
-    fig = parity_figure(reference, predicted, label, systems, max_scatter)
+    fig = parity_figure(reference, predicted, label, systems, max_scatter, method)
     try:
         fig.savefig(path)
     finally:

@@ -29,7 +29,7 @@ import ase.io
 import numpy as np
 
 from .data.symmetry import crystal_system
-from .data.validation import structure_problem
+from .data.validation import reduced_formula, structure_problem
 from .errors import InputError
 from .inference import (
     as_model,
@@ -40,6 +40,7 @@ from .inference import (
 )
 from .io import output_set
 from .metrics import derived
+from .optics import CSV_COLUMNS, OpticalDescription, csv_fields, describe_all
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".extxyz.gz", ".xyz.gz")
 POSCAR_NAMES = ("POSCAR", "CONTCAR")
@@ -78,7 +79,13 @@ class Predictions:
     @functools.cached_property
     def labels(self) -> List[Tuple[str, str]]:
         """``(reduced formula, crystal system)`` of each structure."""
-        return [(_formula(atoms), crystal_system(atoms)) for atoms in self.structures]
+        return [(reduced_formula(atoms), crystal_system(atoms)) for atoms in self.structures]
+
+    @functools.cached_property
+    def optics(self) -> List[OpticalDescription]:
+        """The optical description of each mean tensor (:func:`~aniso_nequip.optics.describe`):
+        optical class, sign, refractive indices, optic axis or 2V."""
+        return describe_all(self.structures, self.mean)
 
 
 def _is_structure_file(path: pathlib.Path) -> bool:
@@ -185,21 +192,16 @@ def predict_and_write(
     return result
 
 
-def _formula(atoms: ase.Atoms) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(atoms.get_chemical_formula()).reduced_formula
-
-
 def _pm(value: float, spread, i: int, digits: int = 3) -> str:
     text = f"{value:.{digits}f}"
     return text if spread is None else f"{text} ± {spread[i]:.{digits}f}"
 
 
 def prediction_table(result: Predictions) -> str:
-    """A readable report: per crystal the formula, crystal system, 3x3 tensor, eigenvalues,
-    ``eps_poly`` and ``a_r`` (with the ensemble spread when there is one); then what was
-    skipped."""
+    """A readable report: per crystal the formula, crystal system, its optical description
+    (:meth:`~aniso_nequip.optics.OpticalDescription.summary`: class, sign, principal refractive
+    indices, optic axis or 2V), 3x3 tensor, eigenvalues, ``eps_poly`` and ``a_r`` (with the
+    ensemble spread when there is one); then what was skipped."""
     mean, spread = result.summary["mean"], result.summary["spread"]
     blocks = []
     for i, (source, (formula, system)) in enumerate(zip(result.sources, result.labels)):
@@ -209,7 +211,8 @@ def prediction_table(result: Predictions) -> str:
         )
         blocks.append(
             f"{formula} ({system})  {source}\n"
-            f"  dielectric tensor (eps_inf):\n{rows}\n"
+            f"  {result.optics[i].summary()}\n"
+            f"  dielectric tensor (eps_inf, Cartesian frame of the input cell):\n{rows}\n"
             f"  eigenvalues {'  '.join(f'{v:.3f}' for v in mean['eigenvalues'][i])}"
             f"   eps_poly {_pm(mean['eps_poly'][i], spread['eps_poly'], i)}"
             f"   a_r {_pm(mean['a_r'][i], spread['a_r'], i)}"
@@ -248,13 +251,14 @@ def write_prediction_files(result: Predictions, folder) -> None:
     with open(folder / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         components = [f"eps_{a}{b}" for a in "xyz" for b in "xyz"]
-        header = ["source", "formula", "crystal_system", "n_atoms", *components]
+        header = ["source", "formula", "crystal_system", *CSV_COLUMNS, "n_atoms", *components]
         header += ["eigenvalue1", "eigenvalue2", "eigenvalue3", "eps_poly", "a_r"]
         if len(result.members) > 1:
             header += ["eps_poly_std", "a_r_std"]
         writer.writerow(header)
         for i, (atoms, (formula, system)) in enumerate(zip(result.structures, result.labels)):
-            row = [result.sources[i], formula, system, len(atoms)]
+            row = [result.sources[i], formula, system, *csv_fields(result.optics[i]).values()]
+            row.append(len(atoms))
             values = [*result.mean[i].reshape(-1), *mean["eigenvalues"][i]]
             values += [mean["eps_poly"][i], mean["a_r"][i]]
             if len(result.members) > 1:

@@ -74,7 +74,7 @@ def trained(tmp_path_factory):
         + [f for f in test if f.info["crystal_system"] == "cubic"][:4],
     )
     run_dir = tmp / "run"
-    run_command(
+    proc = run_command(
         [
             str(BIN / "nequip-train"),
             "-cn",
@@ -87,7 +87,8 @@ def trained(tmp_path_factory):
         ]
     )
     (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
-    return {"dir": run_dir, "files": files, "metrics_csv": metrics_csv}
+    console = proc.stdout + proc.stderr
+    return {"dir": run_dir, "files": files, "metrics_csv": metrics_csv, "console": console}
 
 
 @pytest.fixture(scope="session")

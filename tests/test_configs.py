@@ -13,6 +13,7 @@ from aniso_nequip.train import (
     DielectricMetrics,
     DielectricStatisticsManager,
     SelfContainedCheckpoints,
+    TrainingProgress,
 )
 from helpers import CONFIGS
 
@@ -89,6 +90,7 @@ def test_config_instantiates(name, trained, stub_statistics):
         if "hydra:" not in str(OmegaConf.to_container(c))  # ModelCheckpoint: Hydra's run dir
     ]
     assert any(isinstance(c, SelfContainedCheckpoints) for c in callbacks)
+    assert any(isinstance(c, TrainingProgress) for c in callbacks)
 
     model_config = OmegaConf.to_container(cfg.training_module.model, resolve=True)
     model = get_method(model_config.pop("_target_"))(**model_config)

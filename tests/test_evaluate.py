@@ -21,6 +21,7 @@ OUTPUTS = {
     "metrics.md",
     "parity_eps_poly.png",
     "parity_anisotropy_ratio.png",
+    "parity_refractive_indices.png",
 }
 
 
@@ -254,10 +255,19 @@ def test_evaluate_draws_scatter_parity_plots_for_a_small_test_set(trained, tmp_p
     metrics = evaluation.evaluate(ckpt, [trained["files"]["test"]], out, quiet=True)
     assert metrics["n"] == 16 and metrics["model"] == str(ckpt)
     systems = [a.info["crystal_system"] for a in ase.io.read(trained["files"]["test"], ":")]
-    assert drawn == [
+    assert drawn[:2] == [
         ("eps_poly", "parity_eps_poly.png", systems),
         ("a_r", "parity_anisotropy_ratio.png", systems),
     ]
+    label, name, index_systems = drawn[2]
+    assert (label, name) == ("n", "parity_refractive_indices.png")
+    # one point per principal index: n (isotropic), n_o and n_e (uniaxial), n_alpha..n_gamma
+    from aniso_nequip.optics import crystal_symmetry
+
+    per_class = {"isotropic": 1, "uniaxial": 2, "biaxial": 3}
+    frames = ase.io.read(trained["files"]["test"], ":")
+    counts = [per_class[crystal_symmetry(a).optical_class] for a in frames]
+    assert index_systems == [s for s, count in zip(systems, counts) for _ in range(count)]
     assert {p.name for p in out.iterdir()} == OUTPUTS
 
 

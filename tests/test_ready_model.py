@@ -63,6 +63,11 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
     printed = capsys.readouterr().out
     for formula in ("NaCl (cubic)", "ZnO (hexagonal)", "MoS2 (hexagonal)"):
         assert formula in printed
+    # each crystal's report leads with its optical description
+    blocks = {b.split("\n")[0].split(" ")[0]: b.split("\n")[1] for b in printed.split("\n\n")}
+    assert blocks["NaCl"].startswith("  isotropic (m-3m): n ")
+    assert blocks["ZnO"].startswith("  uniaxial positive (6mm), optic axis [0 0 1]: n_o ")
+    assert blocks["MoS2"].startswith("  uniaxial negative (6/mmm), optic axis [0 0 1]: n_o ")
     assert "eps_poly" in printed and "a_r" in printed
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -79,6 +84,13 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
     assert nacl["crystal_system"] == "cubic" and float(nacl["a_r"]) == pytest.approx(1.0, abs=1e-5)
     mos2 = next(r for r in rows if "MoS2" in r["source"])
     assert float(mos2["a_r"]) > 1.01  # a layered crystal is predicted anisotropic
+    assert mos2["formula"] == "MoS2" and mos2["optical_class"] == "uniaxial"
+    assert mos2["optic_axis"] == "[0 0 1]" and mos2["optical_sign"] == "negative"
+    eps_zz = float(mos2["eps_zz"])  # c along z in the CIF's frame: the optic axis
+    assert float(mos2["n_e"]) == pytest.approx(np.sqrt(eps_zz), abs=1e-4)
+    assert float(mos2["birefringence"]) == pytest.approx(
+        float(mos2["n_e"]) - float(mos2["n_o"]), abs=2e-5
+    )
     # `aniso-nequip screen` without --model ranks with the same model
     screen = tmp_path / "screen"
     args = ["screen", "--quiet", "--structures", str(ROOT / "examples"), "--no-dimensionality"]
@@ -87,6 +99,34 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
         ranking = list(csv.DictReader(f))
     assert ranking[0]["id"] == "MoS2_2H_layered"
     assert float(ranking[0]["a_r"]) == pytest.approx(float(mos2["a_r"]), rel=1e-4)
+
+
+def test_load_model_and_evaluate_default_to_the_ready_model(symmetric_cells, tmp_path):
+    from aniso_nequip.evaluation import evaluate
+
+    model = aniso_nequip.load_model()
+    assert model.training_elements == model_card()["elements_trained_on"]
+    cells = [symmetric_cells["rocksalt"], symmetric_cells["wurtzite"]]
+    np.testing.assert_allclose(aniso_nequip.predict(cells, model, device="cpu"),
+                               aniso_nequip.predict(cells, device="cpu"), atol=1e-6)  # fmt: skip
+    rocksalt, wurtzite = aniso_nequip.predict(cells, model, device="cpu", field="optics")
+    assert (rocksalt.optical_class, wurtzite.optical_class) == ("isotropic", "uniaxial")
+    assert wurtzite.optic_axis == (0, 0, 1) and wurtzite.n_e == pytest.approx(
+        np.sqrt(aniso_nequip.predict(cells[1:], model, device="cpu")[0, 2, 2]), abs=1e-6
+    )
+    data = tmp_path / "four.extxyz"
+    ase.io.write(data, bundled("mp_subset_test", ":4"))
+    metrics = evaluate(None, [str(data)], tmp_path / "eval", quiet=True)
+    assert metrics["n"] == 4 and metrics["model"].startswith("ready model (")
+    with open(tmp_path / "eval" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row, atoms in zip(rows, bundled("mp_subset_test", ":4")):
+        ref = reference_tensor(atoms)
+        n_ref = np.array([float(row[f"n_{i}_ref"]) for i in (1, 2, 3)])
+        # the point-group average keeps the trace and moves eigenvalues only by DFPT noise
+        assert (n_ref**2).sum() == pytest.approx(np.trace(ref), abs=1e-3)
+        np.testing.assert_allclose(n_ref, np.sqrt(np.linalg.eigvalsh(ref)), atol=1e-3)
+        assert row["optical_class"] in ("isotropic", "uniaxial", "biaxial")
 
 
 def test_predict_command_skips_and_reports_bad_inputs(tmp_path, capsys):

@@ -23,6 +23,22 @@ def test_training_lowers_loss_and_writes_checkpoints(trained):
         assert np.isfinite(test_value)
 
 
+def test_training_console_shows_statistics_progress_and_one_line_per_epoch(trained):
+    """The statistics pass has a progress bar, each epoch one line whose numbers are those
+    logged to metrics.csv, and a fresh run directory gives no checkpoint-folder warning."""
+    console = trained["console"].replace("\r", "\n")
+    assert "training-data statistics: 100%" in console
+    assert "exists and is not empty" not in console
+    lines = [line for line in console.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == [f"{i}/8" for i in range(1, 9)]
+    val_loss = epoch_values(trained["metrics_csv"], "val0_epoch/weighted_sum")
+    a_r = epoch_values(trained["metrics_csv"], "val0_epoch/a_r_mae")
+    for line, loss, mae in zip(lines, val_loss, a_r):
+        assert f"val loss {loss:.4f}" in line and f"val a_r MAE {mae:.4f}" in line
+        assert "train loss " in line and "val eps_poly MAE " in line and line.endswith(" s")
+    assert "loss=" in console  # the current loss on the progress bar
+
+
 def test_package_predicts_same_tensors_as_checkpoint(trained, packaged):
     from nequip.model import ModelFromCheckpoint, ModelFromPackage
 

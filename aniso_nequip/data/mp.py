@@ -22,7 +22,7 @@ from .._keys import DIELECTRIC_IONIC_KEY
 from ..errors import InputError
 from ..io import check_writable, output_set, write_json
 from .symmetry import SYMPREC, point_group_deviation
-from .validation import disorder_problem, structure_problem, tensor_problem
+from .validation import disorder_problem, reduced_formula, structure_problem, tensor_problem
 
 SOURCE = "mp-dfpt-pbe"
 DOCUMENT_FIELDS = ["material_id", "structure", "electronic", "ionic", "total", "formula_pretty"]
@@ -130,7 +130,7 @@ def doc_to_atoms(doc, symprec: float = SYMPREC, name: str = "<no material_id>") 
     ids = {"material_id": name, "entry_id": name} if material_id else {}
     info = {
         **ids,
-        "formula": doc.get("formula_pretty") or atoms.get_chemical_formula(mode="reduce"),
+        "formula": doc.get("formula_pretty") or reduced_formula(atoms),
         "source": SOURCE,
         "crystal_system": sga.get_crystal_system(),
         "spacegroup": int(sga.get_space_group_number()),

@@ -64,11 +64,19 @@ TENSOR_FIELDS = (DIELECTRIC_KEY, DIELECTRIC_IONIC_KEY, BORN_KEY)
 """Fields :func:`tensor_problem` checks."""
 
 
+def reduced_formula(atoms: ase.Atoms) -> str:
+    """The formula every output prints: pymatgen's reduced formula (``PbTiO3``, ``CaCO3``,
+    ``NaNO3``: electronegativity order, as the Materials Project writes it)."""
+    from pymatgen.core import Composition
+
+    return Composition(atoms.get_chemical_formula()).reduced_formula
+
+
 def crystal_name(atoms: ase.Atoms, index: Optional[int] = None) -> str:
     """How messages name a crystal: its id (``material_id``, ``entry_id``, ``mp_id``, ``id``)
-    else its reduced formula; ``structure <index> (<name>)`` when ``index`` is given."""
+    else its :func:`reduced_formula`; ``structure <index> (<name>)`` when ``index`` is given."""
     name = crystal_id(atoms, NAME_KEYS)
-    name = name or (atoms.get_chemical_formula(mode="reduce") if len(atoms) else "empty structure")
+    name = name or (reduced_formula(atoms) if len(atoms) else "empty structure")
     return name if index is None else f"structure {index} ({name})"
 
 

@@ -30,6 +30,7 @@ import pathlib
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..errors import InputError
+from ..optics import CSV_COLUMNS
 from .filters import Thresholds
 
 RANK_BY = ("mean", "upper", "lower")
@@ -117,7 +118,7 @@ class Settings:
         return (
             ["id", "formula"]
             + stats
-            + ["physical", "dimensionality", "crystal_system", "n_sites"]
+            + ["physical", "dimensionality", "crystal_system", *CSV_COLUMNS, "n_sites"]
             + ["energy_above_hull", "band_gap"]
             + ["source", "index", "fingerprint"]
             + [f"eps_{c}" for c in VOIGT_NAMES]

@@ -22,10 +22,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
+from ..data.validation import reduced_formula
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
+from ..optics import csv_fields, describe
 from .dimensionality import dimensionality
 from .duplicates import fingerprint
 from .filters import PoolFilter, label, merge_reports
@@ -164,11 +166,12 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             stats = {"eps_poly": eps_poly[0, b], "a_r": a_r[0, b]}
         row = {
             "id": label(atoms, source),
-            "formula": atoms.info.get("formula") or str(atoms.symbols.formula.reduce()[0]),
+            "formula": reduced_formula(atoms),
             **{k: float(v) for k, v in stats.items()},
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
             "dimensionality": dims[b],
             "crystal_system": crystal_system(atoms),
+            **csv_fields(describe(mean[b], atoms)),
             "n_sites": len(atoms),
             "energy_above_hull": atoms.info.get("energy_above_hull"),
             "band_gap": atoms.info.get("band_gap"),
@@ -184,7 +187,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             },
         }
         frame = atoms.copy()
-        frame.info.update({k: v for k, v in row.items() if v is not None and k != "id"})
+        frame.info.update({k: v for k, v in row.items() if v not in (None, "") and k != "id"})
         frame.info["eigenvalues"] = eigenvalues[b]
         frame.info["principal_axes"] = axes[b].T.reshape(9)  # row i: axis of eigenvalue i
         frame.calc = SinglePointCalculator(frame, dielectric_tensor=mean[b].reshape(9))

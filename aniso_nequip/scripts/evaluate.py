@@ -6,12 +6,14 @@ import sys
 from ..errors import InputError
 
 EXAMPLES = """examples:
+  nequip-evaluate --data datasets/mp_subset_test.extxyz.gz --out eval/mp_test   # the ready model
   nequip-evaluate --model outputs/2026-11-26/12-00-00/best.ckpt \\
       --data datasets/mp_subset_test.extxyz.gz --out eval/mp_test
   nequip-evaluate --model model.nequip.zip --data a.extxyz b.extxyz --out eval/ab --device cuda
 
 writes into OUT: predictions.extxyz (inputs + info["<field>_pred"]), predictions.csv,
-metrics.json, metrics.md, parity_eps_poly.png, parity_anisotropy_ratio.png
+metrics.json, metrics.md, parity_eps_poly.png, parity_anisotropy_ratio.png,
+parity_refractive_indices.png
 """
 
 
@@ -26,8 +28,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--model",
-        required=True,
-        help="training checkpoint (.ckpt), package (.nequip.zip) or compiled model (.nequip.pt2)",
+        default=None,
+        help="training checkpoint (.ckpt), package (.nequip.zip) or compiled model (.nequip.pt2) "
+        "(default: the ready model shipped with the package, as `aniso-nequip predict` uses)",
     )
     parser.add_argument(
         "--data", required=True, nargs="+", help="extxyz (.gz allowed) or .h5 file(s)"

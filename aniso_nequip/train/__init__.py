@@ -13,6 +13,7 @@ from .modifiers import (
     TensorIsotropicPart,
 )
 from .param_groups import BackboneParamGroups
+from .progress import TrainingProgress
 from .pruning import OptunaPruning
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "SortedEigenvalues",
     "SymmetricTensorIrreps",
     "TensorIsotropicPart",
+    "TrainingProgress",
     "loggers",
 ]
