@@ -20,7 +20,7 @@ records its error (``*.error.json``) and the next one runs. Finished folds are n
 
     python benchmarks/discovery.py                                   # every row, 5 folds, seed 0
     python benchmarks/discovery.py --rows ridge_b1_log ridge_b1_linear
-    python benchmarks/discovery.py --rows shipped --folds 0 --max-epochs 10
+    python benchmarks/discovery.py --rows shipped --folds 0 --max-epochs 10 --max-minutes 30
     python benchmarks/discovery.py --rows shipped ridge_b1_log --seeds 0 1 2   # the final pair
     python benchmarks/discovery.py --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
     python benchmarks/results.py                                     # tables -> RESULTS.md
@@ -379,9 +379,14 @@ def _train_log_error(log: pathlib.Path) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
-def neural_fold(bench: Benchmark, row: Row, k: int, seed: int, max_epochs=None) -> Dict:
+def neural_fold(
+    bench: Benchmark, row: Row, k: int, seed: int, max_epochs=None, max_minutes=None
+) -> Dict:
     """Train ``row``'s config on fold ``k`` (``nequip-train``, validation part for checkpoint
-    selection) unless an earlier run finished, and predict with its best checkpoint."""
+    selection; at most ``max_epochs`` and ``max_minutes`` when given) unless an earlier run
+    finished, and predict with its best checkpoint."""
+    from accuracy import _epochs, _max_time
+
     from aniso_nequip.inference import predict
 
     files = bench.fold_files(k)
@@ -393,7 +398,9 @@ def neural_fold(bench: Benchmark, row: Row, k: int, seed: int, max_epochs=None) 
             sys.executable, "-m", "nequip.scripts.train", "-cn", row.config, f"seed={seed}",
             f"hydra.run.dir={run_dir}", "run=[train]", f"train_file={files['train']}",
             f"val_file={files['val']}", f"test_file={files['test']}",
-            *([f"max_epochs={max_epochs}"] if max_epochs else []), *row.overrides,
+            *([f"max_epochs={max_epochs}"] if max_epochs else []),
+            *([f"+trainer.max_time={_max_time(max_minutes)}"] if max_minutes else []),
+            *row.overrides,
         ]  # fmt: skip
         start = time.time()
         with open(run_dir / "train.out", "w") as log:
@@ -407,11 +414,16 @@ def neural_fold(bench: Benchmark, row: Row, k: int, seed: int, max_epochs=None) 
     return {
         "test": predict(test, ckpt, device="cpu", checked=True),
         "ood": predict(bench.ood, ckpt, device="cpu", checked=True),
-        "extra": {"train_wall_s": float(wall_file.read_text()), "max_epochs": max_epochs},
+        "extra": {
+            "train_wall_s": float(wall_file.read_text()),
+            "max_epochs": max_epochs,
+            "max_minutes": max_minutes,
+            "epochs_run_best": _epochs(run_dir),
+        },  # fmt: skip
     }
 
 
-def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, max_epochs=None):
+def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, **limits):
     """Run one fold of one row unless its result file exists; write the result (or the error,
     ``*.error.json``) atomically. Returns the result, or ``None`` after an error."""
     from machine import describe
@@ -428,7 +440,7 @@ def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, m
         if row.ridge:
             result = ridge_fold(bench, row, k)
         else:
-            result = neural_fold(bench, row, k, seed, max_epochs)
+            result = neural_fold(bench, row, k, seed, **limits)
     except Exception as err:  # a failing row reports and the benchmark moves on
         message = f"{type(err).__name__}: {err}"
         print(f"{row.name} seed {seed} fold {k}: FAILED: {message}", flush=True)
@@ -482,8 +494,11 @@ def table(out: pathlib.Path = OUT) -> str:
             continue
         seeds = sorted({r["seed"] for r in runs})
         folds = sorted({r["fold"] for r in runs})
-        epochs = {r.get("max_epochs") for r in runs} - {None}
-        what = row.what + (f" ({'/'.join(map(str, epochs))} epochs)" if epochs else "")
+        epochs = [r["epochs_run_best"] for r in runs if "epochs_run_best" in r]
+        what = row.what + (
+            " (epochs run (best): " + ", ".join(f"{e} ({b})" for e, b in epochs) + ")"
+            if epochs else ""
+        )  # fmt: skip
         m = runs[0]["machine"]
         cells = [row.name, what, f"{len(folds)} x {len(seeds)}",
                  *(_cell([r["mp"][key] for r in runs]) for key in KEYS),
@@ -507,6 +522,7 @@ def main(argv=None):
                         help="model seeds (ridge rows are deterministic: seed 0 only)")  # fmt: skip
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the folds")
     parser.add_argument("--max-epochs", type=int, help="override the configs' max_epochs")
+    parser.add_argument("--max-minutes", type=float, help="wall-time limit of each training")
     parser.add_argument("--slice", type=int, dest="slice_n",
                         help="only the first N crystals of each collection (smoke)")  # fmt: skip
     parser.add_argument("--out", help=f"result files (default {OUT.relative_to(ROOT)}; with "
@@ -533,7 +549,8 @@ def main(argv=None):
     for row in (r for r in rows if not r.ridge):
         for seed in args.seeds:
             for k in args.folds:
-                run_fold(bench, row, k, seed, out, args.max_epochs)
+                run_fold(bench, row, k, seed, out, max_epochs=args.max_epochs,
+                         max_minutes=args.max_minutes)  # fmt: skip
     print(table(out), end="")
 
 
