@@ -313,12 +313,14 @@ def _kernels(scalars, tensors):
     return k0, k2
 
 
-def _ridge_predictions(bench, key, kernel, train, targets, others):
+def _ridge_predictions(bench, key, kernel, train, targets, others, center):
     """Ridge predictions on each of ``others`` (index arrays) for every strength of
-    :data:`RIDGE_STRENGTHS`: ``[(S, n_other, ...)]`` from the dual solution on ``train``."""
+    :data:`RIDGE_STRENGTHS`: ``[(S, n_other, ...)]`` from the dual solution on ``train``, with
+    an unregularised mean of the targets when ``center`` (the ``0e`` part; a constant ``2e``
+    part would not rotate with the crystal)."""
     k_train = kernel(train, train)
     w, q = bench.decomposition(key, k_train)
-    mean = targets.mean(0) if targets.ndim == 1 else 0.0
+    mean = targets.mean() if center else 0.0
     qty = q.T @ (targets - mean)
     scale = np.trace(k_train) / len(k_train)
     k_others = [kernel(o, train) for o in others]
@@ -358,12 +360,12 @@ def ridge_fold(bench: Benchmark, row: Row, k: int) -> Dict:
         for j in range(inner.max() + 1):
             fit, held = train[inner != j], train[inner == j]
             (pred,) = _ridge_predictions(bench, (block, k, j, part), kernel, fit, target(fit),
-                                         [held])  # fmt: skip
+                                         [held], part == "0e")  # fmt: skip
             errors = errors + ((pred - target(held)) ** 2).mean(1)
         best = int(np.argmin(errors))
         chosen[part] = float(RIDGE_STRENGTHS[best])
         preds = _ridge_predictions(bench, (block, k, None, part), kernel, train, target(train),
-                                   [test, ood])  # fmt: skip
+                                   [test, ood], part == "0e")  # fmt: skip
         predicted[part] = [p[best] for p in preds]
     test_eps, ood_eps = (
         from_target(np.concatenate([predicted["0e"][i][:, None],

@@ -67,25 +67,32 @@ def test_discovery_metrics_on_known_rankings():
 
 
 def test_ridge_row_smoke_run_writes_each_fold_and_resumes(tmp_path):
+    out = tmp_path / "out" / "ridge_b1_log"
     command = [sys.executable, str(ROOT / "benchmarks" / "discovery.py"), "--rows",
-               "ridge_b1_log", "--slice", "24", "--folds", "0", "1", "--work",
-               str(tmp_path / "work"), "--out", str(tmp_path / "out")]  # fmt: skip
-    first = run_command(command).stdout
+               "ridge_b1_log", "--slice", "24", "--work", str(tmp_path / "work"), "--out",
+               str(tmp_path / "out")]  # fmt: skip
+    first = run_command([*command, "--folds", "0", "1"]).stdout
     assert "computing 7net-0 features of" in first
-    files = [tmp_path / "out" / "ridge_b1_log" / f"seed0_fold{k}.json" for k in (0, 1)]
-    results = [json.loads(f.read_text()) for f in files]
-    assert not (tmp_path / "out" / "ridge_b1_log" / "seed0_fold2.json").exists()
-    test = [set(r["test_index"]) for r in results]
-    assert not test[0] & test[1]
-    assert all(len(r["predicted"]) == len(r["test_index"]) for r in results)
-    for r in results:
-        eigenvalues = np.linalg.eigvalsh(np.reshape(r["predicted"], (-1, 3, 3)))
-        assert (eigenvalues > 1).all()  # log space: eps = I + expm(L)
-        assert -1 <= r["mp"]["spearman_a_r"] <= 1 and r["mp"]["eps_poly_mae"] > 0
-        assert r["phonondb"]["n"] > 0 and set(r["l2_strength"]) == {"0e", "2e"}
-    assert "| ridge_b1_log |" in first and "2 x 1" in first
-    stamps = [f.stat().st_mtime_ns for f in files]
+    assert "| ridge_b1_log |" in first and "| 2 x 1 |" in first
+    done = [out / f"seed0_fold{k}.json" for k in (0, 1)]
+    assert all(f.is_file() for f in done) and not (out / "seed0_fold2.json").exists()
+    stamps = [f.stat().st_mtime_ns for f in done]
 
+    # the rest of the folds: the finished ones and the cached features are not computed again
     second = run_command(command).stdout
     assert "computing" not in second and "fold 0:" not in second and "fold 1:" not in second
-    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert all(f"fold {k}:" in second for k in (2, 3, 4)) and "| 5 x 1 |" in second
+    assert [f.stat().st_mtime_ns for f in done] == stamps
+
+    results = [json.loads((out / f"seed0_fold{k}.json").read_text()) for k in range(5)]
+    index = [i for r in results for i in r["test_index"]]
+    assert sorted(index) == list(range(24))  # out of fold: every crystal exactly once
+    predicted = np.concatenate([np.reshape(r["predicted"], (-1, 3, 3)) for r in results])
+    eigenvalues = np.linalg.eigvalsh(predicted)
+    assert (eigenvalues > 1).all()  # log space: eps = I + expm(L)
+    systems = [a.info["crystal_system"] for a in bundled("mp_subset_train", ":24")]
+    cubic = [n for n, i in enumerate(index) if systems[i] == "cubic"]
+    assert cubic and np.allclose(eigenvalues[cubic, 0], eigenvalues[cubic, 2], rtol=1e-4)
+    for r in results:
+        assert -1 <= r["mp"]["spearman_a_r"] <= 1 and r["mp"]["eps_poly_mae"] > 0
+        assert r["phonondb"]["n"] > 0 and set(r["l2_strength"]) == {"0e", "2e"}
