@@ -206,10 +206,10 @@ def _write_json(path: pathlib.Path, obj) -> None:
 
 
 def pooled_features(frames: Sequence, batch_size: int = 16) -> Dict[str, np.ndarray]:
-    """Mean-pooled even ``0e`` and ``2e`` node features of ``frames`` after each of the first
+    """Mean-pooled ``0e`` and ``2e`` node features of ``frames`` after each of the first
     :data:`BACKBONE_BLOCKS` blocks of the frozen backbone, as the foundation model builds it
-    (:func:`aniso_nequip.model.foundation.sevennet_backbone`, with its inversion-symmetrised
-    pass: the even features are the mean of the crystal's and its inverse image's)."""
+    (:func:`aniso_nequip.model.foundation.sevennet_backbone`, inversion-symmetrised: exactly
+    O(3)-equivariant), one backbone per depth."""
     import torch
     from e3nn import o3
     from nequip.data import AtomicDataDict
@@ -218,29 +218,24 @@ def pooled_features(frames: Sequence, batch_size: int = 16) -> Dict[str, np.ndar
     from aniso_nequip.model.foundation import sevennet_backbone
 
     names = sorted({s for a in frames for s in a.get_chemical_symbols()})
-    backbone = sevennet_backbone(BACKBONE, names, 5.0, BACKBONE_BLOCKS).eval()
-    after = []
-    for layer in backbone.layers:
-        layer.register_forward_hook(lambda module, args, out: after.append(out))
-    # each block's output on the crystal and its inverse image, stacked as one graph
-    irreps = o3.Irreps(str(backbone.layers[-1].gate.irreps_out))
-    out = {f"b{b + 1}_{ir}": [] for b in range(BACKBONE_BLOCKS) for ir in ("0e", "2e")}
-    for start in range(0, len(frames), batch_size):
-        graphs = atoms_to_graphs(frames[start : start + batch_size], names, 5.0, False)
-        n_nodes = graphs[AtomicDataDict.POSITIONS_KEY].shape[0]
-        batch = graphs[AtomicDataDict.BATCH_KEY]
-        counts = torch.bincount(batch).unsqueeze(-1)
-        after.clear()
-        with torch.no_grad():
-            backbone(graphs)
-        for b, x in enumerate(after):
-            even = (x[:n_nodes] + x[n_nodes:]).double() * 0.5
-            pooled = torch.zeros(len(counts), x.shape[1], dtype=torch.float64)
-            pooled = pooled.index_add_(0, batch, even) / counts
-            for (mul, ir), part in zip(irreps, irreps.slices()):
-                if str(ir) in ("0e", "2e"):
-                    out[f"b{b + 1}_{ir}"].append(pooled[:, part].reshape(len(counts), mul, -1))
-    return {k: torch.cat(v).squeeze(-1).numpy() for k, v in out.items()}
+    out = {}
+    for blocks in range(1, BACKBONE_BLOCKS + 1):
+        backbone = sevennet_backbone(BACKBONE, names, 5.0, blocks).eval()
+        irreps = o3.Irreps(backbone.irreps_out[AtomicDataDict.NODE_FEATURES_KEY])
+        pooled = []
+        for start in range(0, len(frames), batch_size):
+            graphs = atoms_to_graphs(frames[start : start + batch_size], names, 5.0, False)
+            with torch.no_grad():
+                x = backbone(graphs)[AtomicDataDict.NODE_FEATURES_KEY].double()
+            batch = graphs[AtomicDataDict.BATCH_KEY]
+            counts = torch.bincount(batch).unsqueeze(-1)
+            zeros = torch.zeros(len(counts), x.shape[1], dtype=torch.float64)
+            pooled.append(zeros.index_add_(0, batch, x) / counts)
+        pooled = torch.cat(pooled)
+        for (mul, ir), part in zip(irreps, irreps.slices()):
+            if str(ir) in ("0e", "2e"):
+                out[f"b{blocks}_{ir}"] = pooled[:, part].reshape(len(frames), mul, -1).squeeze(-1)
+    return {k: v.numpy() for k, v in out.items()}
 
 
 def cached_features(frames: Sequence, path: pathlib.Path) -> Dict[str, np.ndarray]:
