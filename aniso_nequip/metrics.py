@@ -76,6 +76,36 @@ def tensor_metrics(
     return out
 
 
+def discovery_metrics(
+    reference: np.ndarray, predicted: np.ndarray, top_fraction: float = 0.05, tail: float = 1.5
+) -> Dict:
+    """How well ``predicted`` (``(N, 3, 3)``) finds the most anisotropic crystals of
+    ``reference``: ``spearman_a_r`` (rank correlation of ``a_r``), ``top_recall`` (the fraction
+    of the ``top_fraction`` most anisotropic crystals, at least one, that are also in the
+    predicted top of the same size), ``tail_a_r_mae`` (MAE of ``a_r`` over the ``n_tail``
+    crystals with reference ``a_r >= tail``, NaN without any), with ``eps_poly_mae`` and
+    ``anisotropy_ratio_mae`` of all crystals. A predicted tensor with an eigenvalue <= 0 (``a_r``
+    undefined) ranks as the most anisotropic and is left out of the MAEs of ``a_r``."""
+    from scipy.stats import spearmanr
+
+    ref, pred = derived(reference), derived(predicted)
+    ranked = np.where(np.isnan(pred["a_r"]), np.inf, pred["a_r"])
+    k = max(1, int(round(top_fraction * len(ranked))))
+    top = set(np.argsort(-ref["a_r"], kind="stable")[:k].tolist())
+    found = set(np.argsort(-ranked, kind="stable")[:k].tolist())
+    in_tail = ref["a_r"] >= tail
+    errors = np.abs(pred["a_r"] - ref["a_r"])
+    return {
+        "n": int(len(ranked)),
+        "spearman_a_r": float(spearmanr(ref["a_r"], ranked).statistic),
+        "top_recall": len(top & found) / k,
+        "tail_a_r_mae": float(np.nanmean(errors[in_tail])) if in_tail.any() else float("nan"),
+        "n_tail": int(in_tail.sum()),
+        "eps_poly_mae": float(np.abs(pred["eps_poly"] - ref["eps_poly"]).mean()),
+        "anisotropy_ratio_mae": float(np.nanmean(errors)),
+    }
+
+
 def metrics_table(metrics: Dict) -> str:
     """A Markdown table: one row for all crystals, then one per crystal system."""
     columns = ("n",) + MAE_KEYS

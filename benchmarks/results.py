@@ -2,7 +2,8 @@
 
 Reads ``RUNS/<experiment>/accuracy.json`` (``benchmarks/accuracy.py``, run by
 ``benchmarks/experiments.py``), ``RUNS/speed_*.json`` (``benchmarks/speed.py --out``, with or
-without ``--foundation``) and ``RUNS/screen_*.json`` (``benchmarks/screen.py --out``).
+without ``--foundation``), ``RUNS/screen_*.json`` (``benchmarks/screen.py --out``) and
+``RUNS/discovery/<row>/seed*_fold*.json`` (``benchmarks/discovery.py``).
 
     python benchmarks/results.py                 # benchmarks/runs -> benchmarks/RESULTS.md
 """
@@ -11,6 +12,7 @@ import argparse
 import json
 import pathlib
 
+from discovery import table as discovery_table
 from experiments import EXPERIMENTS
 from screen import table as screen_table
 from speed import levers_table, training_table
@@ -131,6 +133,18 @@ def render(runs_dir: pathlib.Path) -> str:
         out.append(f"| {r['model']} | {r['eps_poly_mae'] or ''} | {r['a_r_mae'] or ''} "
                    f"| {r['speed']} | {r['epoch']} | {r['source']} |")  # fmt: skip
     out.append("")
+    out += ["## Discovery benchmark (`benchmarks/discovery.py`, issue 29)\n",
+            "5-fold cross-validation over all 1,104 bundled `mp_subset` crystals, folds grouped "
+            "by chemical system (no set of elements in two folds), out-of-fold predictions; each "
+            "fold's training part keeps a grouped tenth for validation. Per fold: Spearman of "
+            "`a_r`, the fraction of the 5% most anisotropic crystals found in the predicted top "
+            "5%, MAE `a_r` over the crystals with `a_r >= 1.5`, MAE `eps_poly`; the same on the "
+            "bundled `phonondb` crystals (PBEsol) that match no `mp_subset` crystal (each fold's "
+            "model predicts all of them). Mean ± std over folds (and seeds). Ridge rows: closed "
+            "form on mean-pooled frozen SevenNet-0 features (L2 strength by inner grouped CV); "
+            "their wall time leaves out the one-off feature computation (cached). Wall times on "
+            "the 2-core CPU were measured while other jobs shared it.\n",
+            discovery_table(runs_dir / "discovery")]  # fmt: skip
     if "best" in runs:
         out += ["## Best configuration (`configs/anisonet_best.yaml`), mean ± std over seeds\n",
                 _accuracy_rows(runs, ["best", "paper"]),

@@ -1,4 +1,5 @@
-"""Seeded random train/validation/test splits, optionally stratified by crystal system."""
+"""Seeded random train/validation/test splits, optionally stratified by crystal system, and
+cross-validation folds grouped by chemical system."""
 
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
@@ -42,3 +43,33 @@ def split_frames(
             out[name].extend(int(i) for i in indices[start : start + count])
             start += count
     return {name: [frames[i] for i in sorted(idx)] for name, idx in out.items()}
+
+
+def chemical_system(atoms: ase.Atoms) -> str:
+    """The crystal's set of elements, e.g. ``"Mo-S"`` for MoS2 and for every Mo-S compound."""
+    return "-".join(sorted(set(atoms.get_chemical_symbols())))
+
+
+def grouped_folds(groups: Sequence[str], n_folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index (``0..n_folds-1``) of each item, every group in one fold only.
+
+    Groups are taken largest first (in a ``seed``-shuffled order among equal sizes) and each goes
+    to the fold with the fewest items so far, so folds differ in size by at most the largest
+    group. The same ``seed`` and groups give the same folds.
+
+    Args:
+        groups: group label of each item (e.g. :func:`chemical_system` of each crystal)
+        n_folds: number of folds, at most the number of distinct groups
+        seed: seed of the order among groups of equal size
+    """
+    labels, inverse, sizes = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    if not 1 <= n_folds <= len(labels):
+        raise ValueError(f"{n_folds} folds need 1 to {len(labels)} (the distinct groups)")
+    shuffled = np.random.default_rng(seed).permutation(len(labels))
+    order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
+    filled, fold_of_group = np.zeros(n_folds, dtype=int), np.empty(len(labels), dtype=int)
+    for group in order:
+        fold = int(np.argmin(filled))
+        fold_of_group[group] = fold
+        filled[fold] += sizes[group]
+    return fold_of_group[inverse.reshape(-1)]
