@@ -13,7 +13,10 @@ glob patterns. A file or structure that cannot be used (unreadable, or refused b
 :func:`~aniso_nequip.data.validation.structure_problem`: no atoms, no periodic 3D cell,
 overlapping atoms, disordered sites, an element the model does not know, ...) is skipped and
 reported with its reason; the others are predicted. Crystals with elements the model never saw
-in training are predicted with a warning.
+in training, or unlike any of the bundled data (:func:`~aniso_nequip.data.validation.
+structure_warning`: atoms unusually close, a wide empty gap), are predicted with a warning. A
+failed prediction (:func:`~aniso_nequip.data.validation.prediction_problem`: non-finite, or
+eigenvalues no material has) is reported with its reason and left out of the results.
 """
 
 import contextlib
@@ -29,7 +32,7 @@ import ase.io
 import numpy as np
 
 from .data.symmetry import crystal_system
-from .data.validation import structure_problem
+from .data.validation import prediction_problem, structure_problem, structure_warnings
 from .errors import InputError
 from .inference import (
     as_model,
@@ -49,14 +52,16 @@ PREDICTION_FILES = ("predictions.csv", "predictions.extxyz")
 @dataclasses.dataclass
 class Predictions:
     """What :func:`predict_files` found: the predicted structures with their sources, each
-    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, and
-    warnings on predicted ones (elements the model never saw in training)."""
+    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, warnings
+    on predicted ones (elements the model never saw in training, unusual structures) and the
+    failed predictions with their reasons (not among the results)."""
 
     sources: List[str]
     structures: List[ase.Atoms]
     members: np.ndarray
     skipped: List[Tuple[str, str]]
     warnings: List[str] = dataclasses.field(default_factory=list)
+    failed: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @functools.cached_property
     def mean(self) -> np.ndarray:
@@ -142,12 +147,17 @@ def predict_files(
     models = [as_model(m, device) for m in ensemble_members(model)]
     sources, structures, skipped = read_structures(inputs, common_type_names(models))
     notes = untrained_warnings(structures, models, sources)
+    notes += structure_warnings(structures, sources)
     members = (
         predict_members(structures, models, batch_size, device, checked=True)
         if structures
         else np.zeros((len(models), 0, 3, 3))
     )
-    return Predictions(sources, structures, members, skipped, notes)
+    problems = [prediction_problem(tensor) for tensor in members.mean(axis=0)]
+    failed = [(source, p) for source, p in zip(sources, problems) if p]
+    kept = [i for i, p in enumerate(problems) if p is None]
+    sources, structures = [sources[i] for i in kept], [structures[i] for i in kept]
+    return Predictions(sources, structures, members[:, kept], skipped, notes, failed)
 
 
 def predict_and_write(
@@ -166,7 +176,7 @@ def predict_and_write(
     ``out`` is checked and claimed before the models load and written together or not at all
     (:func:`~aniso_nequip.io.output_set`; a non-empty one is refused unless ``force``). Raises
     :class:`~aniso_nequip.errors.InputError`, writing nothing, when no structure could be
-    predicted or, with ``strict``, when an input was skipped."""
+    predicted or, with ``strict``, when an input was skipped or a prediction failed."""
     claim = contextlib.nullcontext()
     if out:
         claim = output_set(out, PREDICTION_FILES, force=force, whole_folder=True)
@@ -176,8 +186,10 @@ def predict_and_write(
             print(prediction_table(result), end="")
         if not result.structures:
             raise InputError("no structure could be predicted (see the reasons above)")
-        if result.skipped and strict:
-            raise InputError(f"{len(result.skipped)} input(s) skipped (--strict: nothing written)")
+        refused = [(result.skipped, "input(s) skipped"), (result.failed, "prediction(s) failed")]
+        refused = [f"{len(items)} {what}" for items, what in refused if items]
+        if refused and strict:
+            raise InputError(f"{' and '.join(refused)} (--strict: nothing written)")
         if stage is not None:
             write_prediction_files(result, stage)
     if out and not quiet:
@@ -198,8 +210,8 @@ def _pm(value: float, spread, i: int, digits: int = 3) -> str:
 
 def prediction_table(result: Predictions) -> str:
     """A readable report: per crystal the formula, crystal system, 3x3 tensor, eigenvalues,
-    ``eps_poly`` and ``a_r`` (with the ensemble spread when there is one); then what was
-    skipped."""
+    ``eps_poly`` and ``a_r`` (with the ensemble spread when there is one); then the warnings,
+    the failed predictions and what was skipped."""
     mean, spread = result.summary["mean"], result.summary["spread"]
     blocks = []
     for i, (source, (formula, system)) in enumerate(zip(result.sources, result.labels)):
@@ -218,6 +230,8 @@ def prediction_table(result: Predictions) -> str:
         blocks.append(f"(± : spread of the {len(result.members)}-model ensemble)")
     for note in result.warnings:
         blocks.append(f"warning: {note}")
+    for source, reason in result.failed:
+        blocks.append(f"failed {source}: {reason}")
     for source, reason in result.skipped:
         blocks.append(f"skipped {source}: {reason}")
     return "\n\n".join(blocks) + "\n"

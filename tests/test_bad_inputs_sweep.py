@@ -57,7 +57,7 @@ def test_sweep_whose_trials_all_fail_exits_non_zero(split_overrides, tmp_path, m
     assert cli(["sweep", str(spec), *split_overrides]) == 2
     err = capsys.readouterr().err
     assert "all 1 trials of sweep `s` failed" in err
-    assert "`num_basis` must be an integer >= 1, got 0" in err
+    assert "`num_basis` must be an integer >= 2, got 0" in err
     assert "FAIL" in (tmp_path / "s" / "trials.csv").read_text()
 
 

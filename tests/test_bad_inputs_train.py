@@ -54,7 +54,13 @@ RUN_VARIABLE_CASES = [
     (_run_builder, "l_max", 2.5, "`l_max` must be an integer >= 0, got 2.5"),
     (_run_builder, "num_layers", 0, "`num_layers` must be an integer >= 1, got 0"),
     (_run_builder, "num_features", 0, "`num_features` must be an integer >= 1, got 0"),
-    (_run_builder, "num_basis", 0, "`num_basis` must be an integer >= 1, got 0"),
+    (_run_builder, "num_basis", 0, "`num_basis` must be an integer >= 2, got 0"),
+    (_run_builder, "num_basis", 1, "`num_basis` must be an integer >= 2, got 1"),
+    (_run_builder, "polynomial_cutoff_p", 1,
+     "`polynomial_cutoff_p` must be an integer >= 2, got 1"),
+    (_run_config, "num_basis", 1, "`num_basis` must be an integer >= 2, got 1"),
+    (_run_config, "polynomial_cutoff_p", 1,
+     "`polynomial_cutoff_p` must be an integer >= 2, got 1"),
     (_run_builder, "radial_basis", "cosine",
      "`radial_basis` must be one of gaussian, bessel, got 'cosine'"),
     (_run_builder, "type_embed_num_features", 0,
@@ -88,6 +94,20 @@ def test_config_variable_out_of_range(check, name, value, message):
     with pytest.raises(InputError) as err:
         check(name, value)
     assert str(err.value) == message
+
+
+def test_model_rules_are_the_bounds_the_modules_assert():
+    """`num_basis` and `polynomial_cutoff_p` at their rules' lowest values build a model; the
+    rules are the constants of the module the values reach."""
+    from aniso_nequip.nn import radial
+    from aniso_nequip.variables import RULES
+
+    assert RULES["num_basis"].low == radial.MIN_NUM_BASIS == 2
+    assert RULES["polynomial_cutoff_p"].low == radial.MIN_POLYNOMIAL_CUTOFF_P == 2
+    for basis in ("gaussian", "bessel"):
+        build_tiny(AnisoNetModel, type_names=RUN_TYPE_NAMES, radial_basis=basis,
+                   num_basis=radial.MIN_NUM_BASIS,
+                   polynomial_cutoff_p=radial.MIN_POLYNOMIAL_CUTOFF_P)  # fmt: skip
 
 
 def test_num_layers_may_be_zero_on_a_backbone():
@@ -131,7 +151,7 @@ def test_nequip_train_prints_a_builder_error_in_one_line(split_overrides, tmp_pa
     proc, _ = _run_train([*split_overrides, "training_module.model.num_basis=0"], tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == "nequip-train: error: `num_basis` must be an integer >= 1, got 0"
+    assert last == "nequip-train: error: `num_basis` must be an integer >= 2, got 0"
     assert "Traceback" not in proc.stderr
 
 

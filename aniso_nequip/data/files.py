@@ -211,7 +211,8 @@ def _checked_frames(file_path, type_names: Optional[List[str]], fields: List[str
     frames = read_frames(file_path)
     bad = []
     for i, atoms in enumerate(frames):
-        problem = structure_problem(atoms, type_names) or reference_problem(atoms, fields)
+        problem = structure_problem(atoms, type_names, bulk=False)
+        problem = problem or reference_problem(atoms, fields)
         if problem:
             bad.append(f"  frame {i} ({crystal_name(atoms)}): {problem}")
     if bad:

@@ -100,7 +100,7 @@ def document_atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
         raise DocumentError(material_id, problem)
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.pbc = True
-    problem = structure_problem(atoms)
+    problem = structure_problem(atoms, bulk=False)  # a reference computed for this very cell
     if problem:
         raise DocumentError(material_id, problem)
     return atoms

@@ -106,7 +106,7 @@ class Settings:
         return (
             ["id", "formula"]
             + stats
-            + ["physical", "dimensionality", "crystal_system", "n_sites"]
+            + ["physical", "failed", "dimensionality", "crystal_system", "n_sites"]
             + ["energy_above_hull", "band_gap"]
             + ["source", "index"]
             + [f"eps_{c}" for c in VOIGT_NAMES]

@@ -45,10 +45,12 @@ def _ranked_rows(out, settings: Settings) -> List[Dict[str, str]]:
         with open(shard_path(out, i, settings.shards, ".csv"), newline="") as f:
             rows += list(csv.DictReader(f))
     score = settings.score_column
-    rows.sort(
+    ranked = [r for r in rows if not r["failed"]]  # failed predictions: listed, never ranked
+    ranked.sort(
         key=lambda r: sort_key(float(r[score]), int(r["index"]), settings.ranked_last(_physical(r)))
     )
-    return [{"rank": str(rank), **row} for rank, row in enumerate(rows, start=1)]
+    failed = [{"rank": "", **r} for r in rows if r["failed"]]
+    return [{"rank": str(rank), **row} for rank, row in enumerate(ranked, start=1)] + failed
 
 
 def _candidates(out, settings: Settings) -> List[ase.Atoms]:
@@ -112,7 +114,9 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
         f"- skipped as unusable (see below): {len(summary['invalid'])}",
         f"- screened (predicted): {summary['predicted']}",
         f"- unphysical predictions (smallest eigenvalue < 1): {summary['unphysical']['count']}",
+        f"- failed predictions (`failed`, not ranked): {summary['failed']['count']}",
     ]
+    lines += [f"  - {c['id']} ({c['formula']}): {c['reason']}" for c in summary["failed"]["listed"]]
     if summary["dimensionality_counts"]:
         counts = summary["dimensionality_counts"].items()
         lines.append(f"- by dimensionality: {', '.join(f'{d}: {n}' for d, n in counts)}")
@@ -218,9 +222,10 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
     :func:`~aniso_nequip.io.output_set`; a merge running at the same time is waited for);
     returns the summary with the output file names added."""
     rows = _ranked_rows(out, settings)
-    physical = [r for r in rows if _physical(r)]
-    unphysical = [r for r in rows if not _physical(r)]
-    top = rows if settings.keep_unphysical else physical
+    failed = [r for r in rows if r["failed"]]
+    physical = [r for r in rows if _physical(r) and not r["failed"]]
+    unphysical = [r for r in rows if not _physical(r) and not r["failed"]]
+    top = [r for r in rows if r["rank"]] if settings.keep_unphysical else physical
     score = settings.score_column
     training = training_a_r(settings)
     files = [OUTPUTS[k] for k in ("ranking", "candidates", "summary", "summary_json")]
@@ -262,6 +267,13 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
                     for r in unphysical[:LISTED_UNPHYSICAL]
                 ],
             },
+            "failed": {
+                "count": len(failed),
+                "listed": [
+                    {"id": r["id"], "formula": r["formula"], "reason": r["failed"]}
+                    for r in failed[:LISTED_UNPHYSICAL]
+                ],
+            },
             "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in top[:TOP_TABLE]],
             "files": files,
         }
@@ -288,6 +300,9 @@ def console_summary(summary: Dict, out) -> str:
         where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
         lines.append(f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
                      f"{where}: see summary.md")  # fmt: skip
+    if summary["failed"]["count"]:
+        lines.append(f"  {summary['failed']['count']} failed prediction(s), not ranked: see "
+                     "summary.md")  # fmt: skip
     score = summary["ranked_by"]
     lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
               for row in summary["top"][:5]]  # fmt: skip

@@ -22,6 +22,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
+from ..data.validation import prediction_problem
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
@@ -149,6 +150,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             "formula": atoms.info.get("formula") or str(atoms.symbols.formula.reduce()[0]),
             **{k: float(v) for k, v in stats.items()},
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
+            "failed": prediction_problem(mean[b]) or "",
             "dimensionality": dims[b],
             "crystal_system": crystal_system(atoms),
             "n_sites": len(atoms),
@@ -240,7 +242,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
         seconds["dimensionality"] += time.perf_counter() - tic
         for row, frame in _rows(batch, tensors, dims, settings):
             writer.writerow(row)
-            if settings.ranked_last(row["physical"]):
+            if row["failed"] or settings.ranked_last(row["physical"]):
                 continue
             key = tuple(-k for k in sort_key(row[settings.score_column], row["index"]))
             if len(top) < settings.top:
