@@ -91,10 +91,10 @@ class DielectricCalculator(NequIPCalculator):
         :class:`~aniso_nequip.data.validation.FailedPredictionWarning`."""
         structure = atoms if atoms is not None else self.atoms
         name = crystal_name(structure)
-        check_structure(structure, self.species, name)
+        check_structure(structure, self.species, name, bulk=False)
         for warning in untrained_warnings([structure], self.model, [name]):
             warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
-        for warning in structure_warnings([structure], [name]):
+        for warning in structure_warnings([structure], [name], bulk=False):
             warnings.warn(warning, StructureWarning, stacklevel=2)
         super().calculate(atoms, properties, system_changes)
         problem = prediction_problem(self.results[AtomicDataDict.DIELECTRIC_KEY])

@@ -32,7 +32,7 @@ from .data.validation import (
     structure_warnings,
     tensor_problem,
 )
-from .errors import InputError
+from .errors import InputError, not_a_file
 from .inference import load_model, predict, untrained_warnings
 from .io import output_set
 from .metrics import derived, metrics_table, tensor_metrics
@@ -54,7 +54,7 @@ def _read_frames(paths: List[str]):
     frames, origin = [], []
     for path in paths:
         if not os.path.isfile(path):
-            raise InputError(f"data file `{path}` does not exist")
+            raise InputError(f"data file `{path}` {not_a_file(path)}")
         if os.path.getsize(path) == 0:
             raise InputError(f"data file `{path}` contains no frames")
         these = read_frames(path)

@@ -30,7 +30,7 @@ from .data.validation import (
     prediction_problem,
     structure_warnings,
 )
-from .errors import InputError
+from .errors import InputError, not_a_file
 from .saved_models import training_info
 from .variables import check_variable
 
@@ -126,10 +126,8 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
 
     path = os.fspath(path)
     device = check_device(device)
-    if os.path.isdir(path):
-        raise ModelLoadError(f"model `{path}` is a folder, not a model file")
     if not os.path.isfile(path):
-        raise ModelLoadError(f"model file `{path}` does not exist")
+        raise ModelLoadError(f"model file `{path}` {not_a_file(path)}")
     set_global_state()
     try:
         if path.endswith(COMPILED_SUFFIX):
@@ -217,7 +215,7 @@ def _as_atoms(structure, index: int, type_names: Sequence[str]) -> ase.Atoms:
         structure = AseAtomsAdaptor.get_atoms(structure)
     elif not isinstance(structure, ase.Atoms):
         raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(structure).__name__}")
-    return check_structure(structure, type_names, crystal_name(structure, index))
+    return check_structure(structure, type_names, crystal_name(structure, index), bulk=False)
 
 
 def output_fields(model) -> List[str]:
@@ -285,7 +283,7 @@ def predict_batches(
             names = [crystal_name(a, start + i) for i, a in enumerate(atoms)]
             for warning in untrained_warnings(atoms, model, names):
                 warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
-            for warning in structure_warnings(atoms, names):
+            for warning in structure_warnings(atoms, names, bulk=False):
                 warnings.warn(warning, StructureWarning, stacklevel=2)
         graphs = atoms_to_graphs(atoms, model.type_names, r_max, with_references=False)
         data = AtomicDataDict.to_(graphs, device)

@@ -31,6 +31,7 @@ import ase
 import ase.io
 import numpy as np
 
+from .data.files import structure_file_problem
 from .data.symmetry import crystal_system
 from .data.validation import prediction_problem, structure_problem, structure_warnings
 from .errors import InputError
@@ -121,6 +122,10 @@ def read_structures(
     sources, structures = [], []
     for path in files:
         fmt = "vasp" if path.name.startswith(POSCAR_NAMES) else None
+        problem = structure_file_problem(path)
+        if problem:
+            skipped.append((str(path), f"cannot be read: {problem}"))
+            continue
         try:
             frames = ase.io.read(path, index=":", format=fmt)
         except Exception as err:  # ASE raises many types for malformed files

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -356,11 +357,14 @@ def test_out_convert_sigint_during_the_swap_is_held_until_the_set_is_whole(
     assert not _out_leftovers(out.parent)
 
 
-def test_out_convert_failed_rename_restores_the_previous_set(out_dataset, out_sources, monkeypatch):
+def test_out_convert_failed_rename_restores_the_previous_set(
+    out_dataset, out_sources, monkeypatch, capsys
+):
     out, before = out_dataset
     _out_on_swap_rename(monkeypatch, 3, _out_raise(OSError(errno.EIO, "simulated I/O error")))
-    with pytest.raises(OSError, match="simulated"):
-        _out_convert(out_sources["other"], out, "--force")
+    assert _out_convert(out_sources["other"], out, "--force") == 2
+    err = _out_error_line(capsys.readouterr().err)
+    assert "simulated I/O error; the previous files of" in err, err
     assert _out_snapshot(out.parent) == before and not _out_leftovers(out.parent)
 
 
@@ -425,7 +429,7 @@ def test_out_evaluate_interrupted_leaves_the_previous_set(out_evaluation, out_so
 
 
 def test_out_evaluate_failed_rename_keeps_metrics_of_one_run(
-    out_evaluation, out_sources, tmp_path, monkeypatch
+    out_evaluation, out_sources, tmp_path, monkeypatch, capsys
 ):
     out, before = out_evaluation
     data = tmp_path / "three.extxyz"  # another run: other metrics
@@ -433,8 +437,8 @@ def test_out_evaluate_failed_rename_keeps_metrics_of_one_run(
     calls = _out_on_swap_rename(
         monkeypatch, 2, _out_raise(OSError(errno.ENOSPC, "simulated full disk"))
     )
-    with pytest.raises(OSError, match="full disk"):
-        _out_evaluate(data, out, "--force")
+    assert _out_evaluate(data, out, "--force") == 2
+    assert "simulated full disk; the previous files of" in capsys.readouterr().err
     assert [p.name for p in calls][-1] == "metrics.md"  # metrics.json had been swapped in
     assert _out_snapshot(out) == before and not _out_leftovers(out.parent)
 
@@ -484,3 +488,70 @@ def test_out_evaluate_second_writer_refused_and_a_killed_writer_blocks_nothing(
     assert _out_evaluate(out_sources["data"], out, "--force") == 0
     after = _out_snapshot(out)
     assert after.keys() == before.keys() and not _out_leftovers(out.parent)
+
+
+def _out_error_line(err):
+    """The one error line a command printed (progress bars aside), asserting there is no other
+    and no traceback."""
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _out_refuse_replace(monkeypatch, refused):
+    """Make ``os.replace(src, dst)`` fail with EPERM, as for a file made immutable
+    (``chattr +i``), whenever ``refused(src, dst)``; returns the list of refused calls."""
+    real, calls = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if refused(pathlib.Path(src), pathlib.Path(dst)):
+            calls.append((src, dst))
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+def test_out_evaluate_swap_refused_by_an_immutable_file_keeps_a_usable_folder(
+    out_evaluation, out_sources, monkeypatch, capsys
+):
+    """metrics.md cannot be replaced: one line naming it, the previous set whole (metrics.json,
+    swapped in before, is put back; metrics.md never changed), nothing hidden left behind, and
+    the next run (once the file is writable) writes the set."""
+    out, before = out_evaluation
+    with monkeypatch.context() as m:
+        calls = _out_refuse_replace(m, lambda src, dst: dst == out / "metrics.md")
+        assert _out_evaluate(out_sources["data"], out, "--force") == 2
+    err = _out_error_line(capsys.readouterr().err)
+    assert calls and f"cannot write `{out / 'metrics.md'}`: Operation not permitted" in err
+    assert f"the previous files of `{out}` were kept" in err
+    assert _out_snapshot(out) == before and not _out_leftovers(out.parent)
+    assert _out_evaluate(out_sources["data"], out, "--force") == 0
+    assert not _out_leftovers(out.parent)
+
+
+def test_out_evaluate_failed_restore_is_reported_and_repaired_by_the_next_run(
+    out_evaluation, out_sources, monkeypatch, capsys
+):
+    """The swap fails at metrics.md and putting metrics.json back fails too: one line naming
+    what is kept where; the next run puts it back first (or, while it still cannot, says so in
+    one line) instead of failing on a backup that no longer matches its manifest."""
+    out, before = out_evaluation
+
+    def refused(src, dst):
+        return dst == out / "metrics.md" or (".backup-" in str(src) and dst.name == "metrics.json")
+
+    with monkeypatch.context() as m:
+        _out_refuse_replace(m, refused)
+        assert _out_evaluate(out_sources["data"], out, "--force") == 2
+        err = _out_error_line(capsys.readouterr().err)
+        assert "metrics.json could not be put back" in err, err
+        assert any(".backup-" in n for n in _out_leftovers(out.parent))
+        assert _out_evaluate(out_sources["data"], out, "--force") == 2  # still refused
+        err = _out_error_line(capsys.readouterr().err)
+        assert "a previous run could not finish writing" in err, err
+        assert "metrics.json are still kept in" in err
+    assert _out_evaluate(out_sources["data"], out) == 2  # repaired first, then refused: not empty
+    assert "not empty" in capsys.readouterr().err
+    assert _out_snapshot(out) == before and not _out_leftovers(out.parent)

@@ -11,19 +11,19 @@ and list bad entries while the Python API raises :class:`~aniso_nequip.errors.In
     structure_problem(atoms, type_names=model.type_names)   # None or e.g. "atoms 0 and 3 ..."
     tensor_problem(eps, "dielectric_tensor")                 # None or e.g. "not symmetric ..."
 
-A structure is refused when it cannot be a crystal: non-finite positions or cell, no atoms, a
-zero or singular cell, no periodicity in all three directions, two atoms closer than
+A structure is refused when it cannot be a crystal: non-finite positions or cell, no atoms, a zero
+or singular cell, no periodicity in all three directions, two atoms closer than
 :data:`REFUSED_DISTANCE_RATIO` of the sum of their covalent radii (periodic images included;
 :func:`distance_problem`), disordered (partially occupied) sites (never reduced to one species
-silently), elements outside the model's ``type_names`` or, with ``bulk`` (the prediction entry
-points), a cell that is not a bulk crystal: fragments (a slab, chains, a molecule, a lone atom)
-separated by vacuum (:func:`vacuum_problem`). A reference tensor is refused for a wrong shape,
-non-finite values, asymmetry beyond :data:`SYMMETRY_TOLERANCE` (reported, never symmetrised
+silently), elements outside the model's ``type_names`` or, with ``bulk`` (``aniso-nequip predict``
+and ``screen``), a cell that is not a bulk crystal: fragments (a slab, chains, a molecule, a lone
+atom) separated by vacuum (:func:`vacuum_problem`). A reference tensor is refused for a wrong
+shape, non-finite values, asymmetry beyond :data:`SYMMETRY_TOLERANCE` (reported, never symmetrised
 silently) and, for ``dielectric_tensor``, a non-positive eigenvalue; ``dielectric_ionic_tensor``
-must be positive semi-definite within :data:`SEMIDEFINITE_TOLERANCE`; Born charges are only
-checked for shape and finiteness. A *predicted* dielectric tensor with a non-finite value or an
-eigenvalue outside :data:`PREDICTED_EIGENVALUE_RANGE` is a failed prediction
-(:func:`prediction_problem`): reported, never ranked.
+must be positive semi-definite within :data:`SEMIDEFINITE_TOLERANCE`; Born charges are only checked
+for shape and finiteness. A *predicted* dielectric tensor with a non-finite value or an eigenvalue
+outside :data:`PREDICTED_EIGENVALUE_RANGE` is a failed prediction (:func:`prediction_problem`):
+reported, never ranked.
 
 :func:`structure_warning` flags what a crystal may have but none of the bundled data has:
 atoms closer than :data:`WARNED_DISTANCE_RATIO` of their covalent radii, or an empty gap wider
@@ -170,9 +170,11 @@ def structure_problem(
     Args:
         atoms: the structure
         type_names: the elements a model knows (``None``: not checked)
-        bulk: refuse a cell that is not a bulk crystal (:func:`vacuum_problem`), as prediction
-            does; data with reference tensors computed for that very cell (training and
-            evaluation files, converted documents) keep it (:func:`structure_warning` flags it)
+        bulk: refuse a cell that is not a bulk crystal (:func:`vacuum_problem`), as
+            ``aniso-nequip predict`` and ``screen`` do (a fragment's tensor, or a_r, means
+            nothing); the Python API, the calculator, ``nequip-evaluate`` and data with reference
+            tensors computed for that very cell (training files, converted documents) keep it,
+            and :func:`structure_warning` flags it
     """
     if len(atoms) == 0:
         return "structure has no atoms"
@@ -398,12 +400,15 @@ def reference_problem(atoms: ase.Atoms, fields: Iterable[str] = TENSOR_FIELDS) -
 
 
 def check_structure(
-    atoms: ase.Atoms, type_names: Optional[Sequence[str]] = None, name: Optional[str] = None
+    atoms: ase.Atoms,
+    type_names: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
+    bulk: bool = True,
 ) -> ase.Atoms:
-    """``atoms`` itself when :func:`structure_problem` finds nothing, else
+    """``atoms`` itself when :func:`structure_problem` (with ``bulk``) finds nothing, else
     :class:`~aniso_nequip.errors.InputError` naming the crystal (``name``, default
     :func:`crystal_name`) and the problem."""
-    problem = structure_problem(atoms, type_names)
+    problem = structure_problem(atoms, type_names, bulk)
     if problem:
         raise InputError(f"{name or crystal_name(atoms)}: {problem}")
     return atoms

@@ -224,7 +224,7 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
     rows = _ranked_rows(out, settings)
     failed = [r for r in rows if r["failed"]]
     physical = [r for r in rows if _physical(r) and not r["failed"]]
-    unphysical = [r for r in rows if not _physical(r) and not r["failed"]]
+    unphysical = [r for r in rows if not _physical(r)]
     top = [r for r in rows if r["rank"]] if settings.keep_unphysical else physical
     score = settings.score_column
     training = training_a_r(settings)

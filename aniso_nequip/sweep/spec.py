@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from ..errors import InputError
+from ..errors import InputError, not_a_file
 from ..variables import check_config
 from .pruners import PRUNERS
 
@@ -123,7 +123,7 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
     root = pathlib.Path.cwd() if root is None else pathlib.Path(root)
     where = str(path)
     if not path.is_file():
-        raise SpecError(f"sweep spec `{path}` does not exist")
+        raise SpecError(f"sweep spec `{path}` {not_a_file(path)}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
