@@ -19,6 +19,7 @@ from aniso_nequip.data.files import structure_file_problem
 from aniso_nequip.data.matching import crystal_id
 from aniso_nequip.data.pipeline import build_dataset
 from aniso_nequip.data.stats import dataset_statistics
+from aniso_nequip.data.symmetry import FRAME_TOLERANCE, point_group_deviation
 from aniso_nequip.data.validation import (
     REFUSED_DISTANCE_RATIO,
     REFUSED_VACUUM,
@@ -45,6 +46,7 @@ from helpers import (
     bundled,
     dielectric_doc,
     disordered_doc,
+    mp_document,
     nacl_crystal,
 )
 
@@ -443,3 +445,60 @@ def test_poscar_with_wrong_atom_counts(counts, message, tmp_path):
         [str(path)], build_tiny(AnisoNetModel, type_names=["Na", "Cl"])
     ).skipped
     assert skipped == (str(path), f"cannot be read: {message}")
+
+
+# ---- the frame check: a tensor rotated away from its crystal's frame --------------------------
+
+FRAME_SYSTEMS = ["triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal",
+                 "cubic"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def frame_crystals():
+    """The most anisotropic crystal of each crystal system among 300 bundled MP crystals."""
+    best = {}
+    for atoms in bundled("mp_subset_train", ":300"):
+        eps = np.linalg.eigvalsh(np.reshape(atoms.calc.results["dielectric_tensor"], (3, 3)))
+        system = atoms.info["crystal_system"]
+        if system not in best or eps[-1] / eps[0] > best[system][0]:
+            best[system] = (eps[-1] / eps[0], atoms)
+    return {system: atoms for system, (_, atoms) in best.items()}
+
+
+def _rotated_tensor(atoms, angle=0.7):
+    """The crystal's tensor rotated by ``angle`` about the (1, 1, 1) direction: no symmetry
+    axis of a non-cubic crystal in its standard setting."""
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_rotvec(angle * np.ones(3) / np.sqrt(3)).as_matrix()
+    eps = np.reshape(atoms.calc.results["dielectric_tensor"], (3, 3))
+    return rot @ eps @ rot.T
+
+
+@pytest.mark.parametrize("system", FRAME_SYSTEMS)
+def test_frame_check_refuses_a_rotated_tensor_in_every_crystal_system(system, frame_crystals):
+    """Refused in every system with symmetry operations that a rotation breaks; a cubic
+    crystal's isotropic tensor is unchanged by rotation and a triclinic crystal has no rotation
+    to test against, so both pass (rightly: nothing is wrong with them)."""
+    atoms = frame_crystals[system]
+    own = point_group_deviation(atoms, atoms.calc.results["dielectric_tensor"])
+    rotated = point_group_deviation(atoms, _rotated_tensor(atoms))
+    assert own <= FRAME_TOLERANCE
+    if system in ("cubic", "triclinic"):
+        assert rotated <= FRAME_TOLERANCE
+    else:
+        assert rotated > FRAME_TOLERANCE, (atoms.info["entry_id"], rotated)
+
+
+def test_convert_reports_a_rotated_trigonal_tensor(frame_crystals, tmp_path):
+    """The issue's case: a trigonal crystal's tensor rotated by 0.7 rad (deviation ~0.02) is
+    refused with the default tolerance; the unrotated one is kept."""
+    atoms = frame_crystals["trigonal"]
+    good, bad = mp_document(atoms, "mp-good"), mp_document(atoms, "mp-rotated")
+    bad["electronic"] = _rotated_tensor(atoms).tolist()
+    bad["total"] = (np.asarray(bad["electronic"]) + np.asarray(bad["ionic"])).tolist()
+    report = build_dataset([good, bad], tmp_path / "out.extxyz", split=None,
+                           drop_duplicates=False)  # fmt: skip
+    failed = dict(report["frame_check_failed"])
+    assert list(failed) == ["mp-rotated"] and failed["mp-rotated"] > FRAME_TOLERANCE
+    assert report["kept"] == 1
