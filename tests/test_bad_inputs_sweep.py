@@ -23,13 +23,37 @@ RUN_SWEEP_CASES = [
      "`max_epochs` must be an integer >= 1, got 0"),
     ({}, ["batch_size=0"], InputError, "`batch_size` must be an integer >= 1, got 0"),
     ({}, ["--n-trials", "-1"], InputError, "`n_trials` must be >= 1, got -1"),
+    ({"parameters": {"num_features": {"choices": [8, "sixteen"]}}}, [], SpecError,
+     "parameter `num_features`, choice 'sixteen': `num_features` must be an integer >= 1, "
+     "got 'sixteen'"),
+    ({"parameters": {"lr": {"type": "float", "low": 0, "high": 0.01}}}, [], SpecError,
+     "parameter `lr`, `low`: `lr` must be a number > 0, got 0.0"),
+    ({"parameters": {"l_max": {"type": "int", "low": -1, "high": 2}}}, [], SpecError,
+     "parameter `l_max`, `low`: `l_max` must be an integer >= 0, got -1"),
+    ({"n_trials": "ten"}, [], SpecError, "`n_trials` must be an integer >= 1, got 'ten'"),
+    ({"sampler": "tpe"}, [], SpecError,
+     "`sampler` must be a mapping such as {name: tpe, seed: 0}, got 'tpe'"),
+    ({"overrides": ["not_a_variable=3"]}, [], SpecError,
+     "the overrides ['not_a_variable=3'] do not apply to tiny.yaml: "),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "changes, args, kind, message",
     RUN_SWEEP_CASES,
-    ids=["metric-typo", "metric-not-per-epoch", "spec-override", "cli-override", "n-trials"],
+    ids=[
+        "metric-typo",
+        "metric-not-per-epoch",
+        "spec-override",
+        "cli-override",
+        "n-trials",
+        "choice-of-wrong-type",
+        "low-outside-the-rule",
+        "int-low-outside-the-rule",
+        "n-trials-a-word",
+        "sampler-a-string",
+        "unknown-override-key",
+    ],  # fmt: skip
 )
 def test_sweep_checks_before_the_first_trial(
     changes, args, kind, message, tmp_path, monkeypatch, capsys
