@@ -1,7 +1,8 @@
 """Bad inputs of the prediction entry points: the Python API (``aniso_nequip.predict``), the
 ASE calculator, ``nequip-evaluate`` and ``aniso-nequip predict``. Bad structures are named and
 refused by the API, skipped and listed by the commands (``--strict`` refuses); untrained elements
-warn.
+and unusual structures warn; failed predictions (absurd eigenvalues) are NaN with a warning in the
+API and listed, never results, by the commands; bad arguments and devices are one line.
 """
 
 import warnings
@@ -11,6 +12,7 @@ import ase.build
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -19,17 +21,20 @@ import aniso_nequip.evaluation
 import aniso_nequip.io
 import aniso_nequip.plots
 from aniso_nequip.data.validation import (
+    FailedPredictionWarning,
     UntrainedElementWarning,
 )
 from aniso_nequip.errors import InputError
 from aniso_nequip.evaluation import evaluate
-from aniso_nequip.prediction import predict_files
+from aniso_nequip.model import AnisoNetModel
+from aniso_nequip.prediction import predict_files, prediction_table
 from aniso_nequip.scripts.cli import main as cli
 from aniso_nequip.scripts.evaluate import main as evaluate_main
 from helpers import (
     VAL_STRUCTURE_IDS,
     VAL_STRUCTURES,
     bad_frame,
+    build_tiny,
     nacl_crystal,
 )
 
@@ -200,3 +205,96 @@ def test_untrained_elements_warn(trained, packaged, tmp_path):
         f"{cif}: element(s) {unseen} not in the model's training data (an extrapolation: treat "
         "the prediction with care)"
     ]
+
+
+# ---- failed predictions: reported, never a result ---------------------------------------------
+
+
+def _absurd_model(shift):
+    """A tiny NaCl model whose tensors are ``shift * I`` (almost): -10 or 500 is no material's."""
+    return build_tiny(AnisoNetModel, type_names=["Na", "Cl"], isotropic_shift=shift,
+                      isotropic_scale=0.01, anisotropic_scale=0.01)  # fmt: skip
+
+
+FAILED_CASES = [(-10.0, "eigenvalues -10 -10 -10 outside [0.5, 100]"),
+                (500.0, "eigenvalues 500 500 500 outside [0.5, 100]")]  # fmt: skip
+
+
+@pytest.mark.parametrize("shift, problem", FAILED_CASES, ids=["negative", "absurd"])
+def test_failed_predictions_are_nan_and_warned_in_the_api(shift, problem):
+    with pytest.warns(FailedPredictionWarning, match=r"structure 0 \(nacl-ok\): failed pred"):
+        eps = aniso_nequip.predict([nacl_crystal()], _absurd_model(shift), device="cpu")
+    assert np.isnan(eps).all()
+    atoms = nacl_crystal("calc")
+    atoms.calc = aniso_nequip.DielectricCalculator(_absurd_model(shift))
+    with pytest.warns(FailedPredictionWarning, match=problem.replace("[", r"\[")):
+        assert np.isnan(atoms.calc.get_property("dielectric_tensor", atoms)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FailedPredictionWarning)
+        assert np.isfinite(aniso_nequip.predict([nacl_crystal()], _absurd_model(1.5))).all()
+
+
+@pytest.mark.parametrize("shift, problem", FAILED_CASES, ids=["negative", "absurd"])
+def test_predict_command_reports_failed_predictions_and_writes_none(shift, problem, tmp_path):
+    cif = tmp_path / "nacl.cif"
+    ase.io.write(cif, nacl_crystal())
+    result = predict_files([str(cif)], _absurd_model(shift))
+    assert result.sources == [] and result.members.shape == (1, 0, 3, 3)
+    ((source, reason),) = result.failed
+    assert source == str(cif) and reason.startswith(f"failed prediction: {problem}")
+    assert f"failed {cif}: failed prediction: {problem}" in prediction_table(result)
+
+
+def test_evaluate_leaves_failed_predictions_out(trained, _val_eval_data, tmp_path, monkeypatch):
+    """A prediction with a negative eigenvalue is listed in metrics.json and metrics.md and left
+    out of the metrics and predictions, whatever the readout produced it."""
+    path, frames = _val_eval_data
+    real = aniso_nequip.evaluation.predict
+
+    def one_failed(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out["dielectric_tensor"][0] = np.diag([-3e8, 2.0, 4e8])
+        return out
+
+    monkeypatch.setattr(aniso_nequip.evaluation, "predict", one_failed)
+    out = tmp_path / "eval"
+    metrics = evaluate(str(trained["dir"] / "best.ckpt"), [str(path)], out, quiet=True)
+    ((failed),) = metrics["failed"]
+    assert (failed["frame"], failed["id"]) == (0, frames[0].info["entry_id"])
+    assert failed["reason"].startswith("failed prediction: eigenvalues -3e+08 2 4e+08")
+    assert metrics["n"] == 1  # frame 2 only (1: bad reference, 3: overlapping atoms)
+    assert "1 failed prediction(s), left out" in (out / "metrics.md").read_text()
+    assert len(ase.io.read(out / "predictions.extxyz", ":")) == 2
+
+
+# ---- Python API arguments and devices ----------------------------------------------------------
+
+API_ARGUMENT_CASES = [
+    ({"batch_size": 0}, "`batch_size` must be an integer >= 1, got 0"),
+    ({"batch_size": 2.5}, "`batch_size` must be an integer >= 1, got 2.5"),
+    ({"batch_size": "4"}, "`batch_size` must be an integer >= 1, got '4'"),
+    ({"device": "tpu"}, "device 'tpu' is not a torch device (cpu, cuda, cuda:1, mps, ...)"),
+    ({"device": "cuda:99"}, "device 'cuda:99': "),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", API_ARGUMENT_CASES, ids=lambda c: repr(c)[:20])
+def test_predict_api_refuses_bad_arguments_in_one_line(kwargs, message, equivariant_model):
+    with pytest.raises(InputError) as err:
+        aniso_nequip.predict([nacl_crystal()], equivariant_model, **kwargs)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line_in_the_api_and_the_commands(packaged, tmp_path, capsys):
+    message = "device 'cuda': CUDA is not available"
+    with pytest.raises(InputError, match=message):
+        aniso_nequip.predict([nacl_crystal()], str(packaged), device="cuda")
+    cif = tmp_path / "nacl.cif"
+    ase.io.write(cif, nacl_crystal())
+    assert cli(["predict", str(cif), "--model", str(packaged), "--device", "cuda"]) == 2
+    assert evaluate_main(["--model", str(packaged), "--data", str(cif), "--out",
+                          str(tmp_path / "eval"), "--device", "cuda"]) == 2  # fmt: skip
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 2 and all(message in line for line in lines), lines
+    assert not (tmp_path / "eval").exists()
