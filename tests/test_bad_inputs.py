@@ -3,11 +3,13 @@ options out of range are refused before any work, and a run failing its checks l
 blocks the corrected run.
 """
 
+import csv
 import json
 
 import ase
 import ase.build
 import ase.io
+import numpy as np
 import pytest
 
 from aniso_nequip.errors import InputError
@@ -131,3 +133,46 @@ def test_screen_failing_its_checks_leaves_nothing_that_blocks_the_rerun(out_exis
     # the corrected run (no --exclude: other settings) starts without --force
     assert cli([*base, "--quiet"]) == 0
     assert (out / "ranking.csv").is_file()
+
+
+def test_screen_never_ranks_a_failed_prediction(trained, tmp_path, monkeypatch, capsys):
+    """A tensor with eigenvalues of 1e6 (a_r 1e6: it would top any ranking, and `physical` is
+    true) is a failed prediction: listed with its reason in `failed`, unranked, last in
+    ranking.csv, out of the candidates and counted in the summary."""
+    from aniso_nequip.screen import runner
+
+    frames = bundled("phonondb_test", ":4")
+    pool = tmp_path / "pool.extxyz"
+    ase.io.write(pool, frames)
+    bad = frames[1].info["entry_id"]
+    real = runner.predict
+
+    def one_failed(structures, *args, **kwargs):
+        tensors = real(structures, *args, **kwargs)
+        for i, atoms in enumerate(structures):
+            if atoms.info.get("entry_id") == bad:
+                tensors[i] = np.diag([1.0, 2.0, 1e6])
+        return tensors
+
+    monkeypatch.setattr(runner, "predict", one_failed)
+    out = tmp_path / "screen"
+    argv = [
+        "screen",
+        "--quiet",
+        "--no-dimensionality",
+        "--model",
+        str(trained["dir"] / "best.ckpt"),
+    ]
+    assert cli([*argv, "--structures", str(pool), "--out", str(out), "--top", "4"]) == 0
+    with open(out / "ranking.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["rank"] for r in rows] == ["1", "2", "3", ""] and rows[-1]["id"] == bad
+    assert rows[-1]["physical"] == "True" and rows[-1]["failed"].startswith(
+        "failed prediction: eigenvalues 1 2 1e+06 outside [0.5, 100]"
+    )
+    assert not any(r["failed"] for r in rows[:-1])
+    candidates = ase.io.read(out / "candidates.extxyz", ":")
+    assert bad not in [a.info["entry_id"] for a in candidates] and len(candidates) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"]["count"] == 1 and summary["failed"]["listed"][0]["id"] == bad
+    assert "- failed predictions (`failed`, not ranked): 1" in (out / "summary.md").read_text()
