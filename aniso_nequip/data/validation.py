@@ -203,7 +203,7 @@ def structure_problem(
     return distance_problem(atoms) or (vacuum_problem(atoms) if bulk else None)
 
 
-def _closest_pair(atoms: ase.Atoms, ratio: float):
+def closest_pair(atoms: ase.Atoms, ratio: float):
     """``(text, d / (r_i + r_j))`` of the pair of atoms closest relative to the sum of their
     covalent radii, among those closer than ``ratio`` of it; ``None`` when there is none."""
     from ase.neighborlist import neighbor_list
@@ -226,7 +226,7 @@ def _closest_pair(atoms: ase.Atoms, ratio: float):
 def distance_problem(atoms: ase.Atoms) -> Optional[str]:
     """Two atoms closer than :data:`REFUSED_DISTANCE_RATIO` of the sum of their covalent radii
     (periodic images included), or ``None``."""
-    found = _closest_pair(atoms, REFUSED_DISTANCE_RATIO)
+    found = closest_pair(atoms, REFUSED_DISTANCE_RATIO)
     if found is None:
         return None
     return (
@@ -292,7 +292,7 @@ def structure_warning(atoms: ase.Atoms, bulk: bool = True) -> Optional[str]:
     ``None``: atoms closer than :data:`WARNED_DISTANCE_RATIO` of their covalent radii, an empty
     gap wider than :data:`WARNED_VACUUM`, or (without ``bulk``) the vacuum of
     :func:`vacuum_problem`. Its prediction is an extrapolation."""
-    found = _closest_pair(atoms, WARNED_DISTANCE_RATIO)
+    found = closest_pair(atoms, WARNED_DISTANCE_RATIO)
     if found is not None:
         return (
             f"{found[0]}: closer than in any crystal of the bundled data (warned below "
