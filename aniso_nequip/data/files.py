@@ -340,13 +340,18 @@ def _checked_frames(file_path, type_names: Optional[List[str]], fields: List[str
         if problem:
             bad.append(f"  frame {i} ({crystal_name(atoms)}): {problem}")
     if bad:
-        more = len(bad) - LISTED_FRAMES
-        listed = "\n".join(bad[:LISTED_FRAMES]) + (f"\n  ... and {more} more" if more > 0 else "")
         raise InputError(
             f"dataset file `{file_path}`: {len(bad)} of {len(frames)} frame(s) cannot be used "
-            f"for training; fix or remove them:\n{listed}"
+            f"for training; fix or remove them:\n{listed_frames(bad)}"
         )
     return frames
+
+
+def listed_frames(lines: List[str]) -> str:
+    """The first :data:`LISTED_FRAMES` of ``lines`` (one per unusable frame), one a line, and
+    how many more there are."""
+    more = len(lines) - LISTED_FRAMES
+    return "\n".join(lines[:LISTED_FRAMES]) + (f"\n  ... and {more} more" if more > 0 else "")
 
 
 def dataset_elements(dataset) -> Optional[List[str]]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError, not_a_file
 from ..metrics import derived
-from .files import read_frames
+from .files import listed_frames, read_frames
 from .matching import crystal_id
 from .symmetry import crystal_system
 from .validation import DIELECTRIC_KEY, reference_value, tensor_problem
@@ -53,9 +53,6 @@ class DatasetStatistics:
         return "\n".join(lines)
 
 
-LISTED_FRAMES = 20  # unusable frames listed in the error
-
-
 def _id(atoms) -> str:
     material = crystal_id(atoms)
     return f" ({material})" if material else ""
@@ -83,11 +80,9 @@ def dataset_statistics(path) -> DatasetStatistics:
         else:
             refs.append((atoms, np.asarray(value, dtype=np.float64).reshape(3, 3)))
     if bad:
-        more = len(bad) - LISTED_FRAMES
-        listed = "\n".join(bad[:LISTED_FRAMES]) + (f"\n  ... and {more} more" if more > 0 else "")
         raise InputError(
             f"`{path}`: {len(bad)} frame(s) with an unusable `{DIELECTRIC_KEY}` (statistics "
-            f"would be undefined):\n{listed}"
+            f"would be undefined):\n{listed_frames(bad)}"
         )
     if not refs:
         raise InputError(f"`{path}` has no frame with a `dielectric_tensor`")
