@@ -91,9 +91,9 @@ def check_device(device: Union[str, torch.device]) -> torch.device:
     CUDA, ``cuda:3`` on a machine with 2 GPUs, ``mps`` off macOS)."""
     try:
         device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError):
         raise InputError(
-            f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...): {err}"
+            f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)"
         ) from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
