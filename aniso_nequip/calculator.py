@@ -5,6 +5,7 @@ import os
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from ase.calculators.calculator import all_changes
 from nequip.data import AtomicDataDict
@@ -13,7 +14,16 @@ from nequip.integrations.utils import basic_transforms
 from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
 
 from ._compile import ASE_DIELECTRIC_TARGET
-from .data.validation import UntrainedElementWarning, check_structure, crystal_name, mapped_species
+from .data.validation import (
+    FailedPredictionWarning,
+    StructureWarning,
+    UntrainedElementWarning,
+    check_structure,
+    crystal_name,
+    mapped_species,
+    prediction_problem,
+    structure_warnings,
+)
 from .inference import Ensemble, as_model, ensemble_members, output_fields, untrained_warnings
 
 
@@ -75,13 +85,23 @@ class DielectricCalculator(NequIPCalculator):
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         """Check the crystal (:func:`~aniso_nequip.data.validation.check_structure`: an
         :class:`~aniso_nequip.errors.InputError` naming it for an unusable structure or an element
-        the model does not know; a warning for one it never saw in training), then predict."""
+        the model does not know; a warning for one it never saw in training or unlike any of
+        the bundled data), then predict. A failed prediction
+        (:func:`~aniso_nequip.data.validation.prediction_problem`) gives NaN results and a
+        :class:`~aniso_nequip.data.validation.FailedPredictionWarning`."""
         structure = atoms if atoms is not None else self.atoms
         name = crystal_name(structure)
-        check_structure(structure, self.species, name)
+        check_structure(structure, self.species, name, bulk=False)
         for warning in untrained_warnings([structure], self.model, [name]):
             warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
+        for warning in structure_warnings([structure], [name], bulk=False):
+            warnings.warn(warning, StructureWarning, stacklevel=2)
         super().calculate(atoms, properties, system_changes)
+        problem = prediction_problem(self.results[AtomicDataDict.DIELECTRIC_KEY])
+        if problem:
+            warnings.warn(f"{name}: {problem}", FailedPredictionWarning, stacklevel=2)
+            for field in self.implemented_properties:
+                self.results[field] = np.full_like(self.results[field], np.nan)
 
     def save_extra_outputs(self, out: AtomicDataDict.Type):
         for field in self.implemented_properties:

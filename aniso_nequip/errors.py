@@ -28,6 +28,12 @@ class InputError(ValueError):
     """An input (file, frame, material id, option) is unusable; the message says which and why."""
 
 
+def not_a_file(path) -> str:
+    """Why ``path``, which is not a file, cannot be read: ``is a folder, not a file`` or
+    ``does not exist`` (for messages such as ``data file `x` does not exist``)."""
+    return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+
+
 def input_error_in(error: BaseException) -> Optional[InputError]:
     """The :class:`InputError` that ``error`` is or was raised from (following ``__cause__`` and
     ``__context__``, as Hydra wraps errors of the objects it builds), else ``None``."""

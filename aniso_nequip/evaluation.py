@@ -25,13 +25,15 @@ from .data.matching import NAME_KEYS, crystal_id
 from .data.symmetry import crystal_system
 from .data.validation import (
     crystal_name,
+    prediction_problem,
     reduced_formula,
     reference_problem,
     reference_value,
     structure_problem,
+    structure_warnings,
     tensor_problem,
 )
-from .errors import InputError
+from .errors import InputError, not_a_file
 from .inference import load_model, predict, untrained_warnings
 from .io import output_set
 from .metrics import derived, metrics_table, tensor_metrics
@@ -57,7 +59,7 @@ def _read_frames(paths: List[str]):
     frames, origin = [], []
     for path in paths:
         if not os.path.isfile(path):
-            raise InputError(f"data file `{path}` does not exist")
+            raise InputError(f"data file `{path}` {not_a_file(path)}")
         if os.path.getsize(path) == 0:
             raise InputError(f"data file `{path}` contains no frames")
         these = read_frames(path)
@@ -180,6 +182,11 @@ def _note(metrics: Dict) -> str:
             f"{n_without} frame(s) without a reference tensor got predictions but are left out "
             "of the metrics.\n"
         )
+    if metrics.get("failed"):
+        note += (
+            f"{len(metrics['failed'])} failed prediction(s), left out of the predictions and "
+            f"metrics:\n{_listed(metrics['failed'])}"
+        )
     invalid = metrics.get("invalid_references")
     if invalid:
         note += (
@@ -206,7 +213,7 @@ def _checked(frames, origin, type_names):
     of the predicted frames whose reference tensors are unusable."""
     kept, kept_origin, skipped, invalid = [], [], [], []
     for i, atoms in enumerate(frames):
-        problem = structure_problem(atoms, type_names)
+        problem = structure_problem(atoms, type_names, bulk=False)
         if problem:
             skipped.append(_entry(origin[i], atoms, problem))
             continue
@@ -303,7 +310,10 @@ def evaluate(
     unusable (:func:`~aniso_nequip.data.validation.tensor_problem`: e.g. asymmetric) are
     predicted but left out of the metrics. Both are listed by file, frame and id with the reason
     (``skipped`` and ``invalid_references`` in ``metrics.json``, and in ``metrics.md``), as are
-    frames with elements the model never saw in training (``warnings``).
+    failed predictions (``failed``: :func:`~aniso_nequip.data.validation.prediction_problem`,
+    left out of the predictions and metrics) and frames with elements the model never saw in
+    training or unlike any of the bundled data (``warnings``; a cell of fragments in vacuum is
+    evaluated against its own reference, with a warning).
 
     Args:
         model_path: checkpoint (``.ckpt``), package (``.nequip.zip``) or compiled model;
@@ -351,6 +361,19 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     outputs = predict(
         frames, model, batch_size, device, field="all", progress=not quiet, checked=True
     )
+    problems = [prediction_problem(tensor) for tensor in outputs[_EPS]]
+    failed = [_entry(origin[i], a, p) for i, (a, p) in enumerate(zip(frames, problems)) if p]
+    if strict and failed:
+        raise InputError(
+            f"{len(failed)} prediction(s) failed (--strict: nothing written):\n"
+            f"{_listed(failed)}".rstrip()
+        )
+    kept = [i for i, p in enumerate(problems) if p is None]
+    if not kept:
+        raise InputError(f"every prediction failed:\n{_listed(failed)}".rstrip())
+    frames, origin = [frames[i] for i in kept], [origin[i] for i in kept]
+    outputs = {f: [values[i] for i in kept] for f, values in outputs.items()}
+    outputs = {f: np.asarray(v) if get_field_type(f) == "graph" else v for f, v in outputs.items()}
     refs = [_reference(a) for a in frames]
     has_ref = np.array([r is not None for r in refs], dtype=bool)
     systems = [crystal_system(a) for a in frames]
@@ -362,7 +385,9 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     metrics["skipped"] = skipped
     metrics["invalid_references"] = invalid
     names = [f"{path} frame {i} ({crystal_name(a)})" for (path, i), a in zip(origin, frames)]
+    metrics["failed"] = failed
     metrics["warnings"] = untrained_warnings(frames, model, names)
+    metrics["warnings"] += structure_warnings(frames, names, bulk=False)
     text, note = metrics_text(metrics), _note(metrics)
 
     annotated = _annotated(frames, outputs)

@@ -21,14 +21,19 @@ from nequip.utils.global_dtype import _GLOBAL_DTYPE
 from ._keys import PREDICTED_FIELDS
 from .data import atoms_to_graphs
 from .data.validation import (
+    FailedPredictionWarning,
+    StructureWarning,
     UntrainedElementWarning,
     check_structure,
     crystal_name,
     disorder_problem,
     elements_not_in,
+    prediction_problem,
+    structure_warnings,
 )
-from .errors import InputError
+from .errors import InputError, not_a_file
 from .saved_models import training_info
+from .variables import check_variable
 
 COMPILED_SUFFIX = ".nequip.pt2"
 """Suffix of the files ``nequip-compile --mode aotinductor`` writes."""
@@ -81,6 +86,32 @@ class CompiledModel(torch.nn.Module):
         return self.model(inputs)
 
 
+def check_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device``; :class:`~aniso_nequip.errors.InputError` naming it when
+    torch does not know it (``tpu``) or this machine or torch build lacks it (``cuda`` without
+    CUDA, ``cuda:3`` on a machine with 2 GPUs, ``mps`` off macOS)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(
+            f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index is not None and device.index >= count > 0:
+            raise InputError(f"device {str(device)!r}: this machine has {count} CUDA device(s)")
+        if not count:
+            raise InputError(
+                f"device {str(device)!r}: CUDA is not available (torch {torch.__version__}, "
+                f"built {'with' if torch.version.cuda else 'without'} CUDA); use device `cpu`"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {str(device)!r}: MPS is not available; use device `cpu`")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {str(device)!r} is not supported (cpu, cuda, mps)")
+    return device
+
+
 def load_model(
     path: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "cpu"
 ):
@@ -103,8 +134,9 @@ def load_model(
         models = [load_model(member, device) for member in ensemble_members(None)]
         return models[0] if len(models) == 1 else Ensemble(models).to(device).eval()
     path = os.fspath(path)
+    device = check_device(device)
     if not os.path.isfile(path):
-        raise ModelLoadError(f"model file `{path}` does not exist")
+        raise ModelLoadError(f"model file `{path}` {not_a_file(path)}")
     set_global_state()
     try:
         if path.endswith(COMPILED_SUFFIX):
@@ -174,7 +206,7 @@ def as_model(model, device: Union[str, torch.device] = "cpu"):
     """``model`` itself (moved to ``device``, eval mode) or, for a path, :func:`load_model`."""
     if isinstance(model, (str, os.PathLike)):
         return load_model(model, device)
-    return model.to(device).eval()
+    return model.to(check_device(device)).eval()
 
 
 def _as_atoms(structure, index: int, type_names: Sequence[str]) -> ase.Atoms:
@@ -192,7 +224,7 @@ def _as_atoms(structure, index: int, type_names: Sequence[str]) -> ase.Atoms:
         structure = AseAtomsAdaptor.get_atoms(structure)
     elif not isinstance(structure, ase.Atoms):
         raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(structure).__name__}")
-    return check_structure(structure, type_names, crystal_name(structure, index))
+    return check_structure(structure, type_names, crystal_name(structure, index), bulk=False)
 
 
 def output_fields(model) -> List[str]:
@@ -245,9 +277,11 @@ def predict_batches(
     Raises :class:`~aniso_nequip.errors.InputError` naming the first structure that
     :mod:`~aniso_nequip.data.validation` refuses (unknown elements included) and warns
     (:class:`~aniso_nequip.data.validation.UntrainedElementWarning`) for elements the model was
-    never trained on; ``checked``: the structures are ``ase.Atoms`` that the caller has checked
-    and reported on itself (as ``nequip-evaluate``, ``predict`` and ``screen`` do), so neither
-    happens again."""
+    never trained on and (:class:`~aniso_nequip.data.validation.StructureWarning`) for
+    structures unlike any of the bundled data; ``checked``: the structures are ``ase.Atoms``
+    that the caller has checked and reported on itself (as ``nequip-evaluate``, ``predict`` and
+    ``screen`` do), so neither happens again."""
+    check_variable("batch_size", batch_size)
     model = as_model(model, device)
     fields = output_fields(model)
     r_max = float(model.metadata["r_max"])
@@ -258,6 +292,8 @@ def predict_batches(
             names = [crystal_name(a, start + i) for i, a in enumerate(atoms)]
             for warning in untrained_warnings(atoms, model, names):
                 warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
+            for warning in structure_warnings(atoms, names, bulk=False):
+                warnings.warn(warning, StructureWarning, stacklevel=2)
         graphs = atoms_to_graphs(atoms, model.type_names, r_max, with_references=False)
         data = AtomicDataDict.to_(graphs, device)
         with torch.no_grad():
@@ -306,13 +342,19 @@ def predict(
 ):
     """Predicted dielectric tensors, an ``(N, 3, 3)`` float64 array.
 
+    A prediction whose dielectric tensor :func:`~aniso_nequip.data.validation.prediction_problem`
+    calls failed (non-finite, or eigenvalues no material has) is NaN in every field, with a
+    :class:`~aniso_nequip.data.validation.FailedPredictionWarning` naming the structure, so that
+    it can never be ranked as a result.
+
     Args:
         structures: ``ase.Atoms`` or pymatgen ``Structure`` objects
         model: a loaded model (:func:`load_model`) or the path of a checkpoint/package; a list of
             them is an ensemble (the mean of its members' predictions); ``None`` (default): the
             ready model shipped with the package (``aniso_nequip.pretrained``)
-        batch_size: structures per forward pass
-        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available)
+        batch_size: structures per forward pass (an integer >= 1)
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available); one this machine
+            lacks is an :class:`~aniso_nequip.errors.InputError`
         field: the head to return: ``dielectric_tensor`` (default), ``dielectric_ionic_tensor``
             (``(N, 3, 3)``), ``born_effective_charges`` (a list of ``(n_atoms, 3, 3)`` arrays),
             ``"all"`` for a dict of every head the model has, or ``"optics"`` for the optical
@@ -321,29 +363,39 @@ def predict(
             ``n_e``, optic axis, ``n_alpha < n_beta < n_gamma``, ``2V``, ...)
         progress: show a progress bar over the batches
         checked: the structures are ``ase.Atoms`` already checked by the caller, which reports
-            their problems and untrained elements itself (:func:`predict_batches`)
+            their problems, untrained elements and failed predictions itself
+            (:func:`predict_batches`): the predictions are returned as they are
     """
-    from tqdm import tqdm
-
+    check_variable("batch_size", batch_size)
+    if device is not None:
+        check_device(device)
     if field == "optics":
         from .optics import describe_all
 
         tensors = predict(structures, model, batch_size, device, progress=progress, checked=checked)
         return describe_all(structures, tensors)
+    out = _predict(structures, model, batch_size, device, progress, checked)
+    if field != "all" and field not in out:
+        raise ValueError(f"the model predicts {list(out)}, not `{field}`")
+    if not checked:
+        _mark_failed(out, structures)
+    return out if field == "all" else out[field]
+
+
+def _predict(structures, model, batch_size, device, progress, checked) -> Dict[str, list]:
+    """Every field :func:`predict` returns for ``field="all"``, before failed predictions are
+    marked."""
+    from tqdm import tqdm
+
     members = ensemble_members(model)
     if len(members) > 1:
-        outs = [
-            predict(structures, m, batch_size, device, "all", progress, checked) for m in members
-        ]
-        mean = {f: _mean([o[f] for o in outs]) for f in outs[0]}
-        return mean if field == "all" else mean[field]
+        outs = [_predict(structures, m, batch_size, device, progress, checked) for m in members]
+        return {f: _mean([o[f] for o in outs]) for f in outs[0]}
     (model,) = members
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = as_model(model, device)
     fields = output_fields(model)
-    if field != "all" and field not in fields:
-        raise ValueError(f"the model predicts {fields}, not `{field}`")
     out = {f: [] for f in fields}
     batches = predict_batches(structures, model, batch_size, device, checked)
     n_batches = math.ceil(len(structures) / batch_size)
@@ -360,7 +412,25 @@ def predict(
     for f in fields:
         if get_field_type(f) == "graph":
             out[f] = np.asarray(out[f]).reshape(-1, 3, 3)
-    return out if field == "all" else out[field]
+    return out
+
+
+def _mark_failed(out: Dict, structures: Sequence) -> None:
+    """Set every field of the structures whose predicted dielectric tensor is a failed
+    prediction to NaN, warning with the structure's name and the problem."""
+    for i, tensor in enumerate(out.get(AtomicDataDict.DIELECTRIC_KEY, [])):
+        problem = prediction_problem(tensor)
+        if problem is None:
+            continue
+        structure = structures[i]
+        name = (
+            crystal_name(structure, i)
+            if isinstance(structure, ase.Atoms)
+            else f"structure {i} ({structure.composition.reduced_formula})"
+        )
+        warnings.warn(f"{name}: {problem}", FailedPredictionWarning, stacklevel=3)
+        for values in out.values():
+            values[i] = np.full_like(values[i], np.nan)
 
 
 def _mean(values: list):

@@ -42,6 +42,12 @@ class OutputInUseError(InputError):
     """Another process is writing the output."""
 
 
+class OutputWriteError(OSError, InputError):
+    """The operating system refused a step of the swap of an output set (a file made read-only
+    or immutable, a full disk); the previous set was put back, or what could not be is kept
+    for the next writer to put back."""
+
+
 def check_writable(path: Union[str, os.PathLike]) -> None:
     """Refuse a ``path`` that cannot be created or replaced: one below a file, or in a folder
     this process may not write to.
@@ -210,21 +216,54 @@ def _swap(stage: pathlib.Path, folder: pathlib.Path, members: Sequence[str], bac
             os.replace(stage / name, folder / name)
         for name in set(existing) - set(staged):
             (folder / name).unlink()
-    except BaseException:
-        _restore(backup, folder)
-        raise
+    except BaseException as err:
+        left = _restore(backup, folder)
+        if not isinstance(err, OSError):
+            raise
+        raise OutputWriteError(
+            f"cannot write `{err.filename or folder}`: {err.strerror or err}; "
+            + _restored_text(left, backup, folder)
+        ) from None
     shutil.rmtree(backup)
 
 
-def _restore(backup: pathlib.Path, folder: pathlib.Path) -> None:
-    """Put back the set saved in ``backup`` and remove the files added beside it."""
+def _restored_text(left: Sequence[str], backup: pathlib.Path, folder: pathlib.Path) -> str:
+    if not left:
+        return f"the previous files of `{folder}` were kept"
+    return (
+        f"{', '.join(left)} could not be put back into `{folder}`: they are kept in `{backup}`, "
+        "which the next run to this output puts back first"
+    )
+
+
+def _restore(backup: pathlib.Path, folder: pathlib.Path) -> list:
+    """Put back the set saved in ``backup`` and remove the files added beside it; returns the
+    names it could not put back, which stay in ``backup`` (its manifest updated to name only
+    them), else removes ``backup``. A file still in place (the same file as its backup: the
+    swap never reached it) and one already put back (no backup left) are skipped."""
     manifest = json.loads((backup / _MANIFEST).read_text())
+    left = []
     for name in manifest["members"]:
-        if name in manifest["existing"]:
-            os.replace(backup / name, folder / name)
-        else:
-            (folder / name).unlink(missing_ok=True)
-    shutil.rmtree(backup)
+        saved, target = backup / name, folder / name
+        try:
+            if name not in manifest["existing"]:
+                target.unlink(missing_ok=True)
+            elif not saved.exists():
+                continue
+            elif target.exists() and os.path.samefile(saved, target):
+                saved.unlink()
+            else:
+                os.replace(saved, target)
+        except OSError:
+            left.append(name)
+    if not left:
+        shutil.rmtree(backup)
+        return left
+    kept = [n for n in manifest["existing"] if n in left]
+    partial = backup / f"{_MANIFEST}.partial"
+    partial.write_text(json.dumps({"members": left, "existing": kept}))
+    os.replace(partial, backup / _MANIFEST)
+    return left
 
 
 def _clean_up_after_dead_writer(beside: pathlib.Path, prefix: str, folder: pathlib.Path) -> None:
@@ -234,10 +273,16 @@ def _clean_up_after_dead_writer(beside: pathlib.Path, prefix: str, folder: pathl
     for stale in beside.glob(f"{prefix}staging-*"):
         shutil.rmtree(stale, ignore_errors=True)
     for backup in beside.glob(f"{prefix}backup-*"):
-        if (backup / _MANIFEST).is_file():
-            _restore(backup, folder)
-        else:  # killed before its manifest was complete: nothing was replaced yet
+        if not (backup / _MANIFEST).is_file():  # killed before its manifest: nothing replaced
             shutil.rmtree(backup, ignore_errors=True)
+            continue
+        left = _restore(backup, folder)
+        if left:
+            raise OutputWriteError(
+                f"a previous run could not finish writing `{folder}`: the previous "
+                f"{', '.join(left)} are still kept in `{backup}` and cannot be put back; make "
+                "those files writable (or remove them and that folder) and run again",
+            )
 
 
 @contextlib.contextmanager

@@ -205,13 +205,16 @@ def _sqrt(values):
         return np.sqrt(np.asarray(values, dtype=float))
 
 
-def describe(tensor, structure) -> OpticalDescription:
+def describe(tensor, structure) -> Optional[OpticalDescription]:
     """The :class:`OpticalDescription` of the dielectric tensor ``tensor`` (``(3, 3)`` or 9
     values, in the Cartesian frame of the structure) of ``structure`` (``ase.Atoms``, pymatgen
     ``Structure`` or a :class:`CrystalSymmetry` from :func:`crystal_symmetry`, to describe
-    several tensors of one crystal without analysing its symmetry again)."""
-    sym = structure if isinstance(structure, CrystalSymmetry) else crystal_symmetry(structure)
+    several tensors of one crystal without analysing its symmetry again); ``None`` for a tensor
+    with non-finite entries (a failed prediction)."""
     eps = np.asarray(tensor, dtype=float).reshape(3, 3)
+    if not np.isfinite(eps).all():  # a failed prediction (data.validation.prediction_problem)
+        return None
+    sym = structure if isinstance(structure, CrystalSymmetry) else crystal_symmetry(structure)
     eps = 0.5 * (eps + eps.T)
     neumann = np.einsum("nij,jk,nlk->il", sym.rotations, eps, sym.rotations) / len(sym.rotations)
     neumann = 0.5 * (neumann + neumann.T)
@@ -267,11 +270,13 @@ def describe_all(structures: Sequence, tensors) -> List[OpticalDescription]:
     return [describe(t, atoms) for atoms, t in zip(structures, np.asarray(tensors))]
 
 
-def csv_fields(description: OpticalDescription) -> Dict[str, str]:
+def csv_fields(description: Optional[OpticalDescription]) -> Dict[str, str]:
     """The :data:`CSV_COLUMNS` of ``description`` as text (empty where they do not apply):
     principal refractive indices ``n_1 <= n_2 <= n_3`` (``n_alpha, n_beta, n_gamma`` of a
     biaxial crystal) and, for a biaxial crystal, their axes ``axis_alpha``, ``axis_beta``,
-    ``axis_gamma`` (X, Y, Z) as ``[uvw]``."""
+    ``axis_gamma`` (X, Y, Z) as ``[uvw]``; all empty for ``None`` (a failed prediction)."""
+    if description is None:
+        return dict.fromkeys(CSV_COLUMNS, "")
     d = description
 
     def number(value, digits=5):

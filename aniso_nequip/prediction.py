@@ -13,7 +13,10 @@ glob patterns. A file or structure that cannot be used (unreadable, or refused b
 :func:`~aniso_nequip.data.validation.structure_problem`: no atoms, no periodic 3D cell,
 overlapping atoms, disordered sites, an element the model does not know, ...) is skipped and
 reported with its reason; the others are predicted. Crystals with elements the model never saw
-in training are predicted with a warning.
+in training, or unlike any of the bundled data (:func:`~aniso_nequip.data.validation.
+structure_warning`: atoms unusually close, a wide empty gap), are predicted with a warning. A
+failed prediction (:func:`~aniso_nequip.data.validation.prediction_problem`: non-finite, or
+eigenvalues no material has) is reported with its reason and left out of the results.
 """
 
 import contextlib
@@ -28,8 +31,14 @@ import ase
 import ase.io
 import numpy as np
 
+from .data.files import structure_file_problem
 from .data.symmetry import crystal_system
-from .data.validation import reduced_formula, structure_problem
+from .data.validation import (
+    prediction_problem,
+    reduced_formula,
+    structure_problem,
+    structure_warnings,
+)
 from .errors import InputError
 from .inference import (
     as_model,
@@ -50,14 +59,16 @@ PREDICTION_FILES = ("predictions.csv", "predictions.extxyz")
 @dataclasses.dataclass
 class Predictions:
     """What :func:`predict_files` found: the predicted structures with their sources, each
-    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, and
-    warnings on predicted ones (elements the model never saw in training)."""
+    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, warnings
+    on predicted ones (elements the model never saw in training, unusual structures) and the
+    failed predictions with their reasons (not among the results)."""
 
     sources: List[str]
     structures: List[ase.Atoms]
     members: np.ndarray
     skipped: List[Tuple[str, str]]
     warnings: List[str] = dataclasses.field(default_factory=list)
+    failed: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @functools.cached_property
     def mean(self) -> np.ndarray:
@@ -123,6 +134,10 @@ def read_structures(
     sources, structures = [], []
     for path in files:
         fmt = "vasp" if path.name.startswith(POSCAR_NAMES) else None
+        problem = structure_file_problem(path)
+        if problem:
+            skipped.append((str(path), f"cannot be read: {problem}"))
+            continue
         try:
             frames = ase.io.read(path, index=":", format=fmt)
         except Exception as err:  # ASE raises many types for malformed files
@@ -149,12 +164,17 @@ def predict_files(
     models = [as_model(m, device) for m in ensemble_members(model)]
     sources, structures, skipped = read_structures(inputs, common_type_names(models))
     notes = untrained_warnings(structures, models, sources)
+    notes += structure_warnings(structures, sources)
     members = (
         predict_members(structures, models, batch_size, device, checked=True)
         if structures
         else np.zeros((len(models), 0, 3, 3))
     )
-    return Predictions(sources, structures, members, skipped, notes)
+    problems = [prediction_problem(tensor) for tensor in members.mean(axis=0)]
+    failed = [(source, p) for source, p in zip(sources, problems) if p]
+    kept = [i for i, p in enumerate(problems) if p is None]
+    sources, structures = [sources[i] for i in kept], [structures[i] for i in kept]
+    return Predictions(sources, structures, members[:, kept], skipped, notes, failed)
 
 
 def predict_and_write(
@@ -173,7 +193,7 @@ def predict_and_write(
     ``out`` is checked and claimed before the models load and written together or not at all
     (:func:`~aniso_nequip.io.output_set`; a non-empty one is refused unless ``force``). Raises
     :class:`~aniso_nequip.errors.InputError`, writing nothing, when no structure could be
-    predicted or, with ``strict``, when an input was skipped."""
+    predicted or, with ``strict``, when an input was skipped or a prediction failed."""
     claim = contextlib.nullcontext()
     if out:
         claim = output_set(out, PREDICTION_FILES, force=force, whole_folder=True)
@@ -183,8 +203,10 @@ def predict_and_write(
             print(prediction_table(result), end="")
         if not result.structures:
             raise InputError("no structure could be predicted (see the reasons above)")
-        if result.skipped and strict:
-            raise InputError(f"{len(result.skipped)} input(s) skipped (--strict: nothing written)")
+        refused = [(result.skipped, "input(s) skipped"), (result.failed, "prediction(s) failed")]
+        refused = [f"{len(items)} {what}" for items, what in refused if items]
+        if refused and strict:
+            raise InputError(f"{' and '.join(refused)} (--strict: nothing written)")
         if stage is not None:
             write_prediction_files(result, stage)
     if out and not quiet:
@@ -201,7 +223,8 @@ def prediction_table(result: Predictions) -> str:
     """A readable report: per crystal the formula, crystal system, its optical description
     (:meth:`~aniso_nequip.optics.OpticalDescription.summary`: class, sign, principal refractive
     indices, optic axis or 2V), 3x3 tensor, eigenvalues, ``eps_poly`` and ``a_r`` (with the
-    ensemble spread when there is one); then what was skipped."""
+    ensemble spread when there is one); then the warnings, the failed predictions and what was
+    skipped."""
     mean, spread = result.summary["mean"], result.summary["spread"]
     blocks = []
     for i, (source, (formula, system)) in enumerate(zip(result.sources, result.labels)):
@@ -221,6 +244,8 @@ def prediction_table(result: Predictions) -> str:
         blocks.append(f"(± : spread of the {len(result.members)}-model ensemble)")
     for note in result.warnings:
         blocks.append(f"warning: {note}")
+    for source, reason in result.failed:
+        blocks.append(f"failed {source}: {reason}")
     for source, reason in result.skipped:
         blocks.append(f"skipped {source}: {reason}")
     return "\n\n".join(blocks) + "\n"

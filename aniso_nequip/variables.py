@@ -5,7 +5,8 @@ with a message naming the variable, the value and the allowed range
 (``\\`r_max\\` must be a number > 0, got -1``): the model builders check the model's, the
 datamodule the batch sizes, :class:`~aniso_nequip.train.SelfContainedCheckpoints` the
 optimizer's, and :class:`~aniso_nequip.train.CheckVariables` (a Hydra callback of every config)
-all of them as soon as ``nequip-train`` starts. This module imports nothing from nequip.
+all of them as soon as ``nequip-train`` starts. Bounds that guard a module's own code are
+defined next to it (:mod:`aniso_nequip.nn.radial`) and used here.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import numbers
 from typing import Any, Mapping, Optional, Tuple
 
 from .errors import InputError
+from .nn.radial import MIN_NUM_BASIS, MIN_POLYNOMIAL_CUTOFF_P
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +73,9 @@ RULES: Mapping[str, Rule] = {
     "num_layers": Rule("int", 1),
     "num_features": Rule("int", 1),
     "type_embed_num_features": Rule("int", 1, optional=True),
-    "num_basis": Rule("int", 1),
+    "num_basis": Rule("int", MIN_NUM_BASIS),
     "radial_basis": Rule("choice", choices=("gaussian", "bessel")),
-    "polynomial_cutoff_p": Rule("int", 1),
+    "polynomial_cutoff_p": Rule("int", MIN_POLYNOMIAL_CUTOFF_P),
     "radial_mlp_depth": Rule("int", 0),
     "radial_mlp_width": Rule("int", 1),
     "readout": Rule("choice", choices=READOUTS),

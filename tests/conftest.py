@@ -99,3 +99,16 @@ def packaged(trained):
         [str(BIN / "nequip-package"), "build", str(trained["dir"] / "best.ckpt"), str(package)]
     )
     return package
+
+
+@pytest.fixture(scope="module")
+def split_overrides(tmp_path_factory):
+    """Small train/val/test files (8/4/4 bundled crystals) as ``key=value`` overrides of the
+    tiny config."""
+    tmp = tmp_path_factory.mktemp("split_overrides")
+    out = []
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        path = tmp / f"{split}.extxyz"
+        ase.io.write(path, bundled(f"mp_subset_{split}", f":{n}"))
+        out.append(f"{split}_file={path}")
+    return out

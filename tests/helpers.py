@@ -6,10 +6,13 @@ import pathlib
 import subprocess
 import sys
 
+import ase
+import ase.build
 import ase.io
 import numpy as np
 import torch
 import yaml
+from ase.calculators.singlepoint import SinglePointCalculator
 from emmet.core.polar import DielectricDoc
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -124,3 +127,122 @@ def sweep_spec(tmp_path, name="s", **changes):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+# ---- bad inputs shared by the tests/test_bad_inputs*.py files ----
+
+VAL_EPS = np.diag([2.0, 2.5, 3.0])
+"""A valid reference dielectric tensor."""
+
+
+def nacl_crystal(name="nacl-ok", eps=VAL_EPS):
+    """Rock-salt NaCl named ``name`` (``entry_id``) with the reference tensor ``eps``."""
+    atoms = ase.build.bulk("NaCl", "rocksalt", a=5.64)
+    atoms.info["entry_id"] = name
+    atoms.calc = SinglePointCalculator(atoms, dielectric_tensor=np.reshape(eps, 9))
+    return atoms
+
+
+def _val_with(mutate, name):
+    atoms = nacl_crystal(name)
+    mutate(atoms)
+    return atoms
+
+
+def _val_set_positions(atoms, positions):
+    atoms.positions = positions
+
+
+def _val_no_atoms(name):
+    atoms = ase.Atoms(cell=[4.0] * 3, pbc=True)
+    atoms.info["entry_id"] = name
+    return atoms
+
+
+def _val_molecule(name):
+    atoms = ase.Atoms("NaCl", positions=[[0, 0, 0], [0, 0, 2.4]])
+    atoms.info["entry_id"] = name
+    return atoms
+
+
+def _val_disordered(atoms):
+    # what ASE's CIF reader records for a site shared by Na and K
+    atoms.info["occupancy"] = {"0": {"Na": 0.5, "K": 0.5}, "1": {"Cl": 1.0}}
+
+
+def _val_unknown(atoms):
+    atoms.symbols[0] = "Pu"
+
+
+# (id, structure maker taking a name, expected problem)
+VAL_STRUCTURES = [
+    ("no-atoms", _val_no_atoms, "structure has no atoms"),
+    ("nan-position", lambda n: _val_with(lambda a: a.positions.__setitem__((0, 0), np.nan), n),
+     "atom positions are not finite"),
+    ("inf-cell", lambda n: _val_with(lambda a: a.cell.array.__setitem__((0, 0), np.inf), n),
+     "cell is not finite"),
+    ("no-cell", _val_molecule, "no periodic 3D cell"),
+    ("singular-cell", lambda n: _val_with(
+        lambda a: a.set_cell([[4, 0, 0], [0, 4, 0], [4, 4, 0]]), n), "cell is singular"),
+    ("not-periodic", lambda n: _val_with(lambda a: a.set_pbc(False), n),
+     "not periodic in all three directions"),
+    ("overlapping", lambda n: _val_with(
+        lambda a: _val_set_positions(a, [[0, 0, 0], [0.1, 0, 0]]), n), "atoms 0 and 1 are 0.100 A"),
+    ("image-overlap", lambda n: _val_with(lambda a: a.set_cell([0.3, 4, 4], scale_atoms=True), n),
+     "and its periodic image"),
+    ("disordered", lambda n: _val_with(_val_disordered, n), "disordered sites (partial occupancy)"),
+    ("unknown-element", lambda n: _val_with(_val_unknown, n), "element(s) Pu unknown to the model"),
+]  # fmt: skip
+VAL_STRUCTURE_IDS = [case[0] for case in VAL_STRUCTURES]
+
+# (id, field, tensor, expected problem)
+VAL_TENSORS = [
+    ("shape", "dielectric_tensor", np.ones((2, 2)) + np.eye(2), "has shape (2, 2), expected 3x3"),
+    ("non-finite", "dielectric_tensor", np.diag([2.0, np.nan, 3.0]), "non-finite values"),
+    ("asymmetric", "dielectric_tensor", VAL_EPS + np.triu(np.ones((3, 3)), 1),
+     "is not symmetric"),
+    ("not-positive-definite", "dielectric_tensor", np.diag([2.0, -0.5, 3.0]),
+     "not positive definite (smallest eigenvalue -0.5)"),
+    ("ionic-negative", "dielectric_ionic_tensor", np.diag([1.0, -0.8, 2.0]),
+     "not positive semi-definite"),
+    ("born-shape", "born_effective_charges", np.ones((3, 3, 3)), "expected (2, 3, 3)"),
+]  # fmt: skip
+
+
+def bad_frame(case):
+    """A frame (with a valid tensor) for a structure case, or a valid structure with a bad
+    tensor for a tensor case."""
+    for name, make, problem in VAL_STRUCTURES:
+        if name == case:
+            return make(case), problem
+    for name, field, tensor, problem in VAL_TENSORS:
+        if name == case:
+            atoms = nacl_crystal(case)
+            if field == "dielectric_ionic_tensor":
+                atoms.info[field] = tensor.reshape(-1)
+            else:
+                atoms.calc = SinglePointCalculator(atoms, **{field: np.asarray(tensor)})
+            return atoms, problem
+    raise KeyError(case)
+
+
+def dielectric_doc(material_id, atoms=None, electronic=3 * np.eye(3), ionic=None):
+    """A Materials Project dielectric document (a cubic crystal: isotropic tensors)."""
+    atoms = atoms if atoms is not None else ase.build.bulk("MgO", "rocksalt", a=4.21)
+    ionic = np.diag([1.0, 1.0, 1.0]) if ionic is None else ionic
+    return {
+        "material_id": material_id,
+        "structure": AseAtomsAdaptor.get_structure(atoms).as_dict(),
+        "electronic": np.asarray(electronic).tolist(),
+        "ionic": np.asarray(ionic).tolist(),
+        "total": (np.asarray(electronic) + ionic).tolist(),
+    }
+
+
+def disordered_doc(material_id):
+    doc = dielectric_doc(material_id)
+    doc["structure"]["sites"][0]["species"] = [
+        {"element": "Mg", "occu": 0.5},
+        {"element": "Ca", "occu": 0.5},
+    ]
+    return doc

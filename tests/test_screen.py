@@ -293,14 +293,15 @@ def test_ensemble_screen_ranks_and_resumed_shards_equal_unsharded(
 
 def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, monkeypatch, capsys):
     """A crystal predicted with an eigenvalue below 1 (and so the largest a_r) ranks after all
-    physical ones and stays out of the candidates of every shard, unless --keep-unphysical."""
+    physical ones and stays out of the candidates of every shard, unless --keep-unphysical (an
+    eigenvalue below 0.5 would be a failed prediction, never ranked: test_bad_inputs)."""
     bad = pool["frames"][0].info["entry_id"]
 
     def unphysical(structures, model, *args, **kwargs):
         tensors = predict(structures, model, *args, **kwargs)
         for i, atoms in enumerate(structures):
             if atoms.info.get("entry_id") == bad:
-                tensors[i] = np.diag([0.05, 2.0, 2.0])
+                tensors[i] = np.diag([0.8, 32.0, 32.0])
         return tensors
 
     monkeypatch.setattr(runner, "predict", unphysical)
@@ -311,7 +312,7 @@ def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, mo
         assert cli([*base, "--out", str(out), "--shard", shard, "--merge"]) == 0
     rows = _rows(out / "ranking.csv")
     assert [r["physical"] for r in rows] == ["True"] * (len(rows) - 1) + ["False"]
-    assert rows[-1]["id"] == bad and float(rows[-1]["eig_1"]) == pytest.approx(0.05)
+    assert rows[-1]["id"] == bad and float(rows[-1]["eig_1"]) == pytest.approx(0.8)
     a_r = np.array([float(r["a_r"]) for r in rows])
     assert a_r[-1] == pytest.approx(40.0) and a_r[-1] > a_r[:-1].max()
     assert (np.diff(a_r[:-1]) <= 0).all()
@@ -323,11 +324,11 @@ def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, mo
     assert (unphysical_summary["count"], unphysical_summary["ranked_last"]) == (1, True)
     (listed,) = unphysical_summary["listed"]
     assert (listed["id"], listed["formula"]) == (bad, rows[-1]["formula"])
-    assert listed["eig_1"] == pytest.approx(0.05)
+    assert listed["eig_1"] == pytest.approx(0.8)
     assert bad not in [r["id"] for r in summary["top"]]
     text = (out / "summary.md").read_text()
     assert "## Unphysical predictions" in text and "eps_inf eigenvalues are >= 1" in text
-    assert f"- {bad} ({listed['formula']}): smallest eigenvalue 0.050" in text
+    assert f"- {bad} ({listed['formula']}): smallest eigenvalue 0.800" in text
 
     keep = [*base, "--out", str(out), "--keep-unphysical"]
     assert cli(keep) == 2

@@ -6,6 +6,7 @@ import ase
 import numpy as np
 
 from .matching import StructureIndex, crystal_id, frame_label
+from .symmetry import FRAME_TOLERANCE
 
 
 def _eps(atoms: ase.Atoms) -> np.ndarray:
@@ -14,7 +15,7 @@ def _eps(atoms: ase.Atoms) -> np.ndarray:
 
 def clean(
     frames: List[ase.Atoms],
-    frame_tolerance: Optional[float] = 0.05,
+    frame_tolerance: Optional[float] = FRAME_TOLERANCE,
     min_diagonal: Optional[float] = 1.0,
     max_eps_poly: Optional[float] = 15.0,
     drop_duplicate_ids: bool = True,

@@ -12,6 +12,7 @@ atom count ``natoms_<NNNNN>``, each with arrays over its ``n`` frames: ``pos`` (
 ``atoms.info`` entries (ids, crystal system, ...) are stored as ``info_<key>`` arrays.
 """
 
+import gzip
 import os
 from collections import defaultdict
 from typing import Callable, List, Optional
@@ -23,7 +24,7 @@ import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._keys import DIELECTRIC_IONIC_KEY
-from ..errors import InputError
+from ..errors import InputError, not_a_file
 from ..io import atomic_file
 from .matching import StructureIndex
 from .validation import (
@@ -64,11 +65,134 @@ def write_frames(frames: List[ase.Atoms], path, force: bool = False) -> None:
 
 def read_frames(path) -> List[ase.Atoms]:
     """Frames of an extxyz (or any ASE-readable) file or of an HDF5 file written here;
-    :class:`~aniso_nequip.errors.InputError` naming the file when it cannot be read."""
+    :class:`~aniso_nequip.errors.InputError` naming the file (and, for a damaged extxyz file,
+    the frame: :func:`structure_file_problem`) when it cannot be read."""
+    problem = None if is_hdf5(path) else structure_file_problem(path)
+    if problem:
+        raise InputError(f"cannot read `{path}`: {problem}")
     try:
         return _read_hdf5(path) if is_hdf5(path) else ase.io.read(path, ":")
     except Exception as err:  # ASE/h5py raise many types for malformed files
         raise InputError(f"cannot read `{path}`: {type(err).__name__}: {err}") from err
+
+
+_KINDS = {".extxyz": "extxyz", ".xyz": "extxyz", ".cif": "CIF", ".vasp": "POSCAR"}
+_SUFFIX = {"extxyz": ".extxyz", "CIF": ".cif", "POSCAR": ".vasp"}
+
+
+def _kind_by_name(path: str) -> Optional[str]:
+    name = os.path.basename(path)
+    if name.startswith(("POSCAR", "CONTCAR")):
+        return "POSCAR"
+    stem = name[:-3] if name.lower().endswith(".gz") else name
+    return _KINDS.get(os.path.splitext(stem)[1].lower())
+
+
+def _kind_by_content(lines: List[str]) -> Optional[str]:
+    head = [line.strip() for line in lines[:50] if line.strip()]
+    if not head:
+        return None
+    if head[0].isdigit() and len(head) > 1 and ("Lattice=" in head[1] or "Properties=" in head[1]):
+        return "extxyz"
+    if head[0].startswith("data_") or any(line.startswith("_cell_length_a") for line in head):
+        return "CIF"
+    return None
+
+
+def structure_file_problem(path) -> Optional[str]:
+    """What makes a structure file unreadable as its name says, found before ASE reads it
+    (whose errors name neither the frame nor the cause), or ``None``: a folder; content of
+    another format than the name says (an extxyz file named ``.cif``); an extxyz file with a
+    frame cut short, a missing, extra or cut row (naming the frame and line) or a last line cut
+    without its end of line; a POSCAR whose atom counts disagree with its species or its
+    coordinate rows."""
+    if os.path.isdir(path):
+        return "it is a folder, not a file"
+    kind = _kind_by_name(os.fspath(path))
+    opener = gzip.open if os.fspath(path).lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", errors="replace") as f:
+            text = f.read()
+    except (OSError, EOFError) as err:
+        return f"{type(err).__name__}: {err} (a truncated or damaged file?)"
+    lines = text.splitlines()
+    found = _kind_by_content(lines)
+    if kind and found and kind != found:
+        return f"its name says {kind} but it holds {found}: rename it `{_SUFFIX[found]}`"
+    if kind == "extxyz" and found == "extxyz":
+        return _extxyz_problem(lines, text.endswith("\n"))
+    if kind == "POSCAR":
+        return _poscar_problem(lines)
+    return None
+
+
+def _extxyz_problem(lines: List[str], newline_at_end: bool) -> Optional[str]:
+    import re
+
+    i, frame = 0, 0
+    while i < len(lines) and lines[i].strip():
+        count = lines[i].split()[0]
+        if not count.isdigit():
+            return (
+                f"line {i + 1} should start frame {frame} with its atom count but reads "
+                f"{lines[i][:40]!r} (a missing or extra atom row in frame {frame - 1}?)"
+            )
+        n_atoms, header = int(count), lines[i + 1] if i + 1 < len(lines) else ""
+        rows = lines[i + 2 : i + 2 + n_atoms]
+        if len(rows) < n_atoms:
+            return (
+                f"frame {frame} (line {i + 1}) is cut short: {n_atoms} atoms announced, "
+                f"{len(rows)} row(s) present (the file is truncated)"
+            )
+        properties = re.search(r"Properties=(\S+)", header)
+        fields = properties.group(1).split(":") if properties else []
+        width = sum(int(n) for n in fields[2::3] if n.isdigit())
+        for k, row in enumerate(rows):
+            if row.strip().isdigit():
+                return (
+                    f"frame {frame} (line {i + 1}) has {k} atom row(s) where {n_atoms} are "
+                    f"announced (line {i + 3 + k} starts the next frame): a missing row"
+                )
+            if width and len(row.split()) != width:
+                return (
+                    f"frame {frame}, atom {k} (line {i + 3 + k}) has {len(row.split())} values "
+                    f"instead of {width} (a cut or damaged row)"
+                )
+        i, frame = i + 2 + n_atoms, frame + 1
+    if not newline_at_end:
+        return f"its last line (frame {frame - 1}) ends without an end of line: the file is cut"
+    return None
+
+
+def _poscar_problem(lines: List[str]) -> Optional[str]:
+    if len(lines) < 8:
+        return f"a POSCAR needs at least 8 lines, this one has {len(lines)}"
+    first = lines[5].split()
+    species = [] if all(t.isdigit() for t in first) else first
+    counts_line = 6 if species else 5
+    counts = lines[counts_line].split()
+    if not counts or not all(t.isdigit() for t in counts):
+        return f"line {counts_line + 1} should hold the atom counts, got {lines[counts_line]!r}"
+    if species and len(species) != len(counts):
+        return (
+            f"{len(species)} species ({' '.join(species)}, line 6) but {len(counts)} atom "
+            f"count(s) ({' '.join(counts)}, line 7)"
+        )
+    start = counts_line + 1
+    if lines[start].strip()[:1] in ("S", "s"):  # Selective dynamics
+        start += 1
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        rows.append(line)
+    n_atoms = sum(int(c) for c in counts)
+    if len(rows) != n_atoms:
+        return (
+            f"the atom counts (line {counts_line + 1}: {' '.join(counts)}) sum to {n_atoms} but "
+            f"{len(rows)} coordinate row(s) follow"
+        )
+    return None
 
 
 def _scalar_info_keys(frames: List[ase.Atoms]) -> List[str]:
@@ -175,7 +299,7 @@ def dataset_from_file(
     exclude_keys = list(exclude_keys or [])
     for path in [file_path, *(exclude_structures_in or [])]:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"dataset file `{path}` does not exist")
+            raise FileNotFoundError(f"dataset file `{path}` {not_a_file(path)}")
     # the ionic tensor is loaded only when asked for
     fields = [
         f
@@ -215,17 +339,23 @@ def _checked_frames(file_path, type_names: Optional[List[str]], fields: List[str
     bad = []
     name = os.path.basename(os.fspath(file_path))
     for i, atoms in enumerate(tqdm(frames, desc=f"checking {name}", unit="frame")):
-        problem = structure_problem(atoms, type_names) or reference_problem(atoms, fields)
+        problem = structure_problem(atoms, type_names, bulk=False)
+        problem = problem or reference_problem(atoms, fields)
         if problem:
             bad.append(f"  frame {i} ({crystal_name(atoms)}): {problem}")
     if bad:
-        more = len(bad) - LISTED_FRAMES
-        listed = "\n".join(bad[:LISTED_FRAMES]) + (f"\n  ... and {more} more" if more > 0 else "")
         raise InputError(
             f"dataset file `{file_path}`: {len(bad)} of {len(frames)} frame(s) cannot be used "
-            f"for training; fix or remove them:\n{listed}"
+            f"for training; fix or remove them:\n{listed_frames(bad)}"
         )
     return frames
+
+
+def listed_frames(lines: List[str]) -> str:
+    """The first :data:`LISTED_FRAMES` of ``lines`` (one per unusable frame), one a line, and
+    how many more there are."""
+    more = len(lines) - LISTED_FRAMES
+    return "\n".join(lines[:LISTED_FRAMES]) + (f"\n  ... and {more} more" if more > 0 else "")
 
 
 def dataset_elements(dataset) -> Optional[List[str]]:

@@ -19,7 +19,7 @@ import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._keys import DIELECTRIC_IONIC_KEY
-from ..errors import InputError
+from ..errors import InputError, not_a_file
 from ..io import check_writable, output_set, write_json
 from .symmetry import SYMPREC, point_group_deviation
 from .validation import disorder_problem, reduced_formula, structure_problem, tensor_problem
@@ -100,7 +100,7 @@ def document_atoms(doc: Dict[str, Any], material_id: str) -> ase.Atoms:
         raise DocumentError(material_id, problem)
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.pbc = True
-    problem = structure_problem(atoms)
+    problem = structure_problem(atoms, bulk=False)  # a reference computed for this very cell
     if problem:
         raise DocumentError(material_id, problem)
     return atoms
@@ -163,7 +163,7 @@ def read_documents(path: str) -> List[Dict[str, Any]]:
     raises :class:`~aniso_nequip.errors.InputError` for a missing or malformed file."""
     opener = gzip.open if str(path).endswith(".gz") else open
     if not os.path.isfile(path):
-        raise InputError(f"document file `{path}` does not exist")
+        raise InputError(f"document file `{path}` {not_a_file(path)}")
     try:
         with opener(path, "rt") as f:
             data = json.load(f)

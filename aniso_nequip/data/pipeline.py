@@ -19,6 +19,7 @@ from .files import write_frames
 from .matching import frame_label
 from .mp import convert_documents
 from .splits import SPLITS, split_frames
+from .symmetry import FRAME_TOLERANCE
 
 SKIPPED_LISTED = 20  # malformed documents listed by id in the summary (all are in the report)
 REMOVED_LISTED = 8  # ids listed per cleaning rule in the summary
@@ -43,7 +44,7 @@ def build_dataset(
     split: Optional[Sequence[float]] = (0.8, 0.1, 0.1),
     seed: int = 0,
     stratify: bool = False,
-    frame_tolerance: float = 0.05,
+    frame_tolerance: float = FRAME_TOLERANCE,
     keep_frame_mismatch: bool = False,
     min_diagonal: Optional[float] = 1.0,
     max_eps_poly: Optional[float] = 15.0,

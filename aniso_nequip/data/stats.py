@@ -8,11 +8,12 @@ from typing import Dict
 
 import numpy as np
 
-from ..errors import InputError
-from ..metrics import derived, reference_tensor
-from .files import read_frames
+from ..errors import InputError, not_a_file
+from ..metrics import derived
+from .files import listed_frames, read_frames
 from .matching import crystal_id
 from .symmetry import crystal_system
+from .validation import DIELECTRIC_KEY, reference_value, tensor_problem
 
 PERCENTILES = (50, 90, 99)
 
@@ -52,15 +53,6 @@ class DatasetStatistics:
         return "\n".join(lines)
 
 
-def _undefined(path: str, bad: list, what: str, shown: int = 5) -> InputError:
-    """The error naming the frames ``bad`` (``(index, atoms)``) whose tensor has ``what``."""
-    names = [f"frame {i}{_id(atoms)}" for i, atoms in bad]
-    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
-    return InputError(
-        f"`{path}`: {what} in the `dielectric_tensor` of {', '.join(names[:shown])}{more}"
-    )
-
-
 def _id(atoms) -> str:
     material = crystal_id(atoms)
     return f" ({material})" if material else ""
@@ -69,23 +61,32 @@ def _id(atoms) -> str:
 def dataset_statistics(path) -> DatasetStatistics:
     """Statistics of the crystals with a reference ``dielectric_tensor`` in the extxyz(.gz) or
     HDF5 file ``path``; raises :class:`~aniso_nequip.errors.InputError` for a missing or
-    unreadable file, for one without reference tensors and, naming the frames, for tensors
-    with NaN or inf entries or an eigenvalue <= 0 (whose ``a_r`` is undefined)."""
+    unreadable file, for one without reference tensors and, naming each frame and its problem,
+    for tensors that :func:`~aniso_nequip.data.validation.tensor_problem` refuses (a wrong
+    shape, NaN or inf entries, asymmetric, an eigenvalue <= 0: statistics would be undefined),
+    as every other entry point does."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise InputError(f"`{path}` does not exist")
+        raise InputError(f"`{path}` {not_a_file(path)}")
     frames = read_frames(path)
-    refs = [(i, atoms, reference_tensor(atoms)) for i, atoms in enumerate(frames)]
-    refs = [(i, atoms, eps) for i, atoms, eps in refs if eps is not None]
+    refs, bad = [], []
+    for i, atoms in enumerate(frames):
+        value = reference_value(atoms, DIELECTRIC_KEY)
+        if value is None:
+            continue
+        problem = tensor_problem(value, DIELECTRIC_KEY)
+        if problem:
+            bad.append(f"  frame {i}{_id(atoms)}: {problem}")
+        else:
+            refs.append((atoms, np.asarray(value, dtype=np.float64).reshape(3, 3)))
+    if bad:
+        raise InputError(
+            f"`{path}`: {len(bad)} frame(s) with an unusable `{DIELECTRIC_KEY}` (statistics "
+            f"would be undefined):\n{listed_frames(bad)}"
+        )
     if not refs:
         raise InputError(f"`{path}` has no frame with a `dielectric_tensor`")
-    bad = [(i, atoms) for i, atoms, eps in refs if not np.isfinite(eps).all()]
-    if bad:
-        raise _undefined(path, bad, "non-finite entries (NaN or inf)")
-    d = derived(np.stack([eps for _, _, eps in refs]))
-    bad = [(i, atoms) for (i, atoms, _), a_r in zip(refs, d["a_r"]) if not np.isfinite(a_r)]
-    if bad:
-        raise _undefined(path, bad, "an eigenvalue <= 0 (so a_r is undefined)")
-    counts = collections.Counter(crystal_system(atoms) for _, atoms, _ in refs)
+    d = derived(np.stack([eps for _, eps in refs]))
+    counts = collections.Counter(crystal_system(atoms) for atoms, _ in refs)
     systems = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
     return DatasetStatistics(path, len(frames), systems, d["eps_poly"], d["a_r"])

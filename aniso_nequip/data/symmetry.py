@@ -4,6 +4,12 @@ import ase
 
 SYMPREC = 0.1
 
+FRAME_TOLERANCE = 0.01
+"""Largest :func:`point_group_deviation` of a reference tensor in its structure's frame. The
+bundled data's own deviations: median 1e-8 and 99th percentile 0.005 for ``mp_subset`` (9 of
+1,104 above 0.01), at most 0.0014 for ``phonondb``; a strongly anisotropic trigonal tensor
+rotated by 0.7 rad deviates by about 0.02."""
+
 
 def crystal_system(atoms: ase.Atoms, symprec: float = SYMPREC) -> str:
     """``atoms.info["crystal_system"]`` when present, else pymatgen's SpacegroupAnalyzer."""

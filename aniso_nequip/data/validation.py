@@ -11,21 +11,30 @@ and list bad entries while the Python API raises :class:`~aniso_nequip.errors.In
     structure_problem(atoms, type_names=model.type_names)   # None or e.g. "atoms 0 and 3 ..."
     tensor_problem(eps, "dielectric_tensor")                 # None or e.g. "not symmetric ..."
 
-A structure is refused when it cannot be a crystal: non-finite positions or cell, no atoms, a
-zero or singular cell, no periodicity in all three directions, atoms closer than
-:data:`MIN_DISTANCE` (periodic images included), disordered (partially occupied) sites (never
-reduced to one species silently), or elements outside the model's ``type_names``. A reference
-tensor is refused for a wrong shape, non-finite values, asymmetry beyond
-:data:`SYMMETRY_TOLERANCE` (reported, never symmetrised silently) and, for
-``dielectric_tensor``, a non-positive eigenvalue; ``dielectric_ionic_tensor`` must be positive
-semi-definite within :data:`SEMIDEFINITE_TOLERANCE`; Born charges are only checked for shape and
-finiteness. Elements a model was never trained on (:func:`elements_not_in` with its training
-elements) are a warning, not an error: the callers say so next to the prediction.
+A structure is refused when it cannot be a crystal: non-finite positions or cell, no atoms, a zero
+or singular cell, no periodicity in all three directions, two atoms closer than
+:data:`REFUSED_DISTANCE_RATIO` of the sum of their covalent radii (periodic images included;
+:func:`distance_problem`), disordered (partially occupied) sites (never reduced to one species
+silently), elements outside the model's ``type_names`` or, with ``bulk`` (``aniso-nequip predict``
+and ``screen``), a cell that is not a bulk crystal: fragments (a slab, chains, a molecule, a lone
+atom) separated by vacuum (:func:`vacuum_problem`). A reference tensor is refused for a wrong
+shape, non-finite values, asymmetry beyond :data:`SYMMETRY_TOLERANCE` (reported, never symmetrised
+silently) and, for ``dielectric_tensor``, a non-positive eigenvalue; ``dielectric_ionic_tensor``
+must be positive semi-definite within :data:`SEMIDEFINITE_TOLERANCE`; Born charges are only checked
+for shape and finiteness. A *predicted* dielectric tensor with a non-finite value or an eigenvalue
+outside :data:`PREDICTED_EIGENVALUE_RANGE` is a failed prediction (:func:`prediction_problem`):
+reported, never ranked.
+
+:func:`structure_warning` flags what a crystal may have but none of the bundled data has:
+atoms closer than :data:`WARNED_DISTANCE_RATIO` of their covalent radii, or an empty gap wider
+than :data:`WARNED_VACUUM` (and, without ``bulk``, the vacuum that :func:`vacuum_problem` finds).
+Elements a model was never trained on (:func:`elements_not_in` with its training elements) are a
+warning, not an error: the callers say so next to the prediction.
 
 This module never imports a model: callers pass the model's type names in.
 """
 
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import ase
 import ase.data
@@ -35,9 +44,38 @@ from .._keys import DIELECTRIC_IONIC_KEY
 from ..errors import InputError
 from .matching import NAME_KEYS, crystal_id
 
-MIN_DISTANCE = 0.5
-"""Smallest distance (Angstrom) between two atoms, periodic images included; the shortest bond
-of any real crystal (H2, 0.74 Angstrom) is longer."""
+REFUSED_DISTANCE_RATIO = 0.5
+"""Two atoms closer than this fraction of the sum of their covalent radii (``ase.data.
+covalent_radii``) are refused: overlapping atoms or a wrong unit. The closest pair of the 2,473
+bundled crystals (``datasets/mp_subset_*``, ``phonondb_*``) is at 0.683 (U-O, 1.79 A, in
+``mf-test-0001``); H2's bond is at 1.19."""
+
+WARNED_DISTANCE_RATIO = 0.65
+"""Atoms closer than this fraction of their covalent radii (but not refused) are warned about:
+closer than in any bundled crystal (0.683), e.g. a compressed cell; its prediction is an
+extrapolation."""
+
+REFUSED_VACUUM = 8.0
+"""An empty gap (Angstrom) between lattice planes wider than this, with a bonded network that is
+not three-dimensional (:func:`bonded_dimensionality`), makes a cell a fragment in vacuum (a slab, a
+molecule in a box, a lone atom), not a bulk crystal. Bulk crystals of the bundled data have
+gaps up to 6.4 A (``mf-valid-0275``; graphite 3.35 A, 2H-MoS2 3.0 A); three MP cells of
+``mp_subset`` are monolayers or a bilayer with 14-22 A of vacuum (``mf-test-0007``, ``-0014``,
+``-0036``)."""
+
+WARNED_VACUUM = 6.5
+"""An empty gap wider than this (but not refused) is warned about: wider than in any bulk crystal
+of the bundled data (6.4 A)."""
+
+BOND_FACTOR = 1.25
+"""Two atoms are bonded (:func:`bonded_dimensionality`) when closer than this multiple of the sum
+of their covalent radii."""
+
+PREDICTED_EIGENVALUE_RANGE = (0.5, 100.0)
+"""Eigenvalues a predicted dielectric tensor (``eps_inf``) may have. Every real material has
+eigenvalues >= 1; the bundled data span 1.20-30.1 and a model's typical error is ~0.3, so an
+eigenvalue below 0.5 or above 100 (3x the largest in the data) is a failed prediction, not an
+error of degree."""
 
 SINGULAR_CELL_TOLERANCE = 1e-6
 """A cell whose volume is below this fraction of the product of its vector lengths is
@@ -51,6 +89,15 @@ SYMMETRY_TOLERANCE = 1e-3
 
 SEMIDEFINITE_TOLERANCE = 1e-2
 """Smallest eigenvalue of an ionic tensor allowed, as a fraction of its norm: ``-0.01 |T|``."""
+
+
+class StructureWarning(UserWarning):
+    """A usable crystal unlike any of the bundled data (:func:`structure_warning`): its
+    prediction is an extrapolation."""
+
+
+class FailedPredictionWarning(UserWarning):
+    """A prediction failed (:func:`prediction_problem`): the Python API returns NaN for it."""
 
 
 class UntrainedElementWarning(UserWarning):
@@ -124,16 +171,18 @@ def disorder_problem(structure) -> Optional[str]:
 
 
 def structure_problem(
-    atoms: ase.Atoms,
-    type_names: Optional[Sequence[str]] = None,
-    min_distance: float = MIN_DISTANCE,
+    atoms: ase.Atoms, type_names: Optional[Sequence[str]] = None, bulk: bool = True
 ) -> Optional[str]:
     """What makes ``atoms`` unusable as a crystal, or ``None``.
 
     Args:
         atoms: the structure
         type_names: the elements a model knows (``None``: not checked)
-        min_distance: smallest interatomic distance allowed (Angstrom)
+        bulk: refuse a cell that is not a bulk crystal (:func:`vacuum_problem`), as
+            ``aniso-nequip predict`` and ``screen`` do (a fragment's tensor, or a_r, means
+            nothing); the Python API, the calculator, ``nequip-evaluate`` and data with reference
+            tensors computed for that very cell (training files, converted documents) keep it,
+            and :func:`structure_warning` flags it
     """
     if len(atoms) == 0:
         return "structure has no atoms"
@@ -159,21 +208,138 @@ def structure_problem(
         unknown = elements_not_in(atoms, type_names)
         if unknown:
             return f"element(s) {', '.join(unknown)} unknown to the model"
-    return _distance_problem(atoms, min_distance)
+    return distance_problem(atoms) or (vacuum_problem(atoms) if bulk else None)
 
 
-def _distance_problem(atoms: ase.Atoms, min_distance: float) -> Optional[str]:
+def closest_pair(atoms: ase.Atoms, ratio: float):
+    """``(text, d / (r_i + r_j))`` of the pair of atoms closest relative to the sum of their
+    covalent radii, among those closer than ``ratio`` of it; ``None`` when there is none."""
     from ase.neighborlist import neighbor_list
 
-    i, j, d = neighbor_list("ijd", atoms, min_distance)
+    radii = ase.data.covalent_radii[atoms.numbers]
+    i, j, d = neighbor_list("ijd", atoms, list(ratio * radii))
     if len(d) == 0:
         return None
-    k = int(np.argmin(d))
+    ratios = d / (radii[i] + radii[j])
+    k = int(np.argmin(ratios))
     pair = f"atom {i[k]} and its periodic image" if i[k] == j[k] else f"atoms {i[k]} and {j[k]}"
-    return (
-        f"{pair} are {d[k]:.3f} A apart (less than {min_distance} A: overlapping atoms or a "
-        "wrong unit, e.g. fractional coordinates read as Cartesian)"
+    symbols = atoms.get_chemical_symbols()
+    text = (
+        f"{pair} are {d[k]:.3f} A apart ({symbols[i[k]]}-{symbols[j[k]]}: {ratios[k]:.2f} of the "
+        f"sum of their covalent radii, {radii[i[k]] + radii[j[k]]:.2f} A)"
     )
+    return text, float(ratios[k])
+
+
+def distance_problem(atoms: ase.Atoms) -> Optional[str]:
+    """Two atoms closer than :data:`REFUSED_DISTANCE_RATIO` of the sum of their covalent radii
+    (periodic images included), or ``None``."""
+    found = closest_pair(atoms, REFUSED_DISTANCE_RATIO)
+    if found is None:
+        return None
+    return (
+        f"{found[0]}: no crystal has atoms closer than {REFUSED_DISTANCE_RATIO} of it "
+        "(overlapping atoms or a wrong unit, e.g. fractional coordinates read as Cartesian)"
+    )
+
+
+def largest_gap(atoms: ase.Atoms) -> Tuple[float, int]:
+    """``(width, k)``: the widest empty slab of space (Angstrom) between two planes of lattice
+    vectors holding no atom, across lattice vector ``k`` (0, 1, 2 for a, b, c)."""
+    cell = atoms.cell.array
+    volume = abs(np.linalg.det(cell))
+    fractions = np.sort(atoms.get_scaled_positions(wrap=True), axis=0)
+    widths = []
+    for k in range(3):
+        spacing = volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
+        f = fractions[:, k]
+        widths.append(float(np.diff(np.append(f, f[0] + 1.0)).max() * spacing))
+    k = int(np.argmax(widths))
+    return widths[k], k
+
+
+def bonded_dimensionality(atoms: ase.Atoms) -> int:
+    """Dimensionality (0: molecules or lone atoms, 1: chains, 2: layers, 3: a framework) of the
+    network of bonds shorter than :data:`BOND_FACTOR` times the sum of the covalent radii, by
+    ASE's rank determination (Larsen et al., as the screen's CrystalNN step, with fixed bonds)."""
+    from ase.geometry.dimensionality.rank_determination import RDA
+    from ase.neighborlist import neighbor_list
+
+    radii = BOND_FACTOR * ase.data.covalent_radii[atoms.numbers]
+    rda = RDA(len(atoms))
+    for i, j, shift in zip(*neighbor_list("ijS", atoms, list(radii))):
+        if (i, *shift) < (j, 0, 0, 0):  # each bond once
+            rda.insert_bond(int(i), int(j), tuple(int(s) for s in shift))
+    histogram = rda.check()
+    return max(d for d, count in enumerate(histogram) if count)
+
+
+FRAGMENTS = {0: "molecules or lone atoms", 1: "chains", 2: "layers (a slab)"}
+
+
+def vacuum_problem(atoms: ase.Atoms) -> Optional[str]:
+    """A cell of fragments in vacuum, not a bulk crystal: an empty gap wider than
+    :data:`REFUSED_VACUUM` between lattice planes and a bonded network of fewer than three
+    dimensions (:func:`bonded_dimensionality`); ``None`` for a bulk crystal (a layered van der
+    Waals crystal such as graphite included)."""
+    width, k = largest_gap(atoms)
+    if width <= REFUSED_VACUUM:
+        return None
+    dimensions = bonded_dimensionality(atoms)
+    if dimensions == 3:
+        return None
+    return (
+        f"not a bulk crystal: {FRAGMENTS[dimensions]} separated by {width:.1f} A of vacuum "
+        f"across lattice vector {'abc'[k]} (more than {REFUSED_VACUUM:g} A): the tensor of such "
+        "a cell depends on the vacuum and means nothing; give the bulk crystal"
+    )
+
+
+def structure_warning(atoms: ase.Atoms, bulk: bool = True) -> Optional[str]:
+    """What is unusual about a usable structure (:func:`structure_problem` finds nothing), or
+    ``None``: atoms closer than :data:`WARNED_DISTANCE_RATIO` of their covalent radii, an empty
+    gap wider than :data:`WARNED_VACUUM`, or (without ``bulk``) the vacuum of
+    :func:`vacuum_problem`. Its prediction is an extrapolation."""
+    found = closest_pair(atoms, WARNED_DISTANCE_RATIO)
+    if found is not None:
+        return (
+            f"{found[0]}: closer than in any crystal of the bundled data (warned below "
+            f"{WARNED_DISTANCE_RATIO}), e.g. a compressed cell: an extrapolation"
+        )
+    vacuum = None if bulk else vacuum_problem(atoms)
+    if vacuum:
+        return vacuum
+    width, k = largest_gap(atoms)
+    if width > WARNED_VACUUM:
+        return (
+            f"an empty gap of {width:.1f} A across lattice vector {'abc'[k]}, wider than in any "
+            f"bulk crystal of the bundled data (warned above {WARNED_VACUUM:g} A): a fragment in "
+            "vacuum? an extrapolation"
+        )
+    return None
+
+
+def structure_warnings(structures: Sequence[ase.Atoms], names: Sequence[str], bulk: bool = True):
+    """``"<name>: <warning>"`` for each of ``structures`` that :func:`structure_warning` flags."""
+    found = ((name, structure_warning(atoms, bulk)) for name, atoms in zip(names, structures))
+    return [f"{name}: {warning}" for name, warning in found if warning]
+
+
+def prediction_problem(tensor) -> Optional[str]:
+    """What makes a predicted dielectric tensor a failed prediction, or ``None``: non-finite
+    values or an eigenvalue outside :data:`PREDICTED_EIGENVALUE_RANGE`."""
+    array = np.asarray(tensor, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(array).all():
+        return "failed prediction: non-finite values"
+    eigenvalues = np.linalg.eigvalsh(0.5 * (array + array.T))
+    low, high = PREDICTED_EIGENVALUE_RANGE
+    if eigenvalues[0] < low or eigenvalues[-1] > high:
+        shown = " ".join(f"{v:.4g}" for v in eigenvalues)
+        return (
+            f"failed prediction: eigenvalues {shown} outside [{low:g}, {high:g}] (a real "
+            "eps_inf has eigenvalues >= 1; the input is outside what the model can answer)"
+        )
+    return None
 
 
 def tensor_problem(
@@ -242,12 +408,15 @@ def reference_problem(atoms: ase.Atoms, fields: Iterable[str] = TENSOR_FIELDS) -
 
 
 def check_structure(
-    atoms: ase.Atoms, type_names: Optional[Sequence[str]] = None, name: Optional[str] = None
+    atoms: ase.Atoms,
+    type_names: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
+    bulk: bool = True,
 ) -> ase.Atoms:
-    """``atoms`` itself when :func:`structure_problem` finds nothing, else
+    """``atoms`` itself when :func:`structure_problem` (with ``bulk``) finds nothing, else
     :class:`~aniso_nequip.errors.InputError` naming the crystal (``name``, default
     :func:`crystal_name`) and the problem."""
-    problem = structure_problem(atoms, type_names)
+    problem = structure_problem(atoms, type_names, bulk)
     if problem:
         raise InputError(f"{name or crystal_name(atoms)}: {problem}")
     return atoms

@@ -7,6 +7,13 @@ from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin
 from nequip.utils.compile import conditional_torchscript_jit
 
+MIN_NUM_BASIS = 2
+"""Fewest radial basis functions: the Gaussians' spacing is ``1 / (num_basis - 1)``."""
+
+MIN_POLYNOMIAL_CUTOFF_P = 2
+"""Smallest exponent of nequip's ``PolynomialCutoff``, the envelope the radial bases are
+multiplied by (it asserts ``p >= 2``)."""
+
 
 @compile_mode("script")
 class GaussianEdgeLengthEncoding(GraphModuleMixin, torch.nn.Module):
@@ -34,7 +41,9 @@ class GaussianEdgeLengthEncoding(GraphModuleMixin, torch.nn.Module):
         irreps_in=None,
     ):
         super().__init__()
-        assert num_basis >= 2, f"`num_basis` must be at least 2, got {num_basis}"
+        assert num_basis >= MIN_NUM_BASIS, (
+            f"`num_basis` must be at least {MIN_NUM_BASIS}, got {num_basis}"
+        )
         self.cutoff = conditional_torchscript_jit(cutoff)
         self.num_basis = num_basis
         self.edge_invariant_field = edge_invariant_field

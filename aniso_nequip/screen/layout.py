@@ -118,7 +118,7 @@ class Settings:
         return (
             ["id", "formula"]
             + stats
-            + ["physical", "dimensionality", "crystal_system", *CSV_COLUMNS, "n_sites"]
+            + ["physical", "failed", "dimensionality", "crystal_system", *CSV_COLUMNS, "n_sites"]
             + ["energy_above_hull", "band_gap"]
             + ["source", "index", "fingerprint"]
             + [f"eps_{c}" for c in VOIGT_NAMES]
@@ -151,16 +151,17 @@ def read_settings(out) -> Settings:
     return Settings.from_dict(json.loads(path.read_text()))
 
 
-def sort_key(score: float, index: int, last: bool = False):
-    """Ranking order: ``last`` after the others (:meth:`Settings.ranked_last`), then descending
-    score, NaN last, ties in input order."""
-    return (last, math.inf if math.isnan(score) else -score, index)
+def sort_key(score: float, index: int, last: bool = False, failed: bool = False):
+    """Ranking order: ``failed`` predictions after everything (listed, never ranked), then
+    ``last`` after the others (:meth:`Settings.ranked_last`), then descending score, NaN last,
+    ties in input order."""
+    return (failed, last, math.inf if math.isnan(score) else -score, index)
 
 
 def row_key(row: Dict[str, str], settings: Settings):
     """:func:`sort_key` of a CSV row (values as written: strings)."""
     last = settings.ranked_last(row["physical"] == "True")
-    return sort_key(float(row[settings.score_column]), int(row["index"]), last)
+    return sort_key(float(row[settings.score_column]), int(row["index"]), last, bool(row["failed"]))
 
 
 def sorted_rows(paths: Sequence[pathlib.Path], settings: Settings) -> Iterator[Dict[str, str]]:

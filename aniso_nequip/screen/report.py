@@ -87,10 +87,18 @@ class _Ranking:
         self.by_dimensionality: Dict[str, List[float]] = {}
         self.unphysical = 0
         self.unphysical_listed: List[Dict] = []
+        self.failed = 0
+        self.failed_listed: List[Dict] = []
         self.top: List[Dict[str, str]] = []
         self.dimensionality_counts: Dict[str, int] = collections.Counter()
 
     def add(self, row: Dict[str, str]) -> None:
+        if row["failed"]:  # listed, never ranked
+            self.failed += 1
+            if len(self.failed_listed) < LISTED_UNPHYSICAL:
+                entry = {"id": row["id"], "formula": row["formula"], "reason": row["failed"]}
+                self.failed_listed.append(entry)
+            return
         self.ranked += 1
         dim = _dim_label(row["dimensionality"])
         self.dimensionality_counts[dim] += 1
@@ -201,7 +209,9 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
         f"- duplicates (the same crystal again, ranked once): {summary['duplicates']['count']}",
         f"- ranked: {summary['ranked']}",
         f"- unphysical predictions (smallest eigenvalue < 1): {summary['unphysical']['count']}",
+        f"- failed predictions (`failed`, not ranked): {summary['failed']['count']}",
     ]
+    lines += [f"  - {c['id']} ({c['formula']}): {c['reason']}" for c in summary["failed"]["listed"]]
     if not summary["ranked"]:
         lines += ["", f"**{_nothing_ranked(summary)}**"]
     if summary["dimensionality_counts"]:
@@ -330,7 +340,7 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
             writer.writeheader()
             for row in sorted_rows(paths, settings):
                 if int(row["index"]) not in dropped:
-                    row = {"rank": str(ranking.ranked + 1), **row}
+                    row = {"rank": "" if row["failed"] else str(ranking.ranked + 1), **row}
                     ranking.add(row)
                     writer.writerow(row)
         candidates = _candidates(out, settings, dropped)
@@ -370,6 +380,7 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
                 "ranked_last": not settings.keep_unphysical,
                 "listed": ranking.unphysical_listed,
             },
+            "failed": {"count": ranking.failed, "listed": ranking.failed_listed},
             "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in ranking.top],
             "files": files,
         }
@@ -405,6 +416,9 @@ def console_summary(summary: Dict, out) -> str:
         where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
         lines.append(f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
                      f"{where}: see summary.md")  # fmt: skip
+    if summary["failed"]["count"]:
+        lines.append(f"  {summary['failed']['count']} failed prediction(s), not ranked: see "
+                     "summary.md")  # fmt: skip
     score = summary["ranked_by"]
     lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
               for row in summary["top"][:5]]  # fmt: skip

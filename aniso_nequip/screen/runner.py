@@ -22,7 +22,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
-from ..data.validation import reduced_formula
+from ..data.validation import prediction_problem, reduced_formula
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
@@ -169,6 +169,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             "formula": reduced_formula(atoms),
             **{k: float(v) for k, v in stats.items()},
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
+            "failed": prediction_problem(mean[b]) or "",
             "dimensionality": dims[b],
             "crystal_system": crystal_system(atoms),
             **csv_fields(describe(mean[b], atoms)),
@@ -285,7 +286,9 @@ class _Chunk:
         n = settings.shards
         score = settings.score_column
         self.rows.sort(
-            key=lambda r: sort_key(r[score], r["index"], settings.ranked_last(r["physical"]))
+            key=lambda r: sort_key(
+                r[score], r["index"], settings.ranked_last(r["physical"]), bool(r["failed"])
+            )
         )
         with atomic_file(chunk_path(out, shard, n, self.number, ".csv"), force=True) as tmp:
             with open(tmp, "w", newline="") as f:
@@ -345,7 +348,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
         chunk.seconds["dimensionality"] += time.perf_counter() - tic
         for row, frame in _rows(batch, tensors, dims, settings):
             chunk.rows.append(row)
-            if not settings.ranked_last(row["physical"]):
+            if not (row["failed"] or settings.ranked_last(row["physical"])):
                 chunk.best.offer(sort_key(row[settings.score_column], row["index"]), frame)
         batch.clear()
 

@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from ..errors import InputError
-from ..variables import check_config
+from ..errors import InputError, not_a_file
+from ..variables import RULES, Rule, check_config, check_variable
 from .pruners import PRUNERS
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -59,12 +59,25 @@ class SweepSpec:
         return {name: list(p["choices"]) for name, p in self.parameters.items()}
 
 
+def _check_value(name: str, value, where: str, rule: Optional[Rule] = None) -> None:
+    """:func:`~aniso_nequip.variables.check_variable` (``rule``, default the variable's own
+    rule, if it has one) as a :class:`SpecError` naming the spec."""
+    if rule is None and name not in RULES:
+        return
+    try:
+        check_variable(name, value, rule)
+    except InputError as err:
+        raise SpecError(f"{where}: {err}") from None
+
+
 def _check_parameter(name: str, p: Any, where: str) -> Dict[str, Any]:
     if not isinstance(p, dict):
         raise SpecError(f"{where}: parameter `{name}` must be a mapping")
     if "choices" in p:
         if not isinstance(p["choices"], list) or not p["choices"]:
             raise SpecError(f"{where}: parameter `{name}` has an empty `choices` list")
+        for choice in p["choices"]:
+            _check_value(name, choice, f"{where}: parameter `{name}`, choice {choice!r}")
         return {"type": "categorical", "choices": p["choices"]}
     kind = p.get("type")
     if kind not in ("float", "int"):
@@ -80,6 +93,9 @@ def _check_parameter(name: str, p: Any, where: str) -> Dict[str, Any]:
         raise SpecError(f"{where}: parameter `{name}` is log-scaled, so `low` must be > 0")
     if kind == "int" and (low != math.floor(low) or high != math.floor(high)):
         raise SpecError(f"{where}: int parameter `{name}` needs integer bounds")
+    for bound, value in (("low", low), ("high", high)):
+        value = int(value) if kind == "int" else value
+        _check_value(name, value, f"{where}: parameter `{name}`, `{bound}`")
     return {"type": kind, "low": low, "high": high, "log": log}
 
 
@@ -107,7 +123,14 @@ def check_trial_config(spec: "SweepSpec", overrides: Sequence[str] = ()) -> None
     ``overrides``: its fixed variables (:func:`aniso_nequip.variables.check_config`) and that
     the spec's ``metric`` is one it logs (:func:`logged_metrics`); raises
     :class:`~aniso_nequip.errors.InputError` (:class:`SpecError` for the metric)."""
-    config = compose_config(spec.base_config, spec.overrides + list(overrides))
+    try:
+        config = compose_config(spec.base_config, spec.overrides + list(overrides))
+    except Exception as err:  # Hydra's errors for an override it cannot apply
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecError(
+            f"{spec.path}: the overrides {spec.overrides + list(overrides)} do not apply to "
+            f"{spec.base_config.name}: {first}"
+        ) from None
     check_config(config)
     names = logged_metrics(config)
     if spec.metric not in names:
@@ -123,7 +146,7 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
     root = pathlib.Path.cwd() if root is None else pathlib.Path(root)
     where = str(path)
     if not path.is_file():
-        raise SpecError(f"sweep spec `{path}` does not exist")
+        raise SpecError(f"sweep spec `{path}` {not_a_file(path)}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -140,6 +163,11 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
     direction = raw.get("direction", "minimize")
     if direction not in ("minimize", "maximize"):
         raise SpecError(f"{where}: `direction` must be minimize or maximize, got `{direction}`")
+    for key, example in (("sampler", "{name: tpe, seed: 0}"), ("pruner", "{name: median}")):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise SpecError(
+                f"{where}: `{key}` must be a mapping such as {example}, got {raw[key]!r}"
+            )
     sampler = dict(raw.get("sampler") or {"name": "tpe"})
     if sampler.get("name") not in SAMPLERS:
         raise SpecError(f"{where}: unknown sampler `{sampler.get('name')}` (use one of {SAMPLERS})")
@@ -161,9 +189,10 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
         if ranged:
             raise SpecError(f"{where}: a grid sweep needs `choices` for every parameter: {ranged}")
     grid_size = math.prod(len(p["choices"]) for p in parameters.values() if "choices" in p)
-    n_trials = int(raw.get("n_trials") or (grid_size if sampler["name"] == "grid" else 20))
-    if n_trials < 1:
-        raise SpecError(f"{where}: `n_trials` must be >= 1")
+    n_trials = raw.get("n_trials")
+    if n_trials is None:
+        n_trials = grid_size if sampler["name"] == "grid" else 20
+    _check_value("n_trials", n_trials, where, Rule("int", 1))
     output_dir = root / raw.get("output_dir", f"sweeps/{raw['study_name']}")
     storage = raw.get("storage") or f"sqlite:///{(output_dir / 'study.db').resolve()}"
     overrides = list(raw.get("overrides") or [])
