@@ -30,6 +30,8 @@ from .data.validation import (
     structure_problem,
     tensor_problem,
 )
+from .domain import COLUMNS as DOMAIN_COLUMNS
+from .domain import domain_metrics, metrics_note, resolve_reference
 from .errors import InputError
 from .inference import load_model, predict, untrained_warnings
 from .io import output_set
@@ -188,7 +190,7 @@ def _note(metrics: Dict) -> str:
         )
     for warning in metrics.get("warnings", []):
         note += f"warning: {warning}\n"
-    return note
+    return note + metrics_note(metrics["domain"])
 
 
 def _entry(origin, atoms, reason) -> Dict:
@@ -233,14 +235,14 @@ def _annotated(frames, outputs):
     return annotated
 
 
-def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref) -> None:
+def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref, domain) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         header = ["file", "frame", "id", "formula", "crystal_system", "n_atoms"]
         for which in ("ref", "pred"):
             header += [f"eps_poly_{which}", f"a_r_{which}"]
             header += [f"eigenvalue{k}_{which}" for k in (1, 2, 3)]
-        writer.writerow(header)
+        writer.writerow(header + list(DOMAIN_COLUMNS))
         for i, atoms in enumerate(frames):
             row = [
                 origin[i][0],
@@ -253,7 +255,7 @@ def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref) -> None:
             for d, present in ((ref_d, has_ref[i]), (pred_d, True)):
                 values = [d["eps_poly"][i], d["a_r"][i], *d["eigenvalues"][i]]
                 row += [f"{v:.6f}" if present else "" for v in values]
-            writer.writerow(row)
+            writer.writerow(row + [*domain.row(i).values()])
 
 
 def evaluate(
@@ -265,6 +267,7 @@ def evaluate(
     force: bool = False,
     quiet: bool = False,
     strict: bool = False,
+    domain_reference=None,
 ) -> Dict:
     """Predict every frame of ``data_paths`` with a model and write, into the folder ``out``
     (atomically: all files or none), ``predictions.extxyz``, ``predictions.csv``,
@@ -287,9 +290,13 @@ def evaluate(
         force: overwrite the files of a non-empty ``out``
         quiet: no progress bar and no printed tables
         strict: refuse (writing nothing) when a frame is skipped or has an unusable reference
+        domain_reference: the model's training crystals for the domain scores
+            (:func:`~aniso_nequip.domain.resolve_reference`; default: the ready model's own)
 
     Returns:
-        :func:`evaluation_metrics` with the ``model`` and ``data`` paths and the lists above
+        :func:`evaluation_metrics` with the ``model`` and ``data`` paths, the lists above and
+        ``domain`` (:func:`~aniso_nequip.domain.domain_metrics`: how many predictions are out of
+        the applicability domain and how the score ranks the errors)
 
     Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty or unreadable data file,
     no frame that can be predicted, a skipped frame or unusable reference with ``strict`` and a
@@ -299,14 +306,17 @@ def evaluate(
     leaves a previous ``out`` as it was.
     """
     with output_set(out, EVALUATION_FILES, force=force, whole_folder=True) as stage:
-        metrics, text = _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict)
+        metrics, text = _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict,
+                                  domain_reference)  # fmt: skip
     if not quiet:
         print(text, end="")
         print(f"wrote {pathlib.Path(out)}/")
     return metrics
 
 
-def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) -> Tuple[Dict, str]:
+def _evaluate(
+    model_path, data_paths, stage, batch_size, device, quiet, strict, domain_reference=None
+) -> Tuple[Dict, str]:
     """:func:`evaluate`'s work, writing into the folder ``stage``; returns the metrics and the
     printed tables."""
     frames, origin = _read_frames(data_paths)
@@ -320,8 +330,9 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
             f"reference tensor (--strict: nothing written):\n{_listed(skipped + invalid)}".rstrip()
         )
 
-    outputs = predict(
-        frames, model, batch_size, device, field="all", progress=not quiet, checked=True
+    reference = resolve_reference(model_path, domain_reference, batch_size, device)
+    outputs, domain = predict(
+        frames, model, batch_size, device, "all", not quiet, checked=True, domain=reference
     )
     refs = [_reference(a) for a in frames]
     has_ref = np.array([r is not None for r in refs], dtype=bool)
@@ -335,11 +346,14 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     metrics["invalid_references"] = invalid
     names = [f"{path} frame {i} ({crystal_name(a)})" for (path, i), a in zip(origin, frames)]
     metrics["warnings"] = untrained_warnings(frames, model, names)
+    errors = {k: np.where(has_ref, abs(pred_d[k] - ref_d[k]), np.nan) for k in ("eps_poly", "a_r")}
+    ids = [_identifier(a, i) for i, a in enumerate(frames)]
+    metrics["domain"] = domain_metrics(domain, errors, ids)
     text, note = metrics_text(metrics), _note(metrics)
 
     annotated = _annotated(frames, outputs)
     ase.io.write(stage / "predictions.extxyz", annotated, format="extxyz")
-    _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref)
+    _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref, domain)
     with open(stage / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
     report = f"# nequip-evaluate\n\nmodel: `{model_path}`\n\n{text}\n{note}"

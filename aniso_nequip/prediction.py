@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import glob
 import pathlib
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import ase
 import ase.io
@@ -30,6 +30,8 @@ import numpy as np
 
 from .data.symmetry import crystal_system
 from .data.validation import structure_problem
+from .domain import COLUMNS as DOMAIN_COLUMNS
+from .domain import DomainScores, capture_features, resolve_reference, scores_for
 from .errors import InputError
 from .inference import (
     as_model,
@@ -49,14 +51,16 @@ PREDICTION_FILES = ("predictions.csv", "predictions.extxyz")
 @dataclasses.dataclass
 class Predictions:
     """What :func:`predict_files` found: the predicted structures with their sources, each
-    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, and
-    warnings on predicted ones (elements the model never saw in training)."""
+    ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons,
+    warnings on predicted ones (elements the model never saw in training) and the structures'
+    applicability domain (:class:`~aniso_nequip.domain.DomainScores`)."""
 
     sources: List[str]
     structures: List[ase.Atoms]
     members: np.ndarray
     skipped: List[Tuple[str, str]]
     warnings: List[str] = dataclasses.field(default_factory=list)
+    domain: Optional[DomainScores] = None
 
     @functools.cached_property
     def mean(self) -> np.ndarray:
@@ -135,19 +139,28 @@ def read_structures(
 
 
 def predict_files(
-    inputs: Sequence[str], model=None, device: str = "cpu", batch_size: int = 32
+    inputs: Sequence[str],
+    model=None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    domain_reference=None,
 ) -> Predictions:
     """Read ``inputs`` and predict their tensors with ``model`` (a file, a list of files for an
-    ensemble; default: the shipped ready model)."""
+    ensemble; default: the shipped ready model) and their domain scores against
+    ``domain_reference`` (:func:`~aniso_nequip.domain.resolve_reference`: by default the ready
+    model's own)."""
+    reference = resolve_reference(model, domain_reference, batch_size, device)
     models = [as_model(m, device) for m in ensemble_members(model)]
     sources, structures, skipped = read_structures(inputs, common_type_names(models))
     notes = untrained_warnings(structures, models, sources)
-    members = (
-        predict_members(structures, models, batch_size, device, checked=True)
-        if structures
-        else np.zeros((len(models), 0, 3, 3))
-    )
-    return Predictions(sources, structures, members, skipped, notes)
+    with capture_features(models[0]) as features:
+        members = (
+            predict_members(structures, models, batch_size, device, checked=True)
+            if structures
+            else np.zeros((len(models), 0, 3, 3))
+        )
+    scores = scores_for(reference, features, structures)
+    return Predictions(sources, structures, members, skipped, notes, scores)
 
 
 def predict_and_write(
@@ -159,6 +172,7 @@ def predict_and_write(
     force: bool = False,
     strict: bool = False,
     quiet: bool = False,
+    domain_reference=None,
 ) -> Predictions:
     """``aniso-nequip predict``: :func:`predict_files`, its report (:func:`prediction_table`,
     printed unless ``quiet``) and, with ``out``, its files (:func:`write_prediction_files`).
@@ -171,7 +185,7 @@ def predict_and_write(
     if out:
         claim = output_set(out, PREDICTION_FILES, force=force, whole_folder=True)
     with claim as stage:
-        result = predict_files(inputs, model, device, batch_size)
+        result = predict_files(inputs, model, device, batch_size, domain_reference)
         if not quiet:
             print(prediction_table(result), end="")
         if not result.structures:
@@ -213,11 +227,14 @@ def prediction_table(result: Predictions) -> str:
             f"  eigenvalues {'  '.join(f'{v:.3f}' for v in mean['eigenvalues'][i])}"
             f"   eps_poly {_pm(mean['eps_poly'][i], spread['eps_poly'], i)}"
             f"   a_r {_pm(mean['a_r'][i], spread['a_r'], i)}"
+            + (f"\n  {result.domain.text(i)}" if result.domain.available else "")
         )
     if len(result.members) > 1 and blocks:
         blocks.append(f"(± : spread of the {len(result.members)}-model ensemble)")
     for note in result.warnings:
         blocks.append(f"warning: {note}")
+    blocks += [] if result.domain.available else [f"note: domain scores unavailable: "
+                                                  f"{result.domain.reason}"]  # fmt: skip
     for source, reason in result.skipped:
         blocks.append(f"skipped {source}: {reason}")
     return "\n\n".join(blocks) + "\n"
@@ -252,11 +269,11 @@ def write_prediction_files(result: Predictions, folder) -> None:
         header += ["eigenvalue1", "eigenvalue2", "eigenvalue3", "eps_poly", "a_r"]
         if len(result.members) > 1:
             header += ["eps_poly_std", "a_r_std"]
-        writer.writerow(header)
+        writer.writerow(header + list(DOMAIN_COLUMNS))
         for i, (atoms, (formula, system)) in enumerate(zip(result.structures, result.labels)):
             row = [result.sources[i], formula, system, len(atoms)]
             values = [*result.mean[i].reshape(-1), *mean["eigenvalues"][i]]
             values += [mean["eps_poly"][i], mean["a_r"][i]]
             if len(result.members) > 1:
                 values += [spread["eps_poly"][i], spread["a_r"][i]]
-            writer.writerow(row + [f"{v:.6f}" for v in values])
+            writer.writerow(row + [f"{v:.6f}" for v in values] + [*result.domain.row(i).values()])
