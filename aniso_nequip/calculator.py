@@ -14,6 +14,7 @@ from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
 
 from ._compile import ASE_DIELECTRIC_TARGET
 from .data.validation import UntrainedElementWarning, check_structure, crystal_name, mapped_species
+from .domain import capture_features, resolve_reference, scores_for
 from .inference import Ensemble, as_model, ensemble_members, output_fields, untrained_warnings
 
 
@@ -25,6 +26,12 @@ class DielectricCalculator(NequIPCalculator):
         atoms.calc = DielectricCalculator()              # the ready model shipped with the package
         atoms.calc = DielectricCalculator("best.ckpt")   # or .nequip.zip / .nequip.pt2, or a list
         eps = atoms.calc.get_property("dielectric_tensor", atoms)
+        atoms.calc.results["domain_score"], atoms.calc.results["out_of_domain"]
+
+    Every calculation also stores the crystal's applicability domain in ``results``
+    (:mod:`aniso_nequip.domain`: ``domain_score``, ``out_of_domain``, ``nearest_training_id``,
+    ``nearest_training_formula``, ``nearest_training_same_structure``; a NaN score when the model
+    has no domain reference).
 
     nequip's constructors work as for ``NequIPCalculator``:
     ``DielectricCalculator._from_saved_model(path)`` for a checkpoint or package and
@@ -39,6 +46,8 @@ class DielectricCalculator(NequIPCalculator):
         device: torch device (default ``cpu``)
         transforms: the data transforms (type mapping and neighbour list); ``None`` (default)
             builds them from the model's elements (chemical symbols) and cutoff
+        domain_reference: the model's training crystals for the domain score
+            (:func:`~aniso_nequip.domain.resolve_reference`; default: the ready model's own)
         **kwargs: passed on to ``NequIPCalculator``
     """
 
@@ -53,8 +62,10 @@ class DielectricCalculator(NequIPCalculator):
         model: Union[None, str, os.PathLike, torch.nn.Module, Sequence] = None,
         device: Union[str, torch.device] = "cpu",
         transforms: Optional[List[Callable]] = None,
+        domain_reference=None,
         **kwargs,
     ):
+        self.domain_reference = resolve_reference(model, domain_reference, device=device)
         if transforms is None:
             members = [as_model(m, device) for m in ensemble_members(model)]
             model = members[0] if len(members) == 1 else Ensemble(members).eval()
@@ -81,7 +92,9 @@ class DielectricCalculator(NequIPCalculator):
         check_structure(structure, self.species, name)
         for warning in untrained_warnings([structure], self.model, [name]):
             warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
-        super().calculate(atoms, properties, system_changes)
+        with capture_features(self.model) as features:
+            super().calculate(atoms, properties, system_changes)
+        self.results.update(scores_for(self.domain_reference, features, [structure]).values(0))
 
     def save_extra_outputs(self, out: AtomicDataDict.Type):
         for field in self.implemented_properties:

@@ -166,13 +166,19 @@ class DomainScores:
     def __len__(self) -> int:
         return len(self.score)
 
-    def row(self, i: int) -> Dict[str, object]:
-        """Crystal ``i``'s values of :data:`COLUMNS` (empty strings when unavailable)."""
-        if not self.available:
-            return dict.fromkeys(COLUMNS, "")
-        values = (round(float(self.score[i]), 4), bool(self.flagged[i]), self.nearest_id[i],
+    def values(self, i: int) -> Dict[str, object]:
+        """Crystal ``i``'s values of :data:`COLUMNS` (a NaN score, ``False`` flags and empty
+        names when unavailable)."""
+        values = (float(self.score[i]), bool(self.flagged[i]), self.nearest_id[i],
                   self.nearest_formula[i], bool(self.same_structure[i]))  # fmt: skip
         return dict(zip(COLUMNS, values))
+
+    def row(self, i: int) -> Dict[str, object]:
+        """:meth:`values` for a table row: the score to 4 decimals, all ``None`` (empty cells)
+        when unavailable."""
+        if not self.available:
+            return dict.fromkeys(COLUMNS)
+        return {**self.values(i), "domain_score": round(float(self.score[i]), 4)}
 
     def text(self, i: int) -> str:
         """One line on crystal ``i`` for a report (its scores must be available)."""
@@ -500,3 +506,44 @@ def metrics_note(metrics: Dict) -> str:
     if rho:
         text += f"; Spearman of the score vs the absolute error: {', '.join(rho)}"
     return text + ".\n"
+
+
+def out_of_domain_summary(rows: Sequence[Dict[str, str]], listed: int) -> Dict:
+    """For a screening summary: how many of the ranking's ``rows`` (CSV rows, in rank order) are
+    out of the domain (they rank after the others), the first ``listed`` of them, and whether
+    scores were available at all."""
+    flagged = [r for r in rows if r["out_of_domain"] == "True"]
+    return {
+        "available": any(r["domain_score"] not in ("", None) for r in rows),
+        "count": len(flagged),
+        "threshold": FLAG_THRESHOLD,
+        "listed": [
+            {k: r[k] for k in ("rank", "id", "formula", "domain_score", "nearest_training_id")}
+            for r in flagged[:listed]
+        ],
+    }
+
+
+def domain_lines(summary: Dict, listed: int) -> List[str]:
+    """Markdown lines on :func:`out_of_domain_summary` for ``summary.md``."""
+    lines = ["", "## Applicability domain", ""]
+    if not summary["available"]:
+        return lines + ["Domain scores unavailable: no domain reference for these models "
+                        "(`--domain-reference train.extxyz`)."]  # fmt: skip
+    lines.append(
+        f"{summary['count']} crystal(s) lie outside the models' applicability domain (domain "
+        f"score > {summary['threshold']:g}: farther from every training crystal than "
+        f"{summary['threshold']:g}x the median validation crystal; `out_of_domain` in "
+        "`ranking.csv`). Their predictions are least reliable, so they rank after every crystal "
+        "in the domain."
+    )
+    if summary["count"]:
+        lines.append("")
+    lines += [
+        f"- #{c['rank']} {c['id']} ({c['formula']}): domain score {float(c['domain_score']):.2f}, "
+        f"nearest training crystal {c['nearest_training_id']}"
+        for c in summary["listed"][:listed]
+    ]
+    if summary["count"] > len(summary["listed"]):
+        lines.append("- ... (see ranking.csv)")
+    return lines

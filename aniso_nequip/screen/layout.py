@@ -20,6 +20,7 @@ import math
 import pathlib
 from typing import Dict, List, Optional
 
+from ..domain import COLUMNS as DOMAIN_COLUMNS
 from ..errors import InputError
 from .filters import Thresholds
 
@@ -60,6 +61,9 @@ class Settings:
             out of ``candidates.extxyz``
         dimensionality: classify structural dimensionality (the slow part)
         shards: the number of shards the pool is split into
+        domain_reference: the models' training crystals for the domain score
+            (:func:`~aniso_nequip.domain.resolve_reference`; default: the ready model's own);
+            crystals out of the domain rank after those in it
     """
 
     models: List[str]
@@ -73,6 +77,7 @@ class Settings:
     keep_unphysical: bool = False
     dimensionality: bool = True
     shards: int = 1
+    domain_reference: Optional[str] = None
 
     def to_dict(self) -> Dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -106,7 +111,7 @@ class Settings:
         return (
             ["id", "formula"]
             + stats
-            + ["physical", "dimensionality", "crystal_system", "n_sites"]
+            + ["physical", *DOMAIN_COLUMNS, "dimensionality", "crystal_system", "n_sites"]
             + ["energy_above_hull", "band_gap"]
             + ["source", "index"]
             + [f"eps_{c}" for c in VOIGT_NAMES]
@@ -134,7 +139,8 @@ def read_settings(out) -> Settings:
     return Settings.from_dict(json.loads(path.read_text()))
 
 
-def sort_key(score: float, index: int, last: bool = False):
-    """Ranking order: ``last`` after the others (:meth:`Settings.ranked_last`), then descending
-    score, NaN last, ties in input order."""
-    return (last, math.inf if math.isnan(score) else -score, index)
+def sort_key(score: float, index: int, last: bool = False, out_of_domain: bool = False):
+    """Ranking order: ``last`` after the others (:meth:`Settings.ranked_last`), then crystals
+    ``out_of_domain`` (:mod:`aniso_nequip.domain`) after those in it, then descending score,
+    NaN last, ties in input order."""
+    return (last, out_of_domain, math.inf if math.isnan(score) else -score, index)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import plots
 from ..data.files import read_frames
+from ..domain import domain_lines, out_of_domain_summary
 from ..io import output_set
 from ..metrics import derived, reference_tensor
 from .layout import (
@@ -46,7 +47,8 @@ def _ranked_rows(out, settings: Settings) -> List[Dict[str, str]]:
             rows += list(csv.DictReader(f))
     score = settings.score_column
     rows.sort(
-        key=lambda r: sort_key(float(r[score]), int(r["index"]), settings.ranked_last(_physical(r)))
+        key=lambda r: sort_key(float(r[score]), int(r["index"]), settings.ranked_last(_physical(r)),
+                               r["out_of_domain"] == "True")  # fmt: skip
     )
     return [{"rank": str(rank), **row} for rank, row in enumerate(rows, start=1)]
 
@@ -58,7 +60,8 @@ def _candidates(out, settings: Settings) -> List[ase.Atoms]:
     for i in range(settings.shards):
         frames += ase.io.read(shard_path(out, i, settings.shards, ".extxyz"), ":")
     score = settings.score_column
-    frames.sort(key=lambda a: sort_key(float(a.info[score]), int(a.info["index"])))
+    frames.sort(key=lambda a: sort_key(float(a.info[score]), int(a.info["index"]), False,
+                                       bool(a.info.get("out_of_domain", False))))  # fmt: skip
     for rank, atoms in enumerate(frames[: settings.top], start=1):
         atoms.info["rank"] = rank
     return frames[: settings.top]
@@ -152,6 +155,7 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
             "",
         ]
         lines += [f"- {name}: {', '.join(els)}" for name, els in list(untrained.items())[:LISTED]]
+    lines += domain_lines(summary["out_of_domain"], LISTED)
     unphysical = summary["unphysical"]
     if unphysical["count"]:
         placed = (
@@ -262,6 +266,7 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
                     for r in unphysical[:LISTED_UNPHYSICAL]
                 ],
             },
+            "out_of_domain": out_of_domain_summary(rows, LISTED),
             "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in top[:TOP_TABLE]],
             "files": files,
         }
@@ -288,6 +293,9 @@ def console_summary(summary: Dict, out) -> str:
         where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
         lines.append(f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
                      f"{where}: see summary.md")  # fmt: skip
+    if summary["out_of_domain"]["count"]:
+        lines.append(f"  {summary['out_of_domain']['count']} crystal(s) out of the applicability "
+                     "domain, ranked after the others: see summary.md")  # fmt: skip
     score = summary["ranked_by"]
     lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
               for row in summary["top"][:5]]  # fmt: skip

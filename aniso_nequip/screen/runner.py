@@ -22,6 +22,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
+from ..domain import capture_features, resolve_reference, scores_for
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
@@ -125,9 +126,10 @@ def _score(mean: float, std: float, settings: Settings) -> float:
     return mean + sign * settings.k * std
 
 
-def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
+def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
     """CSV rows and annotated frames of a batch; ``tensors`` is ``(n_models, B, 3, 3)``,
-    ``dims`` the dimensionalities (or ``None``s)."""
+    ``dims`` the dimensionalities (or ``None``s), ``domain`` the batch's
+    :class:`~aniso_nequip.domain.DomainScores`."""
     mean = tensors.mean(0)
     per_model = [derived(t) for t in tensors]
     eps_poly = np.stack([d["eps_poly"] for d in per_model])
@@ -149,6 +151,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             "formula": atoms.info.get("formula") or str(atoms.symbols.formula.reduce()[0]),
             **{k: float(v) for k, v in stats.items()},
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
+            **domain.row(b),
             "dimensionality": dims[b],
             "crystal_system": crystal_system(atoms),
             "n_sites": len(atoms),
@@ -218,6 +221,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
     from tqdm import tqdm
 
     start = time.perf_counter()
+    reference = resolve_reference(settings.models, settings.domain_reference, batch_size, device)
     models = [load_model(path, device) for path in settings.models]
     known = common_type_names(models)
     keep = PoolFilter(
@@ -231,18 +235,22 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
     def flush(batch, writer):
         tic = time.perf_counter()
         structures = [a for _, _, a in batch]  # checked by iter_structures, reported by keep
-        tensors = np.stack(
-            [predict(structures, m, len(batch), device, checked=True) for m in models]
-        )
+        with capture_features(models[0]) as features:
+            tensors = np.stack(
+                [predict(structures, m, len(batch), device, checked=True) for m in models]
+            )
+        domain = scores_for(reference, features, structures)
         seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
         dims = [dimensionality(a) if settings.dimensionality else None for _, _, a in batch]
         seconds["dimensionality"] += time.perf_counter() - tic
-        for row, frame in _rows(batch, tensors, dims, settings):
+        for row, frame in _rows(batch, tensors, dims, settings, domain):
             writer.writerow(row)
             if settings.ranked_last(row["physical"]):
                 continue
-            key = tuple(-k for k in sort_key(row[settings.score_column], row["index"]))
+            flagged = row["out_of_domain"] is True
+            key = sort_key(row[settings.score_column], row["index"], False, flagged)
+            key = tuple(-k for k in key)
             if len(top) < settings.top:
                 heapq.heappush(top, (key, frame))
             elif key > top[0][0]:
