@@ -255,12 +255,13 @@ class DomainReference:
         """``(index, distance)`` of the nearest training crystal of each row of ``features``
         (standardised Euclidean distance); ``exclude_self``: ``features`` are the training
         crystals' own, each matched to its nearest *other* crystal."""
-        z = self._standardised(features)
-        if z.shape[1] != self._standard.shape[1]:
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape[1] != self._standard.shape[1]:
             raise DomainError(
                 f"the domain reference has {self._standard.shape[1]} features per crystal but "
-                f"the model gives {z.shape[1]}: it was built for another model"
+                f"the model gives {features.shape[1]}: it was built for another model"
             )
+        z = self._standardised(features)
         index, distance = [], []
         for start in range(0, len(z), 256):
             block = z[start : start + 256]
@@ -439,7 +440,8 @@ def resolve_reference(model, reference=None, batch_size: int = 32, device="cpu")
     """The reference for ``model`` (as given to :func:`~aniso_nequip.inference.predict`: ``None``
     for the ready model, a path, a loaded model or a list): ``reference`` itself (a
     :class:`DomainReference`), read from a ``.npz`` file, or built from a training-structure file
-    (:func:`build_reference`, leave-one-out calibration); by default (``None`` or ``True``) the
+    or a list of training ``ase.Atoms`` (:func:`build_reference`, leave-one-out calibration); by
+    default (``None`` or ``True``) the
     ready model's shipped reference when ``model`` is the ready model, else a
     :class:`NoReference`."""
     if isinstance(reference, (DomainReference, NoReference)):
@@ -453,13 +455,14 @@ def resolve_reference(model, reference=None, batch_size: int = 32, device="cpu")
                                "benchmarks/ship_model.py")  # fmt: skip
         return NoReference("no domain reference for this model: pass one built from its training "
                            "file (--domain-reference train.extxyz)")  # fmt: skip
-    path = os.fspath(reference)
-    if path.endswith(REFERENCE_SUFFIX):
-        if not os.path.isfile(path):
-            raise DomainError(f"domain reference file `{path}` does not exist")
-        return DomainReference.load(path)
+    if isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(
+        REFERENCE_SUFFIX
+    ):
+        if not os.path.isfile(reference):
+            raise DomainError(f"domain reference file `{reference}` does not exist")
+        return DomainReference.load(reference)
     first = model[0] if isinstance(model, (list, tuple)) else model
-    return build_reference(first, path, batch_size=batch_size, device=device)
+    return build_reference(first, reference, batch_size=batch_size, device=device)
 
 
 def scores_for(reference, features: Optional[List[np.ndarray]], structures) -> DomainScores:
