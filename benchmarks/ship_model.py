@@ -238,6 +238,9 @@ Per crystal system:
 | --- | --- | --- |
 {worst}
 
+- Every prediction carries a domain score (distance to the nearest training crystal; above
+  1.5 it is flagged `out_of_domain`: errors there are 2-4x larger; README "Applicability
+  domain"); solid neon, for one, is flagged.
 - Eigenvalues below 1 are unphysical for `eps_inf`; this model does not force them above 1
   (`physical_readout=true` in the configs does); `aniso-nequip screen` ranks such predictions last.
 - PBE underestimates band gaps and so overestimates `eps_inf`; the model reproduces PBE values,
