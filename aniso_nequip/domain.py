@@ -78,8 +78,8 @@ def _pooled_readout(model) -> Optional[torch.nn.Module]:
     (compiled). An ensemble's features are those of its first member."""
     if hasattr(model, "members"):
         return _pooled_readout(model.members[0])
-    previous = None
     for module in getattr(model, "modules", lambda: ())():
+        previous = None
         for child in module.children():
             if getattr(child, "out_field", None) == DIELECTRIC_IRREPS_KEY and previous is not None:
                 return previous

@@ -159,7 +159,8 @@ def test_model_without_modules_gives_no_features():
 
 
 def test_screen_ranks_out_of_domain_crystals_after_the_others(tmp_path):
-    pool = [bundled("mp_subset_test", i) for i in (7, 16, 86)] + [NEON.copy()]  # 7: graphite
+    ids = ("mf-test-0016", "mf-test-0086", "mf-test-0131")  # PbCl2, GaF3, VBr2 (out of domain)
+    pool = [a for a in bundled("mp_subset_test") if a.info["entry_id"] in ids]
     ase.io.write(tmp_path / "pool.extxyz", pool)
     from aniso_nequip.pretrained import model_paths
 
@@ -170,6 +171,9 @@ def test_screen_ranks_out_of_domain_crystals_after_the_others(tmp_path):
         rows = list(csv.DictReader(f))
     flags = [r["out_of_domain"] == "True" for r in rows]
     assert flags == sorted(flags) and any(flags) and not all(flags)  # flagged ones last
+    vbr2 = next(r for r in rows if r["formula"] == "VBr2")  # the largest a_r, ranked last
+    assert vbr2["out_of_domain"] == "True" and vbr2["rank"] == str(len(rows))
+    assert float(vbr2["a_r"]) > max(float(r["a_r"]) for r in rows if r is not vbr2)
     assert summary["out_of_domain"]["count"] == sum(flags)
     assert "## Applicability domain" in (tmp_path / "out" / "summary.md").read_text()
     assert sort_key(9.0, 0, False, True) > sort_key(1.0, 1, False, False)
