@@ -26,12 +26,12 @@ class DielectricCalculator(NequIPCalculator):
         atoms.calc = DielectricCalculator()              # the ready model shipped with the package
         atoms.calc = DielectricCalculator("best.ckpt")   # or .nequip.zip / .nequip.pt2, or a list
         eps = atoms.calc.get_property("dielectric_tensor", atoms)
-        atoms.calc.results["domain_score"], atoms.calc.results["out_of_domain"]
+        atoms.calc.domain["domain_score"], atoms.calc.domain["out_of_domain"]
 
-    Every calculation also stores the crystal's applicability domain in ``results``
-    (:mod:`aniso_nequip.domain`: ``domain_score``, ``out_of_domain``, ``nearest_training_id``,
-    ``nearest_training_formula``, ``nearest_training_same_structure``; a NaN score when the model
-    has no domain reference).
+    Every calculation also stores the crystal's applicability domain in ``domain``, a dict
+    beside ``results`` (which ASE keeps to its known properties): :mod:`aniso_nequip.domain`'s
+    ``domain_score``, ``out_of_domain``, ``nearest_training_id``, ``nearest_training_formula``,
+    ``nearest_training_same_structure`` (a NaN score when the model has no domain reference).
 
     nequip's constructors work as for ``NequIPCalculator``:
     ``DielectricCalculator._from_saved_model(path)`` for a checkpoint or package and
@@ -66,6 +66,7 @@ class DielectricCalculator(NequIPCalculator):
         **kwargs,
     ):
         self.domain_reference = resolve_reference(model, domain_reference, device=device)
+        self.domain = {}  # of the last calculation
         if transforms is None:
             members = [as_model(m, device) for m in ensemble_members(model)]
             model = members[0] if len(members) == 1 else Ensemble(members).eval()
@@ -94,7 +95,7 @@ class DielectricCalculator(NequIPCalculator):
             warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
         with capture_features(self.model) as features:
             super().calculate(atoms, properties, system_changes)
-        self.results.update(scores_for(self.domain_reference, features, [structure]).values(0))
+        self.domain = scores_for(self.domain_reference, features, [structure]).values(0)
 
     def save_extra_outputs(self, out: AtomicDataDict.Type):
         for field in self.implemented_properties:
