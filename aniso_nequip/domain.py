@@ -191,28 +191,14 @@ class DomainScores:
         )
 
     def summary(self) -> Dict[str, object]:
-        """For JSON reports: the threshold, the number flagged and what they are."""
+        """For JSON reports: the threshold and the number flagged (or why there are no scores)."""
         if not self.available:
             return {"available": False, "reason": self.reason}
         return {
             "available": True,
             "threshold": self.threshold,
             "n_out_of_domain": int(self.flagged.sum()),
-            "out_of_domain": [f"{i}" for i in np.flatnonzero(self.flagged)],
         }
-
-    @classmethod
-    def concatenate(cls, parts: Sequence["DomainScores"]) -> "DomainScores":
-        first = parts[0]
-        if not first.available:
-            return cls.unavailable(sum(map(len, parts)), first.reason)
-        return cls(
-            np.concatenate([p.score for p in parts]),
-            [x for p in parts for x in p.nearest_id],
-            [x for p in parts for x in p.nearest_formula],
-            [x for p in parts for x in p.same_structure],
-            first.threshold,
-        )
 
 
 def _formula(atoms: ase.Atoms) -> str:
