@@ -24,6 +24,7 @@ from .data.validation import (
     prediction_problem,
     structure_warnings,
 )
+from .domain import capture_features, resolve_reference, scores_for
 from .inference import Ensemble, as_model, ensemble_members, output_fields, untrained_warnings
 
 
@@ -35,6 +36,12 @@ class DielectricCalculator(NequIPCalculator):
         atoms.calc = DielectricCalculator()              # the ready model shipped with the package
         atoms.calc = DielectricCalculator("best.ckpt")   # or .nequip.zip / .nequip.pt2, or a list
         eps = atoms.calc.get_property("dielectric_tensor", atoms)
+        atoms.calc.domain["domain_score"], atoms.calc.domain["out_of_domain"]
+
+    Every calculation also stores the crystal's applicability domain in ``domain``, a dict
+    beside ``results`` (which ASE keeps to its known properties): :mod:`aniso_nequip.domain`'s
+    ``domain_score``, ``out_of_domain``, ``nearest_training_id``, ``nearest_training_formula``,
+    ``nearest_training_same_structure`` (a NaN score when the model has no domain reference).
 
     nequip's constructors work as for ``NequIPCalculator``:
     ``DielectricCalculator._from_saved_model(path)`` for a checkpoint or package and
@@ -49,6 +56,8 @@ class DielectricCalculator(NequIPCalculator):
         device: torch device (default ``cpu``)
         transforms: the data transforms (type mapping and neighbour list); ``None`` (default)
             builds them from the model's elements (chemical symbols) and cutoff
+        domain_reference: the model's training crystals for the domain score
+            (:func:`~aniso_nequip.domain.resolve_reference`; default: the ready model's own)
         **kwargs: passed on to ``NequIPCalculator``
     """
 
@@ -63,8 +72,11 @@ class DielectricCalculator(NequIPCalculator):
         model: Union[None, str, os.PathLike, torch.nn.Module, Sequence] = None,
         device: Union[str, torch.device] = "cpu",
         transforms: Optional[List[Callable]] = None,
+        domain_reference=None,
         **kwargs,
     ):
+        self.domain_reference = resolve_reference(model, domain_reference, device=device)
+        self.domain = {}  # of the last calculation
         if transforms is None:
             members = [as_model(m, device) for m in ensemble_members(model)]
             model = members[0] if len(members) == 1 else Ensemble(members).eval()
@@ -96,7 +108,9 @@ class DielectricCalculator(NequIPCalculator):
             warnings.warn(warning, UntrainedElementWarning, stacklevel=2)
         for warning in structure_warnings([structure], [name], bulk=False):
             warnings.warn(warning, StructureWarning, stacklevel=2)
-        super().calculate(atoms, properties, system_changes)
+        with capture_features(self.model) as features:
+            super().calculate(atoms, properties, system_changes)
+        self.domain = scores_for(self.domain_reference, features, [structure]).values(0)
         problem = prediction_problem(self.results[AtomicDataDict.DIELECTRIC_KEY])
         if problem:
             warnings.warn(f"{name}: {problem}", FailedPredictionWarning, stacklevel=2)

@@ -33,6 +33,8 @@ from .data.validation import (
     structure_warnings,
     tensor_problem,
 )
+from .domain import COLUMNS as DOMAIN_COLUMNS
+from .domain import domain_metrics, metrics_note, resolve_reference
 from .errors import InputError, not_a_file
 from .inference import load_model, predict, untrained_warnings
 from .io import output_set
@@ -200,7 +202,7 @@ def _note(metrics: Dict) -> str:
         )
     for warning in metrics.get("warnings", []):
         note += f"warning: {warning}\n"
-    return note
+    return note + metrics_note(metrics["domain"])
 
 
 def _entry(origin, atoms, reason) -> Dict:
@@ -256,9 +258,10 @@ def reference_method(frames: Sequence[ase.Atoms]) -> Optional[str]:
     return " / ".join(methods) or None
 
 
-def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref, optics) -> None:
+def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref, optics, domain) -> None:
     """``predictions.csv``; ``optics``: ``(reference, predicted)`` optical descriptions of each
-    frame (``None`` for a frame without a reference)."""
+    frame (``None`` for a frame without a reference), ``domain`` their
+    :class:`~aniso_nequip.domain.DomainScores`."""
     per_tensor = [c for c in CSV_COLUMNS if c not in STRUCTURE_COLUMNS]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -267,7 +270,7 @@ def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref, optics) ->
             header += [f"eps_poly_{which}", f"a_r_{which}"]
             header += [f"eigenvalue{k}_{which}" for k in (1, 2, 3)]
         header += [*STRUCTURE_COLUMNS, *(f"{c}_{w}" for w in ("ref", "pred") for c in per_tensor)]
-        writer.writerow(header)
+        writer.writerow(header + list(DOMAIN_COLUMNS))
         for i, atoms in enumerate(frames):
             row = [
                 origin[i][0],
@@ -283,7 +286,7 @@ def _write_csv(path, frames, origin, systems, ref_d, pred_d, has_ref, optics) ->
             ref_fields, pred_fields = (csv_fields(d) if d else {} for d in optics[i])
             row += [pred_fields[c] for c in STRUCTURE_COLUMNS]
             row += [fields.get(c, "") for fields in (ref_fields, pred_fields) for c in per_tensor]
-            writer.writerow(row)
+            writer.writerow(row + [*domain.row(i).values()])
 
 
 def evaluate(
@@ -295,6 +298,7 @@ def evaluate(
     force: bool = False,
     quiet: bool = False,
     strict: bool = False,
+    domain_reference=None,
 ) -> Dict:
     """Predict every frame of ``data_paths`` with a model and write, into the folder ``out``
     (atomically: all files or none), ``predictions.extxyz``, ``predictions.csv``,
@@ -325,9 +329,13 @@ def evaluate(
         force: overwrite the files of a non-empty ``out``
         quiet: no progress bar and no printed tables
         strict: refuse (writing nothing) when a frame is skipped or has an unusable reference
+        domain_reference: the model's training crystals for the domain scores
+            (:func:`~aniso_nequip.domain.resolve_reference`; default: the ready model's own)
 
     Returns:
-        :func:`evaluation_metrics` with the ``model`` and ``data`` paths and the lists above
+        :func:`evaluation_metrics` with the ``model`` and ``data`` paths, the lists above and
+        ``domain`` (:func:`~aniso_nequip.domain.domain_metrics`: how many predictions are out of
+        the applicability domain and how the score ranks the errors)
 
     Raises :class:`~aniso_nequip.errors.InputError` for a missing, empty or unreadable data file,
     no frame that can be predicted, a skipped frame or unusable reference with ``strict`` and a
@@ -337,14 +345,17 @@ def evaluate(
     leaves a previous ``out`` as it was.
     """
     with output_set(out, EVALUATION_FILES, force=force, whole_folder=True) as stage:
-        metrics, text = _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict)
+        metrics, text = _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict,
+                                  domain_reference)  # fmt: skip
     if not quiet:
         print(text, end="")
         print(f"wrote {pathlib.Path(out)}/")
     return metrics
 
 
-def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) -> Tuple[Dict, str]:
+def _evaluate(
+    model_path, data_paths, stage, batch_size, device, quiet, strict, domain_reference=None
+) -> Tuple[Dict, str]:
     """:func:`evaluate`'s work, writing into the folder ``stage``; returns the metrics and the
     printed tables."""
     frames, origin = _read_frames(data_paths)
@@ -358,8 +369,9 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
             f"reference tensor (--strict: nothing written):\n{_listed(skipped + invalid)}".rstrip()
         )
 
-    outputs = predict(
-        frames, model, batch_size, device, field="all", progress=not quiet, checked=True
+    reference = resolve_reference(model_path, domain_reference, batch_size, device)
+    outputs, domain = predict(
+        frames, model, batch_size, device, "all", not quiet, checked=True, domain=reference
     )
     problems = [prediction_problem(tensor) for tensor in outputs[_EPS]]
     failed = [_entry(origin[i], a, p) for i, (a, p) in enumerate(zip(frames, problems)) if p]
@@ -371,7 +383,7 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     kept = [i for i, p in enumerate(problems) if p is None]
     if not kept:
         raise InputError(f"every prediction failed:\n{_listed(failed)}".rstrip())
-    frames, origin = [frames[i] for i in kept], [origin[i] for i in kept]
+    frames, origin, domain = [frames[i] for i in kept], [origin[i] for i in kept], domain.take(kept)
     outputs = {f: [values[i] for i in kept] for f, values in outputs.items()}
     outputs = {f: np.asarray(v) if get_field_type(f) == "graph" else v for f, v in outputs.items()}
     refs = [_reference(a) for a in frames]
@@ -388,6 +400,9 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
     metrics["failed"] = failed
     metrics["warnings"] = untrained_warnings(frames, model, names)
     metrics["warnings"] += structure_warnings(frames, names, bulk=False)
+    errors = {k: np.where(has_ref, abs(pred_d[k] - ref_d[k]), np.nan) for k in ("eps_poly", "a_r")}
+    ids = [_identifier(a, i) for i, a in enumerate(frames)]
+    metrics["domain"] = domain_metrics(domain, errors, ids)
     text, note = metrics_text(metrics), _note(metrics)
 
     annotated = _annotated(frames, outputs)
@@ -397,7 +412,9 @@ def _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict) 
         (None if ref is None else describe_optics(ref, sym), describe_optics(pred, sym))
         for ref, pred, sym in zip(refs, outputs[_EPS], symmetries)
     ]
-    _write_csv(stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref, optics)
+    _write_csv(
+        stage / "predictions.csv", frames, origin, systems, ref_d, pred_d, has_ref, optics, domain
+    )
     with open(stage / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
     report = f"# nequip-evaluate\n\nmodel: `{metrics['model']}`\n\n{text}\n{note}"

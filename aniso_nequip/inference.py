@@ -339,8 +339,11 @@ def predict(
     field: str = AtomicDataDict.DIELECTRIC_KEY,
     progress: bool = False,
     checked: bool = False,
+    domain=False,
 ):
-    """Predicted dielectric tensors, an ``(N, 3, 3)`` float64 array.
+    """Predicted dielectric tensors, an ``(N, 3, 3)`` float64 array; with ``domain``, the pair
+    ``(tensors, scores)``, ``scores`` the :class:`~aniso_nequip.domain.DomainScores` of the
+    structures (their applicability domain: :mod:`aniso_nequip.domain`).
 
     A prediction whose dielectric tensor :func:`~aniso_nequip.data.validation.prediction_problem`
     calls failed (non-finite, or eigenvalues no material has) is NaN in every field, with a
@@ -365,10 +368,23 @@ def predict(
         checked: the structures are ``ase.Atoms`` already checked by the caller, which reports
             their problems, untrained elements and failed predictions itself
             (:func:`predict_batches`): the predictions are returned as they are
+        domain: ``False`` (default): no domain scores; ``True``: scores against the reference
+            shipped with the ready model (unavailable, with the reason, for other models); a
+            :class:`~aniso_nequip.domain.DomainReference`, its ``.npz`` file or the training
+            file of ``model`` (:func:`~aniso_nequip.domain.resolve_reference`)
     """
     check_variable("batch_size", batch_size)
     if device is not None:
         check_device(device)
+    if domain is not False:
+        from .domain import capture_features, resolve_reference, scores_for
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        reference = resolve_reference(model, domain, batch_size, device)
+        members = [as_model(m, device) for m in ensemble_members(model)]
+        with capture_features(members[0]) as features:
+            out = predict(structures, members, batch_size, device, field, progress, checked)
+        return out, scores_for(reference, features, structures)
     if field == "optics":
         from .optics import describe_all
 

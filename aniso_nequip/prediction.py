@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import glob
 import pathlib
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import ase
 import ase.io
@@ -39,6 +39,8 @@ from .data.validation import (
     structure_problem,
     structure_warnings,
 )
+from .domain import COLUMNS as DOMAIN_COLUMNS
+from .domain import DomainScores, capture_features, resolve_reference, scores_for
 from .errors import InputError
 from .inference import (
     as_model,
@@ -60,8 +62,9 @@ PREDICTION_FILES = ("predictions.csv", "predictions.extxyz")
 class Predictions:
     """What :func:`predict_files` found: the predicted structures with their sources, each
     ensemble member's tensors ``(M, N, 3, 3)``, the skipped inputs with their reasons, warnings
-    on predicted ones (elements the model never saw in training, unusual structures) and the
-    failed predictions with their reasons (not among the results)."""
+    on predicted ones (elements the model never saw in training, unusual structures), the
+    failed predictions with their reasons (not among the results) and the structures'
+    applicability domain (:class:`~aniso_nequip.domain.DomainScores`)."""
 
     sources: List[str]
     structures: List[ase.Atoms]
@@ -69,6 +72,7 @@ class Predictions:
     skipped: List[Tuple[str, str]]
     warnings: List[str] = dataclasses.field(default_factory=list)
     failed: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    domain: Optional[DomainScores] = None
 
     @functools.cached_property
     def mean(self) -> np.ndarray:
@@ -157,24 +161,35 @@ def read_structures(
 
 
 def predict_files(
-    inputs: Sequence[str], model=None, device: str = "cpu", batch_size: int = 32
+    inputs: Sequence[str],
+    model=None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    domain_reference=None,
 ) -> Predictions:
     """Read ``inputs`` and predict their tensors with ``model`` (a file, a list of files for an
-    ensemble; default: the shipped ready model)."""
+    ensemble; default: the shipped ready model) and their domain scores against
+    ``domain_reference`` (:func:`~aniso_nequip.domain.resolve_reference`: by default the ready
+    model's own)."""
+    reference = resolve_reference(model, domain_reference, batch_size, device)
     models = [as_model(m, device) for m in ensemble_members(model)]
     sources, structures, skipped = read_structures(inputs, common_type_names(models))
     notes = untrained_warnings(structures, models, sources)
     notes += structure_warnings(structures, sources)
-    members = (
-        predict_members(structures, models, batch_size, device, checked=True)
-        if structures
-        else np.zeros((len(models), 0, 3, 3))
-    )
+    with capture_features(models[0]) as features:
+        members = (
+            predict_members(structures, models, batch_size, device, checked=True)
+            if structures
+            else np.zeros((len(models), 0, 3, 3))
+        )
+    scores = scores_for(reference, features, structures)
     problems = [prediction_problem(tensor) for tensor in members.mean(axis=0)]
     failed = [(source, p) for source, p in zip(sources, problems) if p]
     kept = [i for i, p in enumerate(problems) if p is None]
     sources, structures = [sources[i] for i in kept], [structures[i] for i in kept]
-    return Predictions(sources, structures, members[:, kept], skipped, notes, failed)
+    return Predictions(
+        sources, structures, members[:, kept], skipped, notes, failed, scores.take(kept)
+    )
 
 
 def predict_and_write(
@@ -186,6 +201,7 @@ def predict_and_write(
     force: bool = False,
     strict: bool = False,
     quiet: bool = False,
+    domain_reference=None,
 ) -> Predictions:
     """``aniso-nequip predict``: :func:`predict_files`, its report (:func:`prediction_table`,
     printed unless ``quiet``) and, with ``out``, its files (:func:`write_prediction_files`).
@@ -198,7 +214,7 @@ def predict_and_write(
     if out:
         claim = output_set(out, PREDICTION_FILES, force=force, whole_folder=True)
     with claim as stage:
-        result = predict_files(inputs, model, device, batch_size)
+        result = predict_files(inputs, model, device, batch_size, domain_reference)
         if not quiet:
             print(prediction_table(result), end="")
         if not result.structures:
@@ -239,6 +255,7 @@ def prediction_table(result: Predictions) -> str:
             f"  eigenvalues {'  '.join(f'{v:.3f}' for v in mean['eigenvalues'][i])}"
             f"   eps_poly {_pm(mean['eps_poly'][i], spread['eps_poly'], i)}"
             f"   a_r {_pm(mean['a_r'][i], spread['a_r'], i)}"
+            + (f"\n  {result.domain.text(i)}" if result.domain.available else "")
         )
     if len(result.members) > 1 and blocks:
         blocks.append(f"(± : spread of the {len(result.members)}-model ensemble)")
@@ -246,6 +263,8 @@ def prediction_table(result: Predictions) -> str:
         blocks.append(f"warning: {note}")
     for source, reason in result.failed:
         blocks.append(f"failed {source}: {reason}")
+    blocks += [] if result.domain.available else [f"note: domain scores unavailable: "
+                                                  f"{result.domain.reason}"]  # fmt: skip
     for source, reason in result.skipped:
         blocks.append(f"skipped {source}: {reason}")
     return "\n\n".join(blocks) + "\n"
@@ -280,7 +299,7 @@ def write_prediction_files(result: Predictions, folder) -> None:
         header += ["eigenvalue1", "eigenvalue2", "eigenvalue3", "eps_poly", "a_r"]
         if len(result.members) > 1:
             header += ["eps_poly_std", "a_r_std"]
-        writer.writerow(header)
+        writer.writerow(header + list(DOMAIN_COLUMNS))
         for i, (atoms, (formula, system)) in enumerate(zip(result.structures, result.labels)):
             row = [result.sources[i], formula, system, *csv_fields(result.optics[i]).values()]
             row.append(len(atoms))
@@ -288,4 +307,4 @@ def write_prediction_files(result: Predictions, folder) -> None:
             values += [mean["eps_poly"][i], mean["a_r"][i]]
             if len(result.members) > 1:
                 values += [spread["eps_poly"][i], spread["a_r"][i]]
-            writer.writerow(row + [f"{v:.6f}" for v in values])
+            writer.writerow(row + [f"{v:.6f}" for v in values] + [*result.domain.row(i).values()])

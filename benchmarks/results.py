@@ -2,8 +2,9 @@
 
 Reads ``RUNS/<experiment>/accuracy.json`` (``benchmarks/accuracy.py``, run by
 ``benchmarks/experiments.py``), ``RUNS/speed_*.json`` (``benchmarks/speed.py --out``, with or
-without ``--foundation``), ``RUNS/screen_*.json`` (``benchmarks/screen.py --out``) and
-``RUNS/discovery/<row>/seed*_fold*.json`` (``benchmarks/discovery.py``).
+without ``--foundation``), ``RUNS/screen_*.json`` (``benchmarks/screen.py --out``),
+``RUNS/discovery/<row>/seed*_fold*.json`` (``benchmarks/discovery.py``) and
+``RUNS/domain/domain.json`` (``benchmarks/domain.py``).
 
     python benchmarks/results.py                 # benchmarks/runs -> benchmarks/RESULTS.md
 """
@@ -109,6 +110,52 @@ def _per_system(summary):
     return "\n".join(lines) + "\n"
 
 
+def _domain_section(result) -> list:
+    """The applicability-domain section from ``benchmarks/domain.py``'s JSON."""
+    names = {"mp_subset_test": "`mp_subset` test split",
+             "phonondb_not_in_mp_train": "`phonondb` (all splits) less the MP training crystals"}
+    lines = [
+        "## Applicability domain: does the domain score rank the errors?\n",
+        "The ready model's domain score (`aniso_nequip.domain`: distance of a crystal's pooled "
+        "head features to the nearest training crystal / the median such distance of the "
+        "validation crystals) against its absolute errors; Spearman rank correlations, and the "
+        f"mean absolute errors above and below each threshold ({_machine(result['machine'])}, "
+        f"{result['date']}; `python benchmarks/domain.py`).\n",
+        "| set | n | Spearman (score, abs. error eps_poly) | Spearman (score, abs. error a_r) "
+        "| median score |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, s in result["sets"].items():
+        median = s["score_quantiles"]["0.5"]
+        lines.append(f"| {names.get(name, name)} | {s['n']} | {s['spearman_eps_poly']:.2f} "
+                     f"| {s['spearman_a_r']:.2f} | {median:.2f} |")  # fmt: skip
+    lines += ["", "| threshold | set | flagged | MAE eps_poly in / out (ratio) "
+              "| MAE a_r in / out (ratio) |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, s in result["sets"].items():
+        for r in s["thresholds"]:
+            lines.append(
+                f"| {r['threshold']:.2f} | {names.get(name, name)} | {r['n_above']} "
+                f"({100 * r['fraction']:.0f}%) | {r['eps_poly_mae_in']:.3f} / "
+                f"{r['eps_poly_mae_out']:.3f} ({r['eps_poly_ratio']:.1f}x) | "
+                f"{r['a_r_mae_in']:.3f} / {r['a_r_mae_out']:.3f} ({r['a_r_ratio']:.1f}x) |"
+            )
+    ne = result["neon"]
+    lines += [
+        "",
+        "Flag threshold: the smallest threshold (grid from 1 in steps of 0.25) that flags at most "
+        f"{100 * result['max_flagged_mp_test']:.0f}% of the MP test split and above which both "
+        "mean errors are at least twice those below, on both sets: "
+        f"**{result['chosen_threshold']:g}** (shipped: `aniso_nequip.domain.FLAG_THRESHOLD` = "
+        f"{result['shipped_threshold']:g}).",
+        "",
+        f"Solid neon (fcc, a = 4.46 A; real eps_inf about {ne['eps_poly_real']}): predicted "
+        f"eps_poly {ne['eps_poly_pred']:.2f}, domain score {ne['domain_score']:.2f}, "
+        f"{'flagged out of domain' if ne['out_of_domain'] else 'NOT flagged'} (nearest training "
+        f"crystal {ne['nearest_training_id']}, {ne['nearest_training_formula']}).\n",
+    ]
+    return lines
+
+
 def render(runs_dir: pathlib.Path) -> str:
     runs = {p.parent.name: json.loads(p.read_text()) for p in runs_dir.glob("*/accuracy.json")}
     runs = {name: s for name, s in runs.items() if name in EXPERIMENTS}
@@ -164,6 +211,9 @@ def render(runs_dir: pathlib.Path) -> str:
             _accuracy_rows(runs, ["paper", *groups["idea"]]),
             "## The paper's ablations on our data (its Table 2: readout and l_max)\n",
             _accuracy_rows(runs, groups["ablation"])]  # fmt: skip
+    domain = runs_dir / "domain" / "domain.json"
+    if domain.is_file():
+        out += _domain_section(json.loads(domain.read_text()))
     for path in sorted(runs_dir.glob("speed_*.json")):
         speed = json.loads(path.read_text())
         m = speed["machine"]

@@ -7,7 +7,9 @@
    and ships the ensemble when it beats the single model on both MAEs by more than the seeds'
    spread (else the first seed's model alone),
 4. writes ``model_card.json`` and ``MODEL_CARD.md`` with the measured figures (run
-   ``benchmarks/experiment.py`` afterwards for the card's "PBE vs experiment" section).
+   ``benchmarks/experiment.py`` afterwards for the card's "PBE vs experiment" section), and the
+   shipped model's domain reference (``domain_reference.npz``: its training crystals' pooled
+   features, calibrated on the validation split; :mod:`aniso_nequip.domain`).
 
     python benchmarks/ship_model.py                                  # foundation config, 3 seeds
     python benchmarks/ship_model.py --name foundation_frozen --members 3
@@ -28,6 +30,7 @@ from accuracy import KEYS, without_most_anisotropic
 from machine import describe
 
 from aniso_nequip.data.symmetry import crystal_system
+from aniso_nequip.domain import build_reference, shipped_reference_path
 from aniso_nequip.inference import predict_members
 from aniso_nequip.io import atomic_file
 from aniso_nequip.metrics import derived, reference_tensor, tensor_metrics
@@ -36,6 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "aniso_nequip" / "pretrained"
 TEST_FILE = ROOT / "datasets" / "mp_subset_test.extxyz.gz"
 TRAIN_FILE = ROOT / "datasets" / "mp_subset_train.extxyz.gz"
+VAL_FILE = ROOT / "datasets" / "mp_subset_val.extxyz.gz"
 
 
 def test_metrics(paths):
@@ -118,6 +122,9 @@ def main(argv=None):
     for package, name in zip(shipped, names):
         with atomic_file(SHIPPED / name, force=True) as tmp:
             tmp.write_bytes(package.read_bytes())
+    reference = build_reference(SHIPPED / names[0], TRAIN_FILE, VAL_FILE)
+    with atomic_file(shipped_reference_path(), force=True) as tmp:
+        reference.save(tmp)
     train = ase.io.read(TRAIN_FILE, ":")
     card = {
         "name": "aniso-nequip ready model: AnisoNet head on SevenNet-0 (frozen backbone)",
@@ -275,6 +282,9 @@ Per crystal system:
 | --- | --- | --- |
 {worst}
 
+- Every prediction carries a domain score (distance to the nearest training crystal; above
+  1.5 it is flagged `out_of_domain`: errors there are 2-4x larger; README "Applicability
+  domain"); solid neon, for one, is flagged.
 - Eigenvalues below 1 are unphysical for `eps_inf`; this model does not force them above 1
   (`readout=square`, `log` or `local_field` in the configs do); `aniso-nequip screen` ranks such
   predictions last.

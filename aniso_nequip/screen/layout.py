@@ -29,6 +29,7 @@ import math
 import pathlib
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from ..domain import COLUMNS as DOMAIN_COLUMNS
 from ..errors import InputError
 from ..optics import CSV_COLUMNS
 from .filters import Thresholds
@@ -71,6 +72,9 @@ class Settings:
         dimensionality: classify structural dimensionality (the slow part)
         shards: the number of shards the pool is split into
         chunk_size: structures of a shard per chunk, the unit from which a killed run resumes
+        domain_reference: the models' training crystals for the domain score
+            (:func:`~aniso_nequip.domain.resolve_reference`; default: the ready model's own);
+            crystals out of the domain rank after those in it
     """
 
     models: List[str]
@@ -85,6 +89,7 @@ class Settings:
     dimensionality: bool = True
     shards: int = 1
     chunk_size: int = 1000
+    domain_reference: Optional[str] = None
 
     def to_dict(self) -> Dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -118,7 +123,8 @@ class Settings:
         return (
             ["id", "formula"]
             + stats
-            + ["physical", "failed", "dimensionality", "crystal_system", *CSV_COLUMNS, "n_sites"]
+            + ["physical", "failed", *DOMAIN_COLUMNS, "dimensionality", "crystal_system"]
+            + [*CSV_COLUMNS, "n_sites"]
             + ["energy_above_hull", "band_gap"]
             + ["source", "index", "fingerprint"]
             + [f"eps_{c}" for c in VOIGT_NAMES]
@@ -151,17 +157,31 @@ def read_settings(out) -> Settings:
     return Settings.from_dict(json.loads(path.read_text()))
 
 
-def sort_key(score: float, index: int, last: bool = False, failed: bool = False):
+def sort_key(
+    score: float, index: int, last: bool = False, failed: bool = False, out_of_domain: bool = False
+):
     """Ranking order: ``failed`` predictions after everything (listed, never ranked), then
-    ``last`` after the others (:meth:`Settings.ranked_last`), then descending score, NaN last,
-    ties in input order."""
-    return (failed, last, math.inf if math.isnan(score) else -score, index)
+    ``last`` after the others (:meth:`Settings.ranked_last`), then crystals ``out_of_domain``
+    (:mod:`aniso_nequip.domain`) after those in it, then descending score, NaN last, ties in
+    input order."""
+    return (failed, last, out_of_domain, math.inf if math.isnan(score) else -score, index)
 
 
 def row_key(row: Dict[str, str], settings: Settings):
     """:func:`sort_key` of a CSV row (values as written: strings)."""
     last = settings.ranked_last(row["physical"] == "True")
-    return sort_key(float(row[settings.score_column]), int(row["index"]), last, bool(row["failed"]))
+    failed, out_of_domain = bool(row["failed"]), row["out_of_domain"] == "True"
+    return sort_key(
+        float(row[settings.score_column]), int(row["index"]), last, failed, out_of_domain
+    )
+
+
+def frame_key(atoms, settings: Settings):
+    """:func:`sort_key` of a candidate frame (its ``info`` as the screen wrote it)."""
+    info = atoms.info
+    out_of_domain = bool(info.get("out_of_domain", False))
+    score, index = float(info[settings.score_column]), int(info["index"])
+    return sort_key(score, index, False, False, out_of_domain)
 
 
 def sorted_rows(paths: Sequence[pathlib.Path], settings: Settings) -> Iterator[Dict[str, str]]:

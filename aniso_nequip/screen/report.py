@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import plots
 from ..data.files import read_frames
+from ..domain import OutOfDomainTally, domain_lines
 from ..io import output_set
 from ..metrics import derived, reference_tensor
 from .duplicates import dropped_indices, find_duplicates
@@ -22,9 +23,9 @@ from .layout import (
     OUTPUTS,
     PHYSICAL_MIN_EIGENVALUE,
     Settings,
+    frame_key,
     frames_of,
     shard_path,
-    sort_key,
     sorted_rows,
 )
 
@@ -69,8 +70,7 @@ def _candidates(out, settings: Settings, dropped: set) -> List[ase.Atoms]:
         for atoms in frames_of(shard_path(out, i, settings.shards, ".extxyz"))
         if int(atoms.info["index"]) not in dropped
     ]
-    score = settings.score_column
-    frames.sort(key=lambda a: sort_key(float(a.info[score]), int(a.info["index"])))
+    frames.sort(key=lambda a: frame_key(a, settings))
     for rank, atoms in enumerate(frames[: settings.top], start=1):
         atoms.info["rank"] = rank
     return frames[: settings.top]
@@ -89,6 +89,7 @@ class _Ranking:
         self.unphysical_listed: List[Dict] = []
         self.failed = 0
         self.failed_listed: List[Dict] = []
+        self.out_of_domain = OutOfDomainTally(LISTED)
         self.top: List[Dict[str, str]] = []
         self.dimensionality_counts: Dict[str, int] = collections.Counter()
 
@@ -100,6 +101,7 @@ class _Ranking:
                 self.failed_listed.append(entry)
             return
         self.ranked += 1
+        self.out_of_domain.add(row)
         dim = _dim_label(row["dimensionality"])
         self.dimensionality_counts[dim] += 1
         if _physical(row):
@@ -254,6 +256,7 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
         ]
         lines += [f"- {name}: {', '.join(els)}" for name, els in list(untrained.items())[:LISTED]]
     lines += _duplicates_md(summary)
+    lines += domain_lines(summary["out_of_domain"], LISTED)
     unphysical = summary["unphysical"]
     if unphysical["count"]:
         placed = (
@@ -381,6 +384,7 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
                 "listed": ranking.unphysical_listed,
             },
             "failed": {"count": ranking.failed, "listed": ranking.failed_listed},
+            "out_of_domain": ranking.out_of_domain.summary(),
             "top": [{k: r[k] for k in ("rank", "id", "formula", score)} for r in ranking.top],
             "files": files,
         }
@@ -419,6 +423,9 @@ def console_summary(summary: Dict, out) -> str:
     if summary["failed"]["count"]:
         lines.append(f"  {summary['failed']['count']} failed prediction(s), not ranked: see "
                      "summary.md")  # fmt: skip
+    if summary["out_of_domain"]["count"]:
+        lines.append(f"  {summary['out_of_domain']['count']} crystal(s) out of the applicability "
+                     "domain, ranked after the others: see summary.md")  # fmt: skip
     score = summary["ranked_by"]
     lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
               for row in summary["top"][:5]]  # fmt: skip

@@ -23,6 +23,7 @@ from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
 from ..data.validation import prediction_problem, reduced_formula
+from ..domain import capture_features, resolve_reference, scores_for
 from ..errors import InputError
 from ..inference import common_type_names, load_model, predict, training_elements
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
@@ -39,6 +40,7 @@ from .layout import (
     VOIGT_NAMES,
     Settings,
     chunk_path,
+    frame_key,
     frames_of,
     read_settings,
     settings_path,
@@ -145,9 +147,10 @@ def _score(mean: float, std: float, settings: Settings) -> float:
     return mean + sign * settings.k * std
 
 
-def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
+def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
     """CSV rows and annotated frames of a batch; ``tensors`` is ``(n_models, B, 3, 3)``,
-    ``dims`` the dimensionalities (or ``None``s)."""
+    ``dims`` the dimensionalities (or ``None``s), ``domain`` the batch's
+    :class:`~aniso_nequip.domain.DomainScores`."""
     mean = tensors.mean(0)
     per_model = [derived(t) for t in tensors]
     eps_poly = np.stack([d["eps_poly"] for d in per_model])
@@ -170,6 +173,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings):
             **{k: float(v) for k, v in stats.items()},
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
             "failed": prediction_problem(mean[b]) or "",
+            **domain.row(b),
             "dimensionality": dims[b],
             "crystal_system": crystal_system(atoms),
             **csv_fields(describe(mean[b], atoms)),
@@ -287,7 +291,11 @@ class _Chunk:
         score = settings.score_column
         self.rows.sort(
             key=lambda r: sort_key(
-                r[score], r["index"], settings.ranked_last(r["physical"]), bool(r["failed"])
+                r[score],
+                r["index"],
+                settings.ranked_last(r["physical"]),
+                bool(r["failed"]),
+                r["out_of_domain"] is True,
             )
         )
         with atomic_file(chunk_path(out, shard, n, self.number, ".csv"), force=True) as tmp:
@@ -323,6 +331,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
         return False
     from tqdm import tqdm
 
+    reference = resolve_reference(settings.models, settings.domain_reference, batch_size, device)
     models = [load_model(path, device) for path in settings.models]
     known = common_type_names(models)
     exclude = exclusion_index(settings.exclude)
@@ -339,17 +348,19 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
             return
         tic = time.perf_counter()
         structures = [a for _, _, a in batch]  # checked by iter_structures, reported by keep
-        tensors = np.stack(
-            [predict(structures, m, len(batch), device, checked=True) for m in models]
-        )
+        with capture_features(models[0]) as features:
+            tensors = np.stack(
+                [predict(structures, m, len(batch), device, checked=True) for m in models]
+            )
+        domain = scores_for(reference, features, structures)
         chunk.seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
         dims = [dimensionality(a) if settings.dimensionality else None for _, _, a in batch]
         chunk.seconds["dimensionality"] += time.perf_counter() - tic
-        for row, frame in _rows(batch, tensors, dims, settings):
+        for row, frame in _rows(batch, tensors, dims, settings, domain):
             chunk.rows.append(row)
             if not (row["failed"] or settings.ranked_last(row["physical"])):
-                chunk.best.offer(sort_key(row[settings.score_column], row["index"]), frame)
+                chunk.best.offer(frame_key(frame, settings), frame)
         batch.clear()
 
     chunk = new_chunk(done)
@@ -409,10 +420,9 @@ def _finish_shard(out, settings: Settings, shard: int, n_chunks: int) -> None:
             chunks = [chunk_path(out, shard, n, c, ".csv") for c in range(n_chunks)]
             writer.writerows(sorted_rows(chunks, settings))
     best = _Best(settings.top)
-    score = settings.score_column
     for c in range(n_chunks):
         for frame in frames_of(chunk_path(out, shard, n, c, ".extxyz")):
-            best.offer(sort_key(float(frame.info[score]), int(frame.info["index"])), frame)
+            best.offer(frame_key(frame, settings), frame)
     _write_frames(shard_path(out, shard, n, ".extxyz"), best.frames())
     with atomic_file(shard_path(out, shard, n, ".json"), force=True) as tmp:
         tmp.write_text(json.dumps(report, indent=1))

@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from ..domain import REFERENCE_HELP
 from ..errors import InputError
 
 EXAMPLES = """examples:
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
         help="fail, writing nothing, when a frame cannot be predicted or its reference tensor "
         "is unusable (by default it is skipped or left out of the metrics, and listed)",
     )
+    parser.add_argument("--domain-reference", help=REFERENCE_HELP)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
@@ -57,6 +59,7 @@ def main(argv=None) -> int:
             args.device,
             args.force,
             strict=args.strict,
+            domain_reference=args.domain_reference,
         )
     except InputError as err:
         print(f"nequip-evaluate: error: {err}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """``aniso-nequip predict``: the argument parser; the work is in :mod:`aniso_nequip.prediction`."""
 
+from ..domain import REFERENCE_HELP
 from ..errors import InputError
 from . import add_command
 
@@ -30,6 +31,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--strict", action="store_true",
                         help="exit non-zero, writing nothing, if an input is skipped")  # fmt: skip
+    parser.add_argument("--domain-reference", help=REFERENCE_HELP)
 
 
 def _run(args) -> None:
@@ -39,5 +41,5 @@ def _run(args) -> None:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     predict_and_write(
         args.structures, args.model, args.out, args.device, args.batch_size, args.force,
-        args.strict,
+        args.strict, domain_reference=args.domain_reference,
     )  # fmt: skip

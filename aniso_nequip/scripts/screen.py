@@ -2,6 +2,7 @@
 
 import argparse
 
+from ..domain import REFERENCE_HELP
 from ..errors import InputError
 from . import add_command
 
@@ -82,6 +83,7 @@ def _run(args) -> None:
         dimensionality=not args.no_dimensionality,
         shards=n,
         chunk_size=args.chunk_size,
+        domain_reference=args.domain_reference,
     )
     result = screen(
         args.out,
@@ -188,6 +190,7 @@ def add_parser(commands) -> None:
         "skipped and listed in summary.md)",
     )
     screen.add_argument("--force", action="store_true", help="discard another run's results")
+    screen.add_argument("--domain-reference", help=REFERENCE_HELP)
     actions = screen.add_subparsers(dest="action", metavar="merge DIR")
     merge = actions.add_parser("merge", help="merge finished shards of DIR into the outputs")
     merge.add_argument("dir", help="the --out folder of the sharded run")
