@@ -116,7 +116,7 @@ def measure(args) -> dict:
     per_structure = (whole["wall_s"] - small["wall_s"]) / (args.n - args.small)
     minutes = (small["wall_s"] + (TARGET - args.small) * per_structure) / 60
     dim_per_structure = sample["dimensionality_s"] / sample["structures"]
-    # on a shared machine: CPU seconds, spread over the threads (a bound for a machine to itself)
+    # on a shared machine: CPU seconds spread over the threads (an estimate for an idle machine)
     cpu_per_structure = (whole["cpu_s"] - small["cpu_s"]) / (args.n - args.small)
     cpu_minutes = (small["cpu_s"] + (TARGET - args.small) * cpu_per_structure) / args.threads / 60
     dim_share = dim_per_structure * sample["cpu_s"] / sample["wall_s"]
@@ -164,7 +164,8 @@ def table(result: dict) -> str:
         f"{result['extrapolated_150k_min_with_dimensionality']:.0f} min with it; peak memory "
         f"of the whole pool / the small one: {result['memory_ratio_whole_to_small']:.2f}. "
         f"From CPU time ({result['cpu_s_per_structure'] * 1000:.0f} ms per structure, spread "
-        f"over {result['threads']} threads: the bound for a machine to itself): "
+        f"over {result['threads']} threads: an estimate for a machine to itself, itself "
+        "inflated by contention): "
         f"{result['extrapolated_150k_min_from_cpu_time']:.0f} min, "
         f"{result['extrapolated_150k_min_from_cpu_time_with_dimensionality']:.0f} min with the "
         "dimensionality step.",
