@@ -16,8 +16,11 @@ from helpers import bundled, rotated, rotation
 
 
 def _crystals(n=4):
-    """``n`` bundled crystals (distinct structures), without their tensors."""
-    frames = bundled("mp_subset_test", f":{n}")
+    """``n`` bundled bulk crystals (distinct structures), without their tensors: the test split's
+    third crystal (mf-test-0007, C8) is a graphene bilayer with 22 A of vacuum, which the screen
+    refuses as no bulk crystal."""
+    frames = bundled("mp_subset_test", f":{n + 1}")
+    frames = [a for a in frames if a.info["entry_id"] != "mf-test-0007"]
     for atoms in frames:
         atoms.calc = None
     return frames
