@@ -18,6 +18,7 @@ from aniso_nequip.domain import (
     DomainReference,
     capture_features,
     resolve_reference,
+    scores_for,
     shipped_reference_path,
 )
 from aniso_nequip.evaluation import evaluate
@@ -153,9 +154,11 @@ def test_reference_round_trip_and_bad_files(tmp_path, equivariant_model, small_f
         aniso_nequip.predict(small_frames[:1], domain=loaded)  # the ready model: other features
 
 
-def test_model_without_modules_gives_no_features():
-    with capture_features(torch.nn.Identity()) as features:
+def test_model_without_modules_gives_no_features(shipped, train3):
+    with capture_features(torch.nn.Identity()) as features:  # as a compiled model
         assert features is None
+    domain = scores_for(shipped, features, train3)
+    assert not domain.available and "compiled" in domain.reason and len(domain) == 3
 
 
 def test_screen_ranks_out_of_domain_crystals_after_the_others(tmp_path):
