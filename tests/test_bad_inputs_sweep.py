@@ -76,7 +76,8 @@ def test_sweep_whose_trials_all_fail_exits_non_zero(split_overrides, tmp_path, m
         sampler={"name": "grid"},
         n_trials=None,
         pruner=None,
-        parameters={"num_basis": {"choices": [0]}},
+        parameters={"num_features": {"choices": [4]}},
+        overrides=["max_epochs=1", "training_module.model.num_basis=0"],  # unchecked: a trial's
     )
     assert cli(["sweep", str(spec), *split_overrides]) == 2
     err = capsys.readouterr().err

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from ..errors import InputError, not_a_file
-from ..variables import RULES, Rule, check_config, check_variable
+from ..variables import RULES, Rule, check_config, check_variable, num_layers_rule
 from .pruners import PRUNERS
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -62,7 +62,8 @@ class SweepSpec:
 def _check_value(name: str, value, where: str, rule: Optional[Rule] = None) -> None:
     """:func:`~aniso_nequip.variables.check_variable` (``rule``, default the variable's own
     rule, if it has one) as a :class:`SpecError` naming the spec."""
-    if rule is None and name not in RULES:
+    rule = rule or RULES.get(name)
+    if rule is None:
         return
     try:
         check_variable(name, value, rule)
@@ -70,14 +71,15 @@ def _check_value(name: str, value, where: str, rule: Optional[Rule] = None) -> N
         raise SpecError(f"{where}: {err}") from None
 
 
-def _check_parameter(name: str, p: Any, where: str) -> Dict[str, Any]:
+def _check_parameter(name: str, p: Any, where: str, rule: Optional[Rule]) -> Dict[str, Any]:
+    """``p`` as the sweep's parameter ``name``; its choices or bounds must obey ``rule``."""
     if not isinstance(p, dict):
         raise SpecError(f"{where}: parameter `{name}` must be a mapping")
     if "choices" in p:
         if not isinstance(p["choices"], list) or not p["choices"]:
             raise SpecError(f"{where}: parameter `{name}` has an empty `choices` list")
         for choice in p["choices"]:
-            _check_value(name, choice, f"{where}: parameter `{name}`, choice {choice!r}")
+            _check_value(name, choice, f"{where}: parameter `{name}`, choice {choice!r}", rule)
         return {"type": "categorical", "choices": p["choices"]}
     kind = p.get("type")
     if kind not in ("float", "int"):
@@ -95,7 +97,7 @@ def _check_parameter(name: str, p: Any, where: str) -> Dict[str, Any]:
         raise SpecError(f"{where}: int parameter `{name}` needs integer bounds")
     for bound, value in (("low", low), ("high", high)):
         value = int(value) if kind == "int" else value
-        _check_value(name, value, f"{where}: parameter `{name}`, `{bound}`")
+        _check_value(name, value, f"{where}: parameter `{name}`, `{bound}`", rule)
     return {"type": kind, "low": low, "high": high, "log": log}
 
 
@@ -176,8 +178,11 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
         raise SpecError(f"{where}: unknown pruner `{pruner.get('name')}` (use one of {PRUNERS})")
     if not isinstance(raw["parameters"], dict):
         raise SpecError(f"{where}: `parameters` must map variable names to ranges")
-    parameters = {n: _check_parameter(n, p, where) for n, p in raw["parameters"].items()}
     variables = set(compose_config(base).keys())
+    rules = {**RULES, "num_layers": num_layers_rule("backbone" in variables)}
+    parameters = {
+        n: _check_parameter(n, p, where, rules.get(n)) for n, p in raw["parameters"].items()
+    }
     missing = sorted(set(parameters) - variables)
     if missing:
         raise SpecError(
