@@ -492,8 +492,10 @@ def table(out: pathlib.Path = OUT) -> str:
         seeds = sorted({r["seed"] for r in runs})
         folds = sorted({r["fold"] for r in runs})
         epochs = [r["epochs_run_best"] for r in runs if "epochs_run_best" in r]
+        limits = sorted({r["max_minutes"] for r in runs if r.get("max_minutes")})
         what = row.what + (
-            " (epochs run (best): " + ", ".join(f"{e} ({b})" for e, b in epochs) + ")"
+            " (epochs run (best): " + ", ".join(f"{e} ({b})" for e, b in epochs)
+            + "".join(f"; stopped at {m:g} min" for m in limits) + ")"
             if epochs else ""
         )  # fmt: skip
         m = runs[0]["machine"]

@@ -189,8 +189,10 @@ def render(runs_dir: pathlib.Path) -> str:
             "bundled `phonondb` crystals (PBEsol) that match no `mp_subset` crystal (each fold's "
             "model predicts all of them). Mean ± std over folds (and seeds). Ridge rows: closed "
             "form on mean-pooled frozen SevenNet-0 features (L2 strength by inner grouped CV); "
-            "their wall time leaves out the one-off feature computation (cached). Wall times on "
-            "the 2-core CPU were measured while other jobs shared it.\n",
+            "their wall time leaves out the one-off feature computation (cached), and a "
+            "log-space row run after the linear one of its block reuses that row's kernel "
+            "decompositions (its time is the fit alone). Wall times on the 2-core CPU were "
+            "measured while other jobs shared it (load average 15-20).\n",
             discovery_table(runs_dir / "discovery")]  # fmt: skip
     if "best" in runs:
         out += ["## Best configuration (`configs/anisonet_best.yaml`), mean ± std over seeds\n",
