@@ -223,6 +223,7 @@ def render(runs_dir: pathlib.Path) -> str:
             f = speed["foundation"]
             out += [f"## Frozen foundation config and shipped model, today's path and the new "
                     f"one: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
+                    *([f"**{speed['note']}**\n"] if speed.get("note") else []),
                     "Training (`configs/anisonet_foundation.yaml`), without and with the "
                     "backbone feature cache:\n", training_table(f["training"]),
                     "Inference of the shipped model, one lever added per row "

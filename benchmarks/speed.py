@@ -270,7 +270,7 @@ def training_table(rows):
              "|" + " --- |" * 3]  # fmt: skip
     for r in rows:
         figure = r.get("train_structures_per_s")
-        cells = [r["path"], "failed" if figure is None else f"{figure:.1f}",
+        cells = [r["path"], "not measured" if figure is None else f"{figure:.1f}",
                  str(r.get("setup_s", ""))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
