@@ -13,6 +13,29 @@ FORMS = ("linear", "square", "exp")
 """Forms of :class:`SymmetricTensorReadout`: ``S``, ``floor I + S @ S``, ``floor I + expm(S)``."""
 
 
+def _init_coefficient_head(
+    module, field, out_field, irreps_in, change_of_basis, isotropic_shift, isotropic_scale,
+    anisotropic_scale,
+) -> None:
+    """Set up a head reading the 6 coefficients ``field`` into the 3x3 tensor ``out_field``: its
+    irreps (the input must have 6 components) and the buffers of the linear map
+    ``eps = y @ basis + shift`` (``basis`` the scaled change of basis ``(6, 9)``, ``shift`` the
+    isotropic shift ``(1, 9)``)."""
+    module.field = field
+    module.out_field = out_field
+    module._init_irreps(
+        irreps_in=irreps_in, required_irreps_in=[field], irreps_out={out_field: None}
+    )
+    assert Irreps(module.irreps_in[field]).dim == 6, (
+        f"`{field}` must have 6 components, got irreps {module.irreps_in[field]}"
+    )
+    dtype = torch.get_default_dtype()
+    module.register_buffer(
+        "basis", _scaled_basis(change_of_basis, isotropic_scale, anisotropic_scale)
+    )
+    module.register_buffer("shift", (isotropic_shift * torch.eye(3, dtype=dtype)).reshape(1, 9))
+
+
 def _scaled_basis(
     change_of_basis: torch.Tensor, isotropic_scale: float, anisotropic_scale: float
 ) -> torch.Tensor:
@@ -99,24 +122,10 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
     ):
         super().__init__()
         assert form in FORMS, f"`form` must be one of {FORMS}, got {form!r}"
-        self.field = field
-        self.out_field = out_field
         self.form = form
         self.floor = float(floor)
-        self._init_irreps(
-            irreps_in=irreps_in,
-            required_irreps_in=[field],
-            irreps_out={out_field: None},
-        )
-        assert Irreps(self.irreps_in[field]).dim == 6, (
-            f"`{field}` must have 6 components, got irreps {self.irreps_in[field]}"
-        )
-        dtype = torch.get_default_dtype()
-        # eps = einsum(y, scales[:, None, None] * Q) + shift * I
-        self.register_buffer(
-            "basis", _scaled_basis(change_of_basis, isotropic_scale, anisotropic_scale)
-        )
-        self.register_buffer("shift", (isotropic_shift * torch.eye(3, dtype=dtype)).reshape(1, 9))
+        _init_coefficient_head(self, field, out_field, irreps_in, change_of_basis,
+                               isotropic_shift, isotropic_scale, anisotropic_scale)  # fmt: skip
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         y = data[self.field]
@@ -182,23 +191,10 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
         irreps_in=None,
     ):
         super().__init__()
-        self.field = field
-        self.out_field = out_field
         self.damping = damping
         self.accuracy = float(accuracy)
-        self._init_irreps(
-            irreps_in=irreps_in,
-            required_irreps_in=[field],
-            irreps_out={out_field: None},
-        )
-        assert Irreps(self.irreps_in[field]).dim == 6, (
-            f"`{field}` must have 6 components, got irreps {self.irreps_in[field]}"
-        )
-        dtype = torch.get_default_dtype()
-        self.register_buffer(
-            "basis", _scaled_basis(change_of_basis, isotropic_scale, anisotropic_scale)
-        )
-        self.register_buffer("shift", (isotropic_shift * torch.eye(3, dtype=dtype)).reshape(1, 9))
+        _init_coefficient_head(self, field, out_field, irreps_in, change_of_basis,
+                               isotropic_shift, isotropic_scale, anisotropic_scale)  # fmt: skip
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         if torch.compiler.is_compiling() or get_proxy_mode() is not None:  # nequip-compile traces

@@ -33,15 +33,14 @@ def _val_pool(tmp_path):
     return [str(path), str(docs)]
 
 
+def _screen_argv(trained):
+    model = str(trained["dir"] / "best.ckpt")
+    return ["screen", "--quiet", "--no-dimensionality", "--model", model]
+
+
 def test_screen_skips_and_lists_bad_structures(trained, tmp_path, capsys):
     out = tmp_path / "screen"
-    argv = [
-        "screen",
-        "--quiet",
-        "--no-dimensionality",
-        "--model",
-        str(trained["dir"] / "best.ckpt"),
-    ]
+    argv = _screen_argv(trained)
     argv += ["--structures", *_val_pool(tmp_path), "--out", str(out)]
     assert cli(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -61,13 +60,7 @@ def test_screen_fails_cleanly(case, trained, tmp_path, capsys):
     if case == "nothing-valid":
         structures = structures[1:]
     out = tmp_path / "screen"
-    argv = [
-        "screen",
-        "--quiet",
-        "--no-dimensionality",
-        "--model",
-        str(trained["dir"] / "best.ckpt"),
-    ]
+    argv = _screen_argv(trained)
     argv += ["--structures", *structures, "--out", str(out)] + ["--strict"] * (case == "strict")
     assert cli(argv) == 2
     err = capsys.readouterr().err
@@ -156,13 +149,7 @@ def test_screen_never_ranks_a_failed_prediction(trained, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(runner, "predict", one_failed)
     out = tmp_path / "screen"
-    argv = [
-        "screen",
-        "--quiet",
-        "--no-dimensionality",
-        "--model",
-        str(trained["dir"] / "best.ckpt"),
-    ]
+    argv = _screen_argv(trained)
     assert cli([*argv, "--structures", str(pool), "--out", str(out), "--top", "4"]) == 0
     with open(out / "ranking.csv", newline="") as f:
         rows = list(csv.DictReader(f))
