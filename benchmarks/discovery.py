@@ -495,7 +495,7 @@ def table(out: pathlib.Path = OUT) -> str:
         limits = sorted({r["max_minutes"] for r in runs if r.get("max_minutes")})
         what = row.what + (
             " (epochs run (best): " + ", ".join(f"{e} ({b})" for e, b in epochs)
-            + "".join(f"; stopped at {m:g} min" for m in limits) + ")"
+            + "".join(f"; time limit {m:g} min per training" for m in limits) + ")"
             if epochs else ""
         )  # fmt: skip
         m = runs[0]["machine"]
