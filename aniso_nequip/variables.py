@@ -25,6 +25,7 @@ class Rule:
         kind: ``int``, ``number`` (int or float), ``choice`` or ``bool``
         low: smallest allowed value of an ``int`` or ``number`` (``None``: no bound)
         strict: ``low`` itself is not allowed
+        below: values must be smaller than this (``None``: no upper bound)
         choices: the allowed values of a ``choice``
         optional: ``None`` (``null``) is allowed too
     """
@@ -32,6 +33,7 @@ class Rule:
     kind: str
     low: Optional[float] = None
     strict: bool = False
+    below: Optional[float] = None
     choices: Tuple[Any, ...] = ()
     optional: bool = False
 
@@ -45,6 +47,8 @@ class Rule:
             text = "an integer" if self.kind == "int" else "a number"
             if self.low is not None:
                 text += f" {'>' if self.strict else '>='} {self.low:g}"
+            if self.below is not None:
+                text += f"{' and' if self.low is not None else ''} < {self.below:g}"
         return text + (" (or null)" if self.optional else "")
 
     def allows(self, value) -> bool:
@@ -56,6 +60,8 @@ class Rule:
             return isinstance(value, bool)
         wanted = numbers.Integral if self.kind == "int" else numbers.Real
         if isinstance(value, bool) or not isinstance(value, wanted):
+            return False
+        if self.below is not None and not value < self.below:
             return False
         if self.low is None:
             return True
@@ -78,6 +84,7 @@ RULES: Mapping[str, Rule] = {
     "polynomial_cutoff_p": Rule("int", MIN_POLYNOMIAL_CUTOFF_P),
     "radial_mlp_depth": Rule("int", 0),
     "radial_mlp_width": Rule("int", 1),
+    "head_dropout": Rule("number", 0, below=1),
     "readout": Rule("choice", choices=READOUTS),
     "physical_readout": Rule("bool"),  # what `readout` replaced; saved configs hold it
     "backbone_layers": Rule("int", 1),
@@ -91,7 +98,7 @@ RULES: Mapping[str, Rule] = {
     "lr_decay": Rule("number", 0, strict=True),
     "max_epochs": Rule("int", 1),
     "early_stopping_patience": Rule("int", 0),
-    "loss_metric": Rule("choice", choices=("mse", "mae")),
+    "loss_metric": Rule("choice", choices=("mse", "mae", "log_mse", "log_mae")),
     "num_workers": Rule("int", 0),
     "wandb": Rule("bool"),
 }

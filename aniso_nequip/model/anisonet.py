@@ -20,6 +20,7 @@ from .. import _keys
 from ..nn import (
     GaussianEdgeLengthEncoding,
     GraphMeanPool,
+    IrrepsDropout,
     LocalFieldReadout,
     SymmetricTensorReadout,
 )
@@ -135,6 +136,7 @@ def _trunk(
     polynomial_cutoff_p: int = 6,
     radial_mlp_depth: int = 1,
     radial_mlp_width: int = 64,
+    head_dropout: float = 0.0,
     backbone: Optional[Callable] = None,
 ):
     """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``.
@@ -147,6 +149,10 @@ def _trunk(
     between the embeddings and the convolutions, named ``backbone``; its features replace the
     type embedding as the first convolution's input, and ``num_layers`` may then be 0.
 
+    ``head_dropout > 0`` ends the trunk with an :class:`~aniso_nequip.nn.IrrepsDropout` of the
+    node features that the readout heads read, named ``head_dropout`` (while training only; at 0
+    there is no such module, and the model is exactly the one without the variable).
+
     Every variable is checked first (:data:`aniso_nequip.variables.RULES`): a value out of its
     range raises :class:`~aniso_nequip.errors.InputError`.
     """
@@ -154,7 +160,7 @@ def _trunk(
         r_max=r_max, l_max=l_max, num_features=num_features, num_basis=num_basis,
         type_embed_num_features=type_embed_num_features, radial_basis=radial_basis,
         polynomial_cutoff_p=polynomial_cutoff_p, radial_mlp_depth=radial_mlp_depth,
-        radial_mlp_width=radial_mlp_width,
+        radial_mlp_width=radial_mlp_width, head_dropout=head_dropout,
     )  # fmt: skip
     check_variable("num_layers", num_layers, num_layers_rule(backbone is not None))
     modules = {}
@@ -174,6 +180,8 @@ def _trunk(
             prefix="head" if backbone else "layer", reads_embedding=backbone is None,
         )  # fmt: skip
         modules.update(convolutions)
+    if head_dropout:
+        modules["head_dropout"] = IrrepsDropout(head_dropout, irreps_in=prev_irreps)
     node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
     # a model on a backbone refuses this case itself (FoundationAnisoNetModel)
     if (
@@ -357,6 +365,9 @@ def AnisoNetModel(
         polynomial_cutoff_p (int): exponent of the polynomial cutoff envelope (default ``6``)
         radial_mlp_depth (int): hidden layers of the radial MLPs (default ``1``)
         radial_mlp_width (int): width of the radial MLPs (default ``64``)
+        head_dropout (float): probability of dropping each node feature (a whole irrep) that
+            the readout reads, while training (default ``0``: none;
+            :class:`~aniso_nequip.nn.IrrepsDropout`)
         isotropic_shift (float): shift of ``tr(eps)/3``, e.g. the training mean of ``eps_poly``
         isotropic_scale (float): scale of ``tr(eps)/3``, e.g. the training std of ``eps_poly``
         anisotropic_scale (float): scale of the traceless part, e.g. the training RMS of its

@@ -5,6 +5,7 @@ These modules end up inside ``nequip-package`` archives, so they import only wha
 """
 
 from .backbone import NequIPBackbone, SevenNetBackbone, SevenNetInteraction
+from .dropout import IrrepsDropout
 from .radial import GaussianEdgeLengthEncoding
 from .readout import (
     BornChargeReadout,
@@ -17,6 +18,7 @@ __all__ = [
     "BornChargeReadout",
     "GaussianEdgeLengthEncoding",
     "GraphMeanPool",
+    "IrrepsDropout",
     "LocalFieldReadout",
     "NequIPBackbone",
     "SevenNetBackbone",

@@ -25,7 +25,9 @@ from nequip.data import (
 from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
 
 from .._keys import DIELECTRIC_IONIC_KEY
+from ..errors import InputError
 from ..variables import check_variable
+from .log_metrics import LogMeanAbsoluteError, LogMeanSquaredError
 from .modifiers import (
     AnisotropyRatio,
     PolycrystallineConstant,
@@ -41,7 +43,13 @@ HEADS = {
 }
 """Fields a dielectric model may predict, with the prefix of their loss and metric names."""
 
-LOSS_METRICS = {"mse": MeanSquaredError, "mae": MeanAbsoluteError}
+LOSS_METRICS = {
+    "mse": MeanSquaredError,
+    "mae": MeanAbsoluteError,
+    "log_mse": LogMeanSquaredError,
+    "log_mae": LogMeanAbsoluteError,
+}
+"""``loss_metric`` -> metric; ``log_*`` compare ``logm(eps - I)`` (:mod:`.log_metrics`)."""
 
 _DEFAULT_HEADS = {AtomicDataDict.DIELECTRIC_KEY: 1.0}
 
@@ -55,6 +63,14 @@ def _check_heads(heads: Dict[str, float], what: str) -> None:
 def _error_entry(field: str, coeff: Optional[float], metric: str) -> dict:
     """The ``{prefix}irreps_{metric}`` (symmetric tensors) or ``born_{metric}`` entry."""
     check_variable("loss_metric", metric)
+    if metric.startswith("log_"):
+        if field != AtomicDataDict.DIELECTRIC_KEY:
+            raise InputError(
+                f"`loss_metric: {metric}` compares logm(eps - I) of the electronic "
+                f"`dielectric_tensor` only; `{field}` has no such logarithm (use mse or mae)"
+            )
+        return {"name": f"irreps_{metric}", "field": field, "coeff": coeff,
+                "metric": LOSS_METRICS[metric]()}  # fmt: skip
     if field == AtomicDataDict.BORN_CHARGE_KEY:
         name, modified = f"born_{metric}", field
     else:
@@ -69,7 +85,9 @@ def DielectricLoss(
     type_names: Optional[List[str]] = None,
 ) -> MetricsManager:
     """The training loss: ``metric`` (``mse``, the paper's, or ``mae``) of each predicted field,
-    weighted by ``coeffs`` (which ``MetricsManager`` normalises to sum 1).
+    weighted by ``coeffs`` (which ``MetricsManager`` normalises to sum 1); ``log_mse`` and
+    ``log_mae`` compare the coefficients of ``logm(eps - I)`` instead (``irreps_log_mse``,
+    :mod:`~aniso_nequip.train.log_metrics`; ``dielectric_tensor`` alone).
 
     Symmetric tensors (``dielectric_tensor``, ``dielectric_ionic_tensor``) are compared on their
     ``1x0e+1x2e`` coefficients (entries ``irreps_mse``, ``ionic_irreps_mse``), Born charges
@@ -77,7 +95,7 @@ def DielectricLoss(
 
     Args:
         coeffs (Dict[str, float]): predicted field -> weight (default ``{dielectric_tensor: 1}``)
-        metric (str): ``mse`` or ``mae``
+        metric (str): ``mse``, ``mae``, ``log_mse`` or ``log_mae``
         anisotropic_coeff (float): weight of an extra term on the ``2e`` (anisotropic)
             coefficients of ``dielectric_tensor`` (``anisotropic_{metric}``; default 0: none)
         type_names (List[str]): atom type names (nequip's training module passes them)
@@ -85,6 +103,8 @@ def DielectricLoss(
     _check_heads(coeffs, "loss `coeffs`")
     entries = [_error_entry(field, coeff, metric) for field, coeff in coeffs.items()]
     if anisotropic_coeff:
+        if metric.startswith("log_"):
+            raise InputError(f"`anisotropic_coeff` needs `loss_metric` mse or mae, got {metric}")
         entries.append(
             {
                 "name": f"anisotropic_{metric}",
