@@ -19,6 +19,7 @@ from helpers import CONFIGS
 
 SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 ELECTRONIC = {"irreps_mse", "component_mae", "eps_poly_mae", "a_r_mae", "eigenvalue_mae"}
+ELECTRONIC |= {"a_r_spearman"}
 STATIC = ELECTRONIC | {
     "ionic_irreps_mse", "ionic_component_mae", "ionic_eps_poly_mae", "ionic_a_r_mae",
     "ionic_eigenvalue_mae", "static_eps_poly_mae", "static_a_r_mae", "born_mse", "born_mae",

@@ -77,9 +77,7 @@ class _LogSpace:
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """"""
-        super().update(
-            tensors.to_irreps(log_excess(preds)), tensors.to_irreps(log_excess(target))
-        )
+        super().update(tensors.to_irreps(log_excess(preds)), tensors.to_irreps(log_excess(target)))
 
 
 class LogMeanSquaredError(_LogSpace, MeanSquaredError):

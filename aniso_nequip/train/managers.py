@@ -35,6 +35,7 @@ from .modifiers import (
     SymmetricTensorIrreps,
     TensorIsotropicPart,
 )
+from .ranking import SpearmanCorrelation
 
 HEADS = {
     AtomicDataDict.DIELECTRIC_KEY: "",
@@ -69,9 +70,8 @@ def _error_entry(field: str, coeff: Optional[float], metric: str) -> dict:
                 f"`loss_metric: {metric}` compares logm(eps - I) of the electronic "
                 f"`dielectric_tensor` only; `{field}` has no such logarithm (use mse or mae)"
             )
-        return {"name": f"irreps_{metric}", "field": field, "coeff": coeff,
-                "metric": LOSS_METRICS[metric]()}  # fmt: skip
-    if field == AtomicDataDict.BORN_CHARGE_KEY:
+        name, modified = f"irreps_{metric}", field
+    elif field == AtomicDataDict.BORN_CHARGE_KEY:
         name, modified = f"born_{metric}", field
     else:
         name, modified = f"{HEADS[field]}irreps_{metric}", SymmetricTensorIrreps(field=field)
@@ -118,6 +118,11 @@ def DielectricLoss(
 
 def _tensor_metrics(field: str) -> List[dict]:
     prefix, ionic = HEADS[field], field == DIELECTRIC_IONIC_KEY
+    ranking = {
+        "name": "a_r_spearman",
+        "field": AnisotropyRatio(field=field),
+        "metric": SpearmanCorrelation(),
+    }
     return [
         {"name": f"{prefix}component_mae", "field": field, "metric": MeanAbsoluteError()},
         {
@@ -137,7 +142,7 @@ def _tensor_metrics(field: str) -> List[dict]:
             "field": SortedEigenvalues(field=field),
             "metric": MeanAbsoluteError(),
         },
-    ]
+    ] + ([] if ionic else [ranking])
 
 
 def DielectricMetrics(
@@ -149,9 +154,12 @@ def DielectricMetrics(
     logged ``weighted_sum`` (what checkpointing and early stopping monitor) is the paper's MSE
     for one head. For each symmetric tensor the MAEs of the components, ``eps_poly``, ``a_r``
     and the sorted eigenvalues follow (``component_mae``, ``eps_poly_mae``, ``a_r_mae``,
-    ``eigenvalue_mae``, prefixed ``ionic_`` for the ionic tensor); with both tensors, those of
-    the static tensor (``static_eps_poly_mae``, ``static_a_r_mae``); for Born charges the MAE
-    of the components and of their isotropic part (``born_mae``, ``born_isotropic_mae``).
+    ``eigenvalue_mae``, prefixed ``ionic_`` for the ionic tensor), and for ``dielectric_tensor``
+    the Spearman rank correlation of ``a_r`` over the epoch (``a_r_spearman``, what a screen
+    for anisotropic crystals needs: :mod:`~aniso_nequip.train.ranking`); with both tensors,
+    those of the static tensor (``static_eps_poly_mae``, ``static_a_r_mae``); for Born charges
+    the MAE of the components and of their isotropic part (``born_mae``,
+    ``born_isotropic_mae``).
 
     Args:
         heads (Dict[str, float]): predicted field -> weight (default ``{dielectric_tensor: 1}``)
