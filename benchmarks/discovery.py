@@ -77,25 +77,26 @@ ROWS = [
     *(Row(f"readout_{r}", f"readout {r}", (f"readout={r}",))
       for r in ("linear", "square", "log", "local_field")),  # fmt: skip
     Row("loss_mse", "MSE loss on the 0e+2e coefficients", ("loss_metric=mse",)),
+    Row("loss_log_eigen", "loss on log-eigenvalues: MAE of the 0e+2e coefficients of "
+        "logm(eps - I)", ("loss_metric=log_mae",)),
     Row("weight_decay_0", "no weight decay (shipped 0.03)", ("weight_decay=0.0",)),
     Row("weight_decay_0.3", "weight decay 0.3 (shipped 0.03)", ("weight_decay=0.3",)),
     Row("head_16", "head of 16 features (shipped 32)", ("num_features=16",)),
     Row("head_64", "head of 64 features (shipped 32)", ("num_features=64",)),
+    Row("dropout_0.1", "head dropout 0.1 (whole irreps of the features the readout reads)",
+        ("head_dropout=0.1",)),
     Row("linear_probe", "no head convolution: per-atom linear readout", ("num_layers=0",)),
     Row("select_a_r", "checkpoint and early stopping by validation MAE a_r",
         tuple(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_mae" for i in (0, 1))),
+    Row("select_spearman", "checkpoint and early stopping by validation Spearman a_r",
+        tuple(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_spearman" for i in (0, 1))
+        + tuple(f"+trainer.callbacks.{i}.mode=max" for i in (0, 1))),
     Row("finetune", "backbone fine-tuned at backbone_lr 3e-4", ("freeze_backbone=false",)),
     *(_ridge_row(block, space) for block in (1, 2) for space in ("linear", "log")),
 ]  # fmt: skip
 ROW_NAMES = {row.name: row for row in ROWS}
 # rows of issue 29 item 4 that no single override gives on this branch
-NOT_YET = {
-    "loss on log-eigenvalues": "DielectricLoss compares only the 0e+2e coefficients (mse, mae)",
-    "dropout in the head": "no builder has a dropout variable",
-    "checkpoint by a validation ranking metric": "MetricsManager has no rank metric (Spearman); "
-    "`select_a_r` selects by validation MAE a_r instead",
-    "best combination": "to be defined from the rows above",
-}
+NOT_YET = {"best combination": "to be defined from the rows above"}
 
 
 def structure_key(atoms) -> str:

@@ -1,0 +1,58 @@
+"""The discovery benchmark's knobs as plain ``nequip-train`` overrides of configs/tiny.yaml on a
+slice: the log-space loss, head dropout, checkpoint selection by validation Spearman of a_r."""
+
+import csv
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from helpers import BIN, bundled, epoch_values, predict, run_command
+
+pytestmark = pytest.mark.slow
+
+
+def _train(tmp_path, *overrides):
+    files = {}
+    for split, n in (("train", 16), ("val", 8), ("test", 8)):
+        files[split] = tmp_path / f"{split}.extxyz"
+        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    run_dir = tmp_path / "run"
+    run_command([str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml",
+                 *(f"{split}_file={path}" for split, path in files.items()),
+                 f"hydra.run.dir={run_dir}", *overrides])  # fmt: skip
+    (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
+    return run_dir, metrics_csv, files
+
+
+def test_log_space_loss_trains(tmp_path):
+    _, metrics_csv, _ = _train(tmp_path, "loss_metric=log_mse", "max_epochs=1")
+    (loss,) = epoch_values(metrics_csv, "train_loss_epoch/irreps_log_mse")
+    (total,) = epoch_values(metrics_csv, "train_loss_epoch/weighted_sum")
+    assert np.isfinite(loss) and loss > 0 and total == pytest.approx(loss)
+    (spearman,) = epoch_values(metrics_csv, "val0_epoch/a_r_spearman")
+    assert -1.0 <= spearman <= 1.0
+
+
+def test_head_dropout_trains_and_spearman_selects_the_checkpoint(tmp_path):
+    from nequip.model import ModelFromCheckpoint
+
+    run_dir, metrics_csv, files = _train(
+        tmp_path, "head_dropout=0.1", "max_epochs=2",
+        *(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_spearman" for i in (0, 1)),
+        *(f"+trainer.callbacks.{i}.mode=max" for i in (0, 1)),
+    )  # fmt: skip
+    checkpoint = torch.load(run_dir / "best.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["model"]["head_dropout"] == 0.1
+    model = ModelFromCheckpoint(str(run_dir / "best.ckpt"))["sole_model"].eval()
+    assert "head_dropout" in dict(model.model.named_children())
+    frames = ase.io.read(files["test"], ":")
+    first, second = predict(model, frames), predict(model, frames)
+    assert np.array_equal(first, second) and np.isfinite(first).all()
+    # the best checkpoint is the epoch of the highest validation Spearman of a_r
+    with open(metrics_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/a_r_spearman")]
+    spearman = [float(r["val0_epoch/a_r_spearman"]) for r in rows]
+    assert len(spearman) == 2
+    assert checkpoint["epoch"] == int(rows[int(np.argmax(spearman))]["epoch"])
