@@ -377,13 +377,24 @@ def _train_log_error(log: pathlib.Path) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
+def _epochs_run_best(run_dir: pathlib.Path) -> Tuple[int, int]:
+    """Validation epochs run, and the epoch (counted from 1) of ``best.ckpt``: the one its
+    ModelCheckpoint chose by what it monitors (the validation loss, or a ``select_*`` row's
+    metric)."""
+    import torch
+    from accuracy import _epochs
+
+    checkpoint = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
+    return _epochs(run_dir)[0], checkpoint["epoch"] + 1
+
+
 def neural_fold(
     bench: Benchmark, row: Row, k: int, seed: int, max_epochs=None, max_minutes=None
 ) -> Dict:
     """Train ``row``'s config on fold ``k`` (``nequip-train``, validation part for checkpoint
     selection; at most ``max_epochs`` and ``max_minutes`` when given) unless an earlier run
     finished, and predict with its best checkpoint."""
-    from accuracy import _epochs, _max_time
+    from accuracy import _max_time
 
     from aniso_nequip.inference import predict
 
@@ -416,7 +427,7 @@ def neural_fold(
             "train_wall_s": float(wall_file.read_text()),
             "max_epochs": max_epochs,
             "max_minutes": max_minutes,
-            "epochs_run_best": _epochs(run_dir),
+            "epochs_run_best": _epochs_run_best(run_dir),
         },  # fmt: skip
     }
 
