@@ -35,8 +35,8 @@ def test_log_space_loss_trains(tmp_path):
     assert -1.0 <= spearman <= 1.0
 
 
-def test_head_dropout_trains_and_spearman_selects_the_checkpoint(tmp_path):
-    from nequip.model import ModelFromCheckpoint
+def test_head_dropout_trains_packages_and_spearman_selects_the_checkpoint(tmp_path):
+    from nequip.model import ModelFromCheckpoint, ModelFromPackage
 
     run_dir, metrics_csv, files = _train(
         tmp_path, "head_dropout=0.1", "max_epochs=2",
@@ -50,6 +50,11 @@ def test_head_dropout_trains_and_spearman_selects_the_checkpoint(tmp_path):
     frames = ase.io.read(files["test"], ":")
     first, second = predict(model, frames), predict(model, frames)
     assert np.array_equal(first, second) and np.isfinite(first).all()
+    # nequip-package interns the dropout module; the package predicts the same tensors
+    package = tmp_path / "model.nequip.zip"
+    run_command([str(BIN / "nequip-package"), "build", str(run_dir / "best.ckpt"), str(package)])
+    packaged = predict(ModelFromPackage(str(package))["sole_model"].eval(), frames)
+    np.testing.assert_allclose(packaged, first, rtol=0, atol=1e-6)
     # the best checkpoint is the epoch of the highest validation Spearman of a_r
     with open(metrics_csv) as f:
         rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/a_r_spearman")]
