@@ -33,8 +33,10 @@ def test_training_console_shows_statistics_progress_and_one_line_per_epoch(train
     assert [line.split()[1] for line in lines] == [f"{i}/8" for i in range(1, 9)]
     val_loss = epoch_values(trained["metrics_csv"], "val0_epoch/weighted_sum")
     a_r = epoch_values(trained["metrics_csv"], "val0_epoch/a_r_mae")
-    for line, loss, mae in zip(lines, val_loss, a_r):
+    rank = epoch_values(trained["metrics_csv"], "val0_epoch/a_r_spearman")
+    for line, loss, mae, spearman in zip(lines, val_loss, a_r, rank, strict=True):
         assert f"val loss {loss:.4f}" in line and f"val a_r MAE {mae:.4f}" in line
+        assert f"val a_r Spearman {spearman:.4f}" in line
         assert "train loss " in line and "val eps_poly MAE " in line and line.endswith(" s")
     assert "loss=" in console  # the current loss on the progress bar
 

@@ -23,6 +23,7 @@ EPOCH_METRICS = {
     "val loss": "val0_epoch/weighted_sum",
     "val eps_poly MAE": "val0_epoch/eps_poly_mae",
     "val a_r MAE": "val0_epoch/a_r_mae",
+    "val a_r Spearman": "val0_epoch/a_r_spearman",
 }
 """The epoch line's validation columns: label -> logged metric (missing ones are left out)."""
 
@@ -31,7 +32,7 @@ class TrainingProgress(lightning.Callback):
     """One line per epoch, the current loss on the progress bar, no warning on a fresh run::
 
         epoch   1/3  train loss 1.2345  val loss 1.4926  val eps_poly MAE 0.9351  val a_r MAE
-        0.2657  lr 1.00e-02  168.9 s
+        0.2657  val a_r Spearman 0.4120  lr 1.00e-02  168.9 s
 
     The training loss of the line is the mean of the epoch's step losses; the validation
     columns are :data:`EPOCH_METRICS` (or ``metrics``) as the validation run at the end of the
