@@ -118,11 +118,10 @@ def DielectricLoss(
 
 def _tensor_metrics(field: str) -> List[dict]:
     prefix, ionic = HEADS[field], field == DIELECTRIC_IONIC_KEY
-    ranking = {
-        "name": "a_r_spearman",
-        "field": AnisotropyRatio(field=field),
-        "metric": SpearmanCorrelation(),
-    }
+    # how the crystals rank by a_r (checkpoint selection for discovery; the electronic tensor)
+    ranking = [
+        {"name": "a_r_spearman", "field": AnisotropyRatio(field), "metric": SpearmanCorrelation()}
+    ]
     return [
         {"name": f"{prefix}component_mae", "field": field, "metric": MeanAbsoluteError()},
         {
@@ -142,7 +141,7 @@ def _tensor_metrics(field: str) -> List[dict]:
             "field": SortedEigenvalues(field=field),
             "metric": MeanAbsoluteError(),
         },
-    ] + ([] if ionic else [ranking])
+    ] + ([] if ionic else ranking)
 
 
 def DielectricMetrics(
