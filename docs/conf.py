@@ -42,12 +42,6 @@ napoleon_numpy_docstring = False
 # reference targets are not warnings.
 nitpicky = False
 
-suppress_warnings = [
-    # The included generated files (benchmarks/RESULTS.md, the model card) link to repository
-    # paths (``../configs/...``) that are files of the source tree, not documents of this site.
-    "myst.xref_missing",
-]
-
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
