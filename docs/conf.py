@@ -3,14 +3,17 @@
 Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (what CI runs).
 """
 
-import nequip  # noqa: F401  (first: nequip imports aniso_nequip through its extension entry point)
+from importlib.metadata import version as _installed_version
 
-import aniso_nequip
+# nequip first, as in any nequip command: nequip's own __init__ imports aniso_nequip through the
+# `nequip.extension` entry point, and importing aniso_nequip's submodules before nequip is
+# initialised would be a circular import (the autodoc pages import every module)
+import nequip  # noqa: F401
 
 project = "aniso-nequip"
 author = "The aniso-nequip developers"
 copyright = "2026, The aniso-nequip developers"
-release = aniso_nequip.__version__
+release = _installed_version("aniso-nequip")
 version = release
 
 extensions = [
