@@ -32,22 +32,22 @@ REFERENCES = [
         "model": "original AnisoNet code, paper settings (10.4 M parameters)",
         "eps_poly_mae": None, "a_r_mae": None, "speed": "2.8", "epoch": "320 s",
         # issue 14: "about 2.8 structures/s (320 s per epoch: its 120 epochs take ~11 hours)"
-        "source": "issue 14, measured on the 2-core CPU (training speed only)",
+        "source": "measured on the 2-core CPU before this package (training speed only)",
     },
     {
         "model": "plain re-implementation on nequip blocks, paper settings, 1 seed",
         "eps_poly_mae": 0.83, "a_r_mae": 0.24, "speed": "38.7", "epoch": "24.5 s",
         # issue 14: "120 epochs in 49 min, 38.7 structures/s training ... test MAE eps_poly 0.83,
         # a_r 0.24"; 24.5 s per epoch = 49 min / 120 epochs
-        "source": "issue 14, measured on the 2-core CPU (time/epoch: 49 min / 120 epochs)",
+        "source": "measured on the 2-core CPU before this package (time/epoch: 49 min / 120 "
+                  "epochs)",
     },
     {
         "model": "paper (Lou & Ganose 2025), 6x more training data",
         "eps_poly_mae": 0.31, "a_r_mae": 0.078, "speed": "", "epoch": "",
         # Lou & Ganose, Faraday Discuss. (2025), doi:10.1039/D4FD00096J: test MAE of the
         # equivariant model on the full MP set (6,706 crystals, 80/10/10), 0.311 / 0.078
-        "source": "the paper's reported test MAEs (full MP, doi:10.1039/D4FD00096J), "
-                  "as quoted in issue 14",
+        "source": "the paper's reported test MAEs (full MP, doi:10.1039/D4FD00096J)",
     },
 ]  # fmt: skip
 
@@ -180,7 +180,7 @@ def render(runs_dir: pathlib.Path) -> str:
         out.append(f"| {r['model']} | {r['eps_poly_mae'] or ''} | {r['a_r_mae'] or ''} "
                    f"| {r['speed']} | {r['epoch']} | {r['source']} |")  # fmt: skip
     out.append("")
-    out += ["## Discovery benchmark (`benchmarks/discovery.py`, issue 29)\n",
+    out += ["## Discovery benchmark (`benchmarks/discovery.py`)\n",
             "5-fold cross-validation over all 1,104 bundled `mp_subset` crystals, folds grouped "
             "by chemical system (no set of elements in two folds), out-of-fold predictions; each "
             "fold's training part keeps a grouped tenth for validation. Per fold: Spearman of "

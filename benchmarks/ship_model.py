@@ -283,8 +283,8 @@ Per crystal system:
 {worst}
 
 - Every prediction carries a domain score (distance to the nearest training crystal; above
-  1.5 it is flagged `out_of_domain`: errors there are 2-4x larger; README "Applicability
-  domain"); solid neon, for one, is flagged.
+  1.5 it is flagged `out_of_domain`: errors there are 2-4x larger; the documentation's
+  "Applicability domain" page); solid neon, for one, is flagged.
 - Eigenvalues below 1 are unphysical for `eps_inf`; this model does not force them above 1
   (`readout=square`, `log` or `local_field` in the configs do); `aniso-nequip screen` ranks such
   predictions last.

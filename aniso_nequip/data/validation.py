@@ -353,7 +353,7 @@ def tensor_problem(
             (symmetric, positive semi-definite within tolerance) or ``born_effective_charges``
             (shape and finite values only)
         n_atoms: the structure's atom count (Born charges)
-        label: how the message names the tensor (default: `` `field` ``)
+        label: how the message names the tensor (default: ``field`` in backticks)
     """
     what = label or f"`{field}`"
     try:

@@ -1,6 +1,6 @@
 """What a screening run is and where its files lie: :class:`Settings` and the layout of its
-output folder ``OUT``, shared by :mod:`.runner` (which writes the shards) and :mod:`.report`
-(which merges them into the final outputs).
+output folder ``OUT``, shared by :mod:`aniso_nequip.screen.runner` (which writes the shards) and
+:mod:`aniso_nequip.screen.report` (which merges them into the final outputs).
 
 - ``OUT/shards/settings.json``: everything that determines the results; a later run into the same
   folder must have the same settings (or ``force`` to discard the old shards);

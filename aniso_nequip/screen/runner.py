@@ -1,7 +1,7 @@
 """Predicting a pool shard by shard, resumably, and merging the shards (the files are those of
 :mod:`.layout`); :func:`screen` runs one shard and merges when all are done, as
 ``aniso-nequip screen`` does, and :func:`merge` combines finished shards into the final outputs
-(:mod:`.report`).
+(:mod:`aniso_nequip.screen.report`).
 """
 
 import csv
