@@ -25,7 +25,15 @@ from ..data.symmetry import crystal_system
 from ..data.validation import prediction_problem, reduced_formula
 from ..domain import capture_features, resolve_reference, scores_for
 from ..errors import InputError
-from ..inference import common_type_names, load_model, predict, training_elements
+from ..inference import (
+    as_ensemble,
+    common_type_names,
+    ensemble_mean,
+    ensemble_spread,
+    load_model,
+    predict_members,
+    training_elements,
+)
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from ..optics import csv_fields, describe
@@ -151,7 +159,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
     """CSV rows and annotated frames of a batch; ``tensors`` is ``(n_models, B, 3, 3)``,
     ``dims`` the dimensionalities (or ``None``s), ``domain`` the batch's
     :class:`~aniso_nequip.domain.DomainScores`."""
-    mean = tensors.mean(0)
+    mean = ensemble_mean(tensors)
     per_model = [derived(t) for t in tensors]
     eps_poly = np.stack([d["eps_poly"] for d in per_model])
     a_r = np.stack([d["a_r"] for d in per_model])
@@ -159,10 +167,10 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
     for b, (index, source, atoms) in enumerate(entries):
         if settings.ensemble:
             stats = {
-                "a_r_mean": a_r[:, b].mean(),
-                "a_r_std": a_r[:, b].std(),
-                "eps_poly_mean": eps_poly[:, b].mean(),
-                "eps_poly_std": eps_poly[:, b].std(),
+                "a_r_mean": ensemble_mean(a_r[:, b]),
+                "a_r_std": ensemble_spread(a_r[:, b]),
+                "eps_poly_mean": ensemble_mean(eps_poly[:, b]),
+                "eps_poly_std": ensemble_spread(eps_poly[:, b]),
             }
             stats[settings.score_column] = _score(stats["a_r_mean"], stats["a_r_std"], settings)
         else:
@@ -332,10 +340,10 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
     from tqdm import tqdm
 
     reference = resolve_reference(settings.models, settings.domain_reference, batch_size, device)
-    models = [load_model(path, device) for path in settings.models]
-    known = common_type_names(models)
+    model = as_ensemble(settings.models, device)
+    known = model.type_names
     exclude = exclusion_index(settings.exclude)
-    trained = training_elements(models)
+    trained = training_elements(model)
     done = finished_chunks(out, settings, shard)
     size = settings.chunk_size
 
@@ -348,10 +356,8 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
             return
         tic = time.perf_counter()
         structures = [a for _, _, a in batch]  # checked by iter_structures, reported by keep
-        with capture_features(models[0]) as features:
-            tensors = np.stack(
-                [predict(structures, m, len(batch), device, checked=True) for m in models]
-            )
+        with capture_features(model) as features:
+            tensors = predict_members(structures, model, len(batch), device, checked=True)
         domain = scores_for(reference, features, structures)
         chunk.seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
