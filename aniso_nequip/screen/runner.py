@@ -23,7 +23,13 @@ from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
 from ..data.validation import prediction_problem, reduced_formula
-from ..domain import capture_features, resolve_reference, scores_for
+from ..domain import (
+    REFERENCE_SUFFIX,
+    DomainReference,
+    capture_features,
+    resolve_reference,
+    scores_for,
+)
 from ..errors import InputError
 from ..inference import (
     as_ensemble,
@@ -51,6 +57,7 @@ from .layout import (
     frame_key,
     frames_of,
     read_settings,
+    reference_path,
     settings_path,
     shard_path,
     sort_key,
@@ -113,6 +120,7 @@ def release(
     for folder in chunks:
         shutil.rmtree(folder, ignore_errors=True)
     settings_path(out).unlink(missing_ok=True)
+    reference_path(out).unlink(missing_ok=True)
     for folder in sorted(new_folders, key=lambda f: len(f.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -218,6 +226,23 @@ def invalid_structures(settings: Settings, shard: int = 0) -> Dict[str, str]:
         if problem:
             keep.reject(atoms, source, problem)
     return keep.report["invalid"]
+
+
+def domain_reference(out, settings: Settings, batch_size: int = 32, device: str = "cpu"):
+    """The run's domain reference (:func:`~aniso_nequip.domain.resolve_reference` of
+    ``settings.domain_reference``), built once per run: one built from a training-structure file
+    is saved as :func:`~.layout.reference_path` by the first shard that needs it (shards starting
+    at once wait for it) and read from there by every shard."""
+    given = settings.domain_reference
+    if given is None or given.endswith(REFERENCE_SUFFIX):
+        return resolve_reference(settings.models, given, batch_size, device)
+    path = reference_path(out)
+    with output_lock(path, wait=True):
+        if not path.is_file():
+            built = resolve_reference(settings.models, given, batch_size, device)
+            with atomic_file(path, force=True) as tmp:
+                built.save(tmp)
+    return DomainReference.load(path)
 
 
 def _known_elements(models) -> List[str]:
@@ -339,7 +364,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
         return False
     from tqdm import tqdm
 
-    reference = resolve_reference(settings.models, settings.domain_reference, batch_size, device)
+    reference = domain_reference(out, settings, batch_size, device)
     model = as_ensemble(settings.models, device)
     known = model.type_names
     exclude = exclusion_index(settings.exclude)
