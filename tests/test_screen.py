@@ -18,7 +18,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data.matching import StructureIndex
 from aniso_nequip.errors import InputError
-from aniso_nequip.inference import load_model, predict
+from aniso_nequip.inference import load_model, predict, predict_members
 from aniso_nequip.metrics import derived
 from aniso_nequip.screen import runner
 from aniso_nequip.screen.dimensionality import dimensionality
@@ -298,13 +298,13 @@ def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, mo
     bad = pool["frames"][0].info["entry_id"]
 
     def unphysical(structures, model, *args, **kwargs):
-        tensors = predict(structures, model, *args, **kwargs)
+        tensors = predict_members(structures, model, *args, **kwargs)
         for i, atoms in enumerate(structures):
             if atoms.info.get("entry_id") == bad:
-                tensors[i] = np.diag([0.8, 32.0, 32.0])
+                tensors[:, i] = np.diag([0.8, 32.0, 32.0])
         return tensors
 
-    monkeypatch.setattr(runner, "predict", unphysical)
+    monkeypatch.setattr(runner, "predict_members", unphysical)
     base = ["screen", "--quiet", "--model", models[0], "--structures", pool["pool"]]
     base += ["--exclude", pool["train"], "--top", "3", "--no-dimensionality"]
     out = tmp_path / "out"
