@@ -21,6 +21,8 @@ from aniso_nequip.inference import (
     split_failed,
 )
 from aniso_nequip.model import AnisoNetModel
+from aniso_nequip.pretrained import model_paths
+from aniso_nequip.saved_models import model_config, training_info
 from helpers import build_tiny
 from helpers import predict as forward
 
@@ -118,3 +120,12 @@ def test_reference_tensor_reads_usable_references_only():
     assert "`dielectric_tensor` is not symmetric" in reference_problem(atoms)
     atoms.arrays["born_effective_charges"] = np.arange(18.0).reshape(2, 9)
     assert reference_tensor(atoms, "born_effective_charges").shape == (2, 3, 3)
+
+
+def test_saved_model_metadata_of_a_package():
+    """The package's model/config.yaml: the run's info_dict and, in it, the model's builder."""
+    path = model_paths()[0]
+    info = training_info(path)
+    assert model_config(path) == info["training_module"]["model"]
+    assert model_config(path)["_target_"].startswith("aniso_nequip.model.")
+    assert {"train_dataset", "val_dataset", "test_dataset"} <= set(info["data"])
