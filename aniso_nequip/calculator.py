@@ -25,7 +25,7 @@ from .data.validation import (
     structure_warnings,
 )
 from .domain import capture_features, resolve_reference, scores_for
-from .inference import Ensemble, as_model, ensemble_members, output_fields, untrained_warnings
+from .inference import as_ensemble, output_fields, untrained_warnings
 
 
 class DielectricCalculator(NequIPCalculator):
@@ -78,8 +78,7 @@ class DielectricCalculator(NequIPCalculator):
         self.domain_reference = resolve_reference(model, domain_reference, device=device)
         self.domain = {}  # of the last calculation
         if transforms is None:
-            members = [as_model(m, device) for m in ensemble_members(model)]
-            model = members[0] if len(members) == 1 else Ensemble(members).eval()
+            model = as_ensemble(model, device)
             type_names = list(model.type_names)
             transforms = basic_transforms(
                 model.metadata,

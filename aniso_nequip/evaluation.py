@@ -25,18 +25,17 @@ from .data.matching import NAME_KEYS, crystal_id
 from .data.symmetry import crystal_system
 from .data.validation import (
     crystal_name,
-    prediction_problem,
     reduced_formula,
     reference_problem,
+    reference_tensor,
     reference_value,
     structure_problem,
     structure_warnings,
-    tensor_problem,
 )
 from .domain import COLUMNS as DOMAIN_COLUMNS
 from .domain import domain_metrics, metrics_note, resolve_reference
 from .errors import InputError, not_a_file
-from .inference import load_model, predict, untrained_warnings
+from .inference import load_model, predict, split_failed, untrained_warnings
 from .io import output_set
 from .metrics import derived, metrics_table, tensor_metrics
 from .optics import CSV_COLUMNS, STRUCTURE_COLUMNS, crystal_symmetry, csv_fields, principal_indices
@@ -72,22 +71,12 @@ def _read_frames(paths: List[str]):
     return frames, origin
 
 
-def _reference(atoms: ase.Atoms, field: str = _EPS) -> Optional[np.ndarray]:
-    """A frame's reference ``field`` (``(3, 3)``; Born charges ``(n_atoms, 3, 3)``), ``None``
-    when it has none or :func:`~aniso_nequip.data.validation.tensor_problem` refuses it."""
-    value = reference_value(atoms, field)
-    if value is None or tensor_problem(value, field, n_atoms=len(atoms)):
-        return None
-    shape = (len(atoms), 3, 3) if field == _BORN else (3, 3)
-    return np.reshape(np.asarray(value, dtype=np.float64), shape)
-
-
 def _head_metrics(frames, outputs, systems):
     """Metrics of the heads beyond the electronic tensor, on the frames with usable references."""
     out = {}
     if _IONIC in outputs:
-        refs = [_reference(a, _IONIC) for a in frames]
-        electronic = [_reference(a) for a in frames]
+        refs = [reference_tensor(a, _IONIC) for a in frames]
+        electronic = [reference_tensor(a) for a in frames]
         keep = [i for i, r in enumerate(refs) if r is not None and electronic[i] is not None]
         if keep:
             ionic_ref = np.stack([refs[i] for i in keep])
@@ -101,7 +90,7 @@ def _head_metrics(frames, outputs, systems):
     if _BORN in outputs:
         pairs = [
             (ref, z)
-            for ref, z in zip((_reference(a, _BORN) for a in frames), outputs[_BORN])
+            for ref, z in zip((reference_tensor(a, _BORN) for a in frames), outputs[_BORN])
             if ref is not None
         ]
         if pairs:
@@ -138,7 +127,7 @@ def evaluation_metrics(
         ``static`` (electronic + ionic) metrics and ``born_effective_charges`` component and
         isotropic-part MAEs
     """
-    refs = [_reference(a) for a in frames]
+    refs = [reference_tensor(a) for a in frames]
     has_ref = np.array([r is not None for r in refs], dtype=bool)
     if has_ref.any():
         reference = np.stack([r for r in refs if r is not None])
@@ -373,20 +362,19 @@ def _evaluate(
     outputs, domain = predict(
         frames, model, batch_size, device, "all", not quiet, checked=True, domain=reference
     )
-    problems = [prediction_problem(tensor) for tensor in outputs[_EPS]]
-    failed = [_entry(origin[i], a, p) for i, (a, p) in enumerate(zip(frames, problems)) if p]
+    kept, failed = split_failed(outputs[_EPS])
+    failed = [_entry(origin[i], frames[i], problem) for i, problem in failed]
     if strict and failed:
         raise InputError(
             f"{len(failed)} prediction(s) failed (--strict: nothing written):\n"
             f"{_listed(failed)}".rstrip()
         )
-    kept = [i for i, p in enumerate(problems) if p is None]
     if not kept:
         raise InputError(f"every prediction failed:\n{_listed(failed)}".rstrip())
     frames, origin, domain = [frames[i] for i in kept], [origin[i] for i in kept], domain.take(kept)
     outputs = {f: [values[i] for i in kept] for f, values in outputs.items()}
     outputs = {f: np.asarray(v) if get_field_type(f) == "graph" else v for f, v in outputs.items()}
-    refs = [_reference(a) for a in frames]
+    refs = [reference_tensor(a) for a in frames]
     has_ref = np.array([r is not None for r in refs], dtype=bool)
     systems = [crystal_system(a) for a in frames]
     ref_d = derived(np.stack([r if r is not None else np.eye(3) for r in refs]))

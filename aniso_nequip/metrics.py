@@ -4,13 +4,12 @@ Definitions match the MetricsManager hooks used during training (``aniso_nequip.
 MAEs of ``nequip-train``'s test run and of ``nequip-evaluate`` agree for the same model and data.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
 
 from . import tensors
-from .data.validation import reference_value
 
 MAE_KEYS = (
     "eps_poly_mae",
@@ -29,13 +28,6 @@ def derived(eps: np.ndarray) -> Dict[str, np.ndarray]:
         "a_r": tensors.anisotropy_ratio(t).numpy(),  # NaN where undefined (lambda_min <= 0)
         "eigenvalues": tensors.eigenvalues(t).numpy(),
     }
-
-
-def reference_tensor(atoms) -> Optional[np.ndarray]:
-    """The reference ``dielectric_tensor`` (3, 3) a frame carries (calculator result or
-    ``info``), or ``None``."""
-    value = reference_value(atoms, "dielectric_tensor")
-    return None if value is None else np.asarray(value, dtype=np.float64).reshape(3, 3)
 
 
 def _maes(ref: np.ndarray, pred: np.ndarray) -> Dict[str, float]:

@@ -33,20 +33,16 @@ import numpy as np
 
 from .data.files import structure_file_problem
 from .data.symmetry import crystal_system
-from .data.validation import (
-    prediction_problem,
-    reduced_formula,
-    structure_problem,
-    structure_warnings,
-)
+from .data.validation import reduced_formula, structure_problem, structure_warnings
 from .domain import COLUMNS as DOMAIN_COLUMNS
 from .domain import DomainScores, capture_features, resolve_reference, scores_for
 from .errors import InputError
 from .inference import (
-    as_model,
-    common_type_names,
-    ensemble_members,
+    as_ensemble,
+    ensemble_mean,
+    ensemble_spread,
     predict_members,
+    split_failed,
     untrained_warnings,
 )
 from .io import output_set
@@ -77,7 +73,7 @@ class Predictions:
     @functools.cached_property
     def mean(self) -> np.ndarray:
         """The prediction: the ensemble mean, ``(N, 3, 3)``."""
-        return self.members.mean(axis=0)
+        return ensemble_mean(self.members)
 
     @functools.cached_property
     def summary(self) -> dict:
@@ -86,7 +82,7 @@ class Predictions:
         for one model)."""
         per_member = [derived(m) for m in self.members] if len(self.members) > 1 else []
         spread = {
-            k: np.std([d[k] for d in per_member], axis=0) if per_member else None
+            k: ensemble_spread(np.stack([d[k] for d in per_member])) if per_member else None
             for k in ("eps_poly", "a_r")
         }
         return {"mean": derived(self.mean), "spread": spread}
@@ -172,20 +168,15 @@ def predict_files(
     ``domain_reference`` (:func:`~aniso_nequip.domain.resolve_reference`: by default the ready
     model's own)."""
     reference = resolve_reference(model, domain_reference, batch_size, device)
-    models = [as_model(m, device) for m in ensemble_members(model)]
-    sources, structures, skipped = read_structures(inputs, common_type_names(models))
-    notes = untrained_warnings(structures, models, sources)
+    model = as_ensemble(model, device)
+    sources, structures, skipped = read_structures(inputs, model.type_names)
+    notes = untrained_warnings(structures, model, sources)
     notes += structure_warnings(structures, sources)
-    with capture_features(models[0]) as features:
-        members = (
-            predict_members(structures, models, batch_size, device, checked=True)
-            if structures
-            else np.zeros((len(models), 0, 3, 3))
-        )
+    with capture_features(model) as features:
+        members = predict_members(structures, model, batch_size, device, checked=True)
     scores = scores_for(reference, features, structures)
-    problems = [prediction_problem(tensor) for tensor in members.mean(axis=0)]
-    failed = [(source, p) for source, p in zip(sources, problems) if p]
-    kept = [i for i, p in enumerate(problems) if p is None]
+    kept, failed = split_failed(ensemble_mean(members))
+    failed = [(sources[i], problem) for i, problem in failed]
     sources, structures = [sources[i] for i in kept], [structures[i] for i in kept]
     return Predictions(
         sources, structures, members[:, kept], skipped, notes, failed, scores.take(kept)
@@ -283,13 +274,14 @@ def write_prediction_files(result: Predictions, folder) -> None:
     folder of an :func:`~aniso_nequip.io.output_set` claimed before predicting)."""
     mean, spread = result.summary["mean"], result.summary["spread"]
     folder = pathlib.Path(folder)
+    tensor_std = ensemble_spread(result.members)
     frames = []
     for i, atoms in enumerate(result.structures):
         atoms = atoms.copy()
         atoms.info["source"] = result.sources[i]
         atoms.info["dielectric_tensor_pred"] = result.mean[i].reshape(-1)
         if len(result.members) > 1:
-            atoms.info["dielectric_tensor_pred_std"] = result.members[:, i].std(0).reshape(-1)
+            atoms.info["dielectric_tensor_pred_std"] = tensor_std[i].reshape(-1)
         frames.append(atoms)
     ase.io.write(folder / "predictions.extxyz", frames, format="extxyz")
     with open(folder / "predictions.csv", "w", newline="") as f:

@@ -107,7 +107,7 @@ def without_most_anisotropic(reference, predicted):
 def _without_most_anisotropic(eval_dir):
     """:func:`without_most_anisotropic` of an evaluation's predictions."""
     from aniso_nequip.data.matching import crystal_id
-    from aniso_nequip.metrics import reference_tensor
+    from aniso_nequip.data.validation import reference_tensor
 
     frames = ase.io.read(eval_dir / "predictions.extxyz", ":")
     reference = np.stack([reference_tensor(a) for a in frames])
@@ -159,10 +159,13 @@ def _spread(runs, get):
 def _ensemble(run_dirs):
     """Test metrics of the mean prediction of the seeds' models (an ensemble)."""
     from aniso_nequip.data.symmetry import crystal_system
-    from aniso_nequip.metrics import reference_tensor, tensor_metrics
+    from aniso_nequip.data.validation import reference_tensor
+    from aniso_nequip.inference import ensemble_mean
+    from aniso_nequip.metrics import tensor_metrics
 
     per_seed = [ase.io.read(d / "eval" / "predictions.extxyz", ":") for d in run_dirs]
-    mean = np.mean([[a.info["dielectric_tensor_pred"] for a in frames] for frames in per_seed], 0)
+    members = np.array([[a.info["dielectric_tensor_pred"] for a in frames] for frames in per_seed])
+    mean = ensemble_mean(members)
     frames = per_seed[0]
     reference = np.stack([reference_tensor(a) for a in frames])
     metrics = tensor_metrics(reference, mean.reshape(-1, 3, 3), [crystal_system(a) for a in frames])

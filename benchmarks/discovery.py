@@ -118,7 +118,7 @@ class Benchmark:
 
     def __init__(self, work: pathlib.Path, split_seed: int = 0, slice_n: Optional[int] = None):
         from aniso_nequip.data.splits import chemical_system, grouped_folds
-        from aniso_nequip.metrics import reference_tensor
+        from aniso_nequip.data.validation import reference_tensor
 
         self.work, self.split_seed = work, split_seed
         self.frames = _read(MP_FILES, slice_n)

@@ -26,9 +26,10 @@ from scipy.stats import spearmanr
 
 from aniso_nequip import predict
 from aniso_nequip.data.matching import StructureIndex
+from aniso_nequip.data.validation import reference_tensor
 from aniso_nequip.domain import FLAG_THRESHOLD
 from aniso_nequip.io import write_json
-from aniso_nequip.metrics import derived, reference_tensor
+from aniso_nequip.metrics import derived
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "datasets"

@@ -45,16 +45,12 @@ def baseline_package(directory: pathlib.Path) -> pathlib.Path:
 def rebuilt(package: pathlib.Path):
     """The package's model built by the current code from the package's own config, with its
     weights (what ``benchmarks/repackage.py`` ships)."""
-    import zipfile
-
-    import yaml
     from hydra.utils import instantiate
     from repackage import load_package_weights
 
-    with zipfile.ZipFile(package) as archive:
-        (name,) = [n for n in archive.namelist() if n.endswith("model/config.yaml")]
-        config = yaml.safe_load(archive.read(name))
-    model = instantiate(config["training_module"]["model"])
+    from aniso_nequip.saved_models import model_config
+
+    model = instantiate(model_config(package))
     load_package_weights(model, package)
     return model.eval()
 

@@ -16,13 +16,12 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import zipfile
 
 import numpy as np
 import torch
-import yaml
 
 from aniso_nequip.io import atomic_file
+from aniso_nequip.saved_models import training_info
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "aniso_nequip" / "pretrained"
@@ -54,9 +53,7 @@ def checkpoint_from_package(package: pathlib.Path, path: pathlib.Path) -> None:
     from nequip.utils.versions import get_current_code_versions
 
     set_global_state()
-    with zipfile.ZipFile(package) as archive:
-        (name,) = [n for n in archive.namelist() if n.endswith("model/config.yaml")]
-        info_dict = yaml.safe_load(archive.read(name))
+    info_dict = training_info(package)
     info_dict["versions"] = get_current_code_versions(verbose=False)
     datasets = {"train": 1, "val": 1, "test": 1}
     module = instantiate(info_dict["training_module"], _recursive_=False, _convert_="all",

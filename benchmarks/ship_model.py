@@ -30,10 +30,11 @@ from accuracy import KEYS, without_most_anisotropic
 from machine import describe
 
 from aniso_nequip.data.symmetry import crystal_system
+from aniso_nequip.data.validation import reference_tensor
 from aniso_nequip.domain import build_reference, shipped_reference_path
-from aniso_nequip.inference import predict_members
+from aniso_nequip.inference import predict
 from aniso_nequip.io import atomic_file
-from aniso_nequip.metrics import derived, reference_tensor, tensor_metrics
+from aniso_nequip.metrics import derived, tensor_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "aniso_nequip" / "pretrained"
@@ -47,7 +48,7 @@ def test_metrics(paths):
     per crystal system and without its most anisotropic crystal."""
     frames = ase.io.read(TEST_FILE, ":")
     reference = np.stack([reference_tensor(a) for a in frames])
-    predicted = predict_members(frames, [str(p) for p in paths], device="cpu").mean(axis=0)
+    predicted = predict(frames, [str(p) for p in paths], device="cpu")
     systems = [crystal_system(a) for a in frames]
     metrics = tensor_metrics(reference, predicted, systems)
     drop, without = without_most_anisotropic(reference, predicted)

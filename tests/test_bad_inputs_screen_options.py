@@ -138,16 +138,16 @@ def test_screen_never_ranks_a_failed_prediction(trained, tmp_path, monkeypatch, 
     pool = tmp_path / "pool.extxyz"
     ase.io.write(pool, frames)
     bad = frames[1].info["entry_id"]
-    real = runner.predict
+    real = runner.predict_members
 
     def one_failed(structures, *args, **kwargs):
         tensors = real(structures, *args, **kwargs)
         for i, atoms in enumerate(structures):
             if atoms.info.get("entry_id") == bad:
-                tensors[i] = np.diag([1.0, 2.0, 1e6])
+                tensors[:, i] = np.diag([1.0, 2.0, 1e6])
         return tensors
 
-    monkeypatch.setattr(runner, "predict", one_failed)
+    monkeypatch.setattr(runner, "predict_members", one_failed)
     out = tmp_path / "screen"
     argv = _screen_argv(trained)
     assert cli([*argv, "--structures", str(pool), "--out", str(out), "--top", "4"]) == 0

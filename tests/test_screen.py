@@ -18,7 +18,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from aniso_nequip.data.matching import StructureIndex
 from aniso_nequip.errors import InputError
-from aniso_nequip.inference import load_model, predict
+from aniso_nequip.inference import load_model, predict, predict_members
 from aniso_nequip.metrics import derived
 from aniso_nequip.screen import runner
 from aniso_nequip.screen.dimensionality import dimensionality
@@ -298,13 +298,13 @@ def test_unphysical_predictions_rank_last_unless_kept(models, pool, tmp_path, mo
     bad = pool["frames"][0].info["entry_id"]
 
     def unphysical(structures, model, *args, **kwargs):
-        tensors = predict(structures, model, *args, **kwargs)
+        tensors = predict_members(structures, model, *args, **kwargs)
         for i, atoms in enumerate(structures):
             if atoms.info.get("entry_id") == bad:
-                tensors[i] = np.diag([0.8, 32.0, 32.0])
+                tensors[:, i] = np.diag([0.8, 32.0, 32.0])
         return tensors
 
-    monkeypatch.setattr(runner, "predict", unphysical)
+    monkeypatch.setattr(runner, "predict_members", unphysical)
     base = ["screen", "--quiet", "--model", models[0], "--structures", pool["pool"]]
     base += ["--exclude", pool["train"], "--top", "3", "--no-dimensionality"]
     out = tmp_path / "out"
@@ -585,3 +585,35 @@ def test_count_structures_for_the_progress_bar(pool, tmp_path):
     cut.write_text("".join(open(pool["pool"]).readlines()[:-1]))  # a frame cut short
     assert count_structures([cut]) is None
     assert count_structures([tmp_path / "pool.cif"]) is None  # other formats: not counted
+
+
+def test_domain_reference_file_is_built_once_for_all_shards(models, pool, tmp_path, monkeypatch):
+    """A --domain-reference training file is turned into a reference by the first shard only
+    (saved in OUT/shards); the other shard reads it, and both score their crystals with it."""
+    from aniso_nequip.screen.layout import Settings, reference_path
+    from aniso_nequip.screen.runner import screen
+
+    real, built = runner.resolve_reference, []
+
+    def counted(models, reference, *args, **kwargs):
+        built.append(reference)
+        return real(models, reference, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "resolve_reference", counted)
+    settings = Settings(
+        models=[models[0]],
+        structures=[pool["pool"]],
+        dimensionality=False,
+        shards=2,
+        domain_reference=pool["train"],
+    )
+    out = tmp_path / "out"
+    for shard in (0, 1):
+        screen(out, settings, shard=shard, device="cpu", progress=False, merge_when_done=True)
+    assert built == [pool["train"]] and reference_path(out).is_file()
+    rows = {r["id"]: r for r in _rows(out / "ranking.csv")}
+    scores = [float(r["domain_score"]) for r in rows.values()]
+    assert len(scores) == 15 and np.isfinite(scores).all()
+    trained_id = pool["frames"][3].info["entry_id"]  # a training crystal: its own nearest
+    assert rows[trained_id]["nearest_training_id"] == trained_id
+    assert float(rows[trained_id]["domain_score"]) < 1e-2 < max(scores)

@@ -13,7 +13,7 @@ from ..metrics import derived
 from .files import listed_frames, read_frames
 from .matching import crystal_id
 from .symmetry import crystal_system
-from .validation import DIELECTRIC_KEY, reference_value, tensor_problem
+from .validation import DIELECTRIC_KEY, reference_problem, reference_tensor
 
 PERCENTILES = (50, 90, 99)
 
@@ -71,14 +71,11 @@ def dataset_statistics(path) -> DatasetStatistics:
     frames = read_frames(path)
     refs, bad = [], []
     for i, atoms in enumerate(frames):
-        value = reference_value(atoms, DIELECTRIC_KEY)
-        if value is None:
-            continue
-        problem = tensor_problem(value, DIELECTRIC_KEY)
+        problem = reference_problem(atoms, [DIELECTRIC_KEY])
         if problem:
             bad.append(f"  frame {i}{_id(atoms)}: {problem}")
-        else:
-            refs.append((atoms, np.asarray(value, dtype=np.float64).reshape(3, 3)))
+        elif (eps := reference_tensor(atoms)) is not None:
+            refs.append((atoms, eps))
     if bad:
         raise InputError(
             f"`{path}`: {len(bad)} frame(s) with an unusable `{DIELECTRIC_KEY}` (statistics "

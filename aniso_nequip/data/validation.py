@@ -394,6 +394,17 @@ def reference_value(atoms: ase.Atoms, field: str):
     return results.get(field, atoms.info.get(field, atoms.arrays.get(field)))
 
 
+def reference_tensor(atoms: ase.Atoms, field: str = DIELECTRIC_KEY) -> Optional[np.ndarray]:
+    """A frame's usable reference ``field`` (:func:`reference_value`) as a float64 array,
+    ``(3, 3)`` (Born charges ``(n_atoms, 3, 3)``); ``None`` when the frame has none or
+    :func:`tensor_problem` refuses it (:func:`reference_problem` says why)."""
+    value = reference_value(atoms, field)
+    if value is None or tensor_problem(value, field, n_atoms=len(atoms)):
+        return None
+    shape = (len(atoms), 3, 3) if field == BORN_KEY else (3, 3)
+    return np.reshape(np.asarray(value, dtype=np.float64), shape)
+
+
 def reference_problem(atoms: ase.Atoms, fields: Iterable[str] = TENSOR_FIELDS) -> Optional[str]:
     """The first problem (:func:`tensor_problem`) of the reference tensors among ``fields`` that
     ``atoms`` carries (:func:`reference_value`), or ``None``."""

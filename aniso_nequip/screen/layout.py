@@ -4,6 +4,8 @@ output folder ``OUT``, shared by :mod:`aniso_nequip.screen.runner` (which writes
 
 - ``OUT/shards/settings.json``: everything that determines the results; a later run into the same
   folder must have the same settings (or ``force`` to discard the old shards);
+- ``OUT/shards/domain_reference.npz``: the domain reference built from a ``domain_reference``
+  training file, once for every shard (:func:`reference_path`);
 - while shard ``i`` of ``n`` runs: ``shard-i-of-n/chunk-c.csv|.extxyz|.json`` for each chunk
   of ``chunk_size`` consecutive structures of the shard, each written atomically when the chunk
   is done, the JSON last; a killed run resumes after its last finished chunk;
@@ -146,6 +148,12 @@ def chunk_path(out, shard: int, n_shards: int, chunk: int, suffix: str) -> pathl
 def settings_path(out) -> pathlib.Path:
     """``OUT/shards/settings.json``."""
     return pathlib.Path(out) / "shards" / "settings.json"
+
+
+def reference_path(out) -> pathlib.Path:
+    """``OUT/shards/domain_reference.npz``: the domain reference a run builds from its
+    ``--domain-reference`` training file, once for all its shards."""
+    return pathlib.Path(out) / "shards" / "domain_reference.npz"
 
 
 def read_settings(out) -> Settings:

@@ -14,9 +14,10 @@ import numpy as np
 
 from .. import plots
 from ..data.files import read_frames
+from ..data.validation import reference_tensor
 from ..domain import OutOfDomainTally, domain_lines
 from ..io import output_set
-from ..metrics import derived, reference_tensor
+from ..metrics import derived
 from .duplicates import dropped_indices, find_duplicates
 from .layout import (
     ID_LIST_SUFFIXES,

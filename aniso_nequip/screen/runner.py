@@ -23,9 +23,23 @@ from ..data.files import read_frames
 from ..data.matching import StructureIndex
 from ..data.symmetry import crystal_system
 from ..data.validation import prediction_problem, reduced_formula
-from ..domain import capture_features, resolve_reference, scores_for
+from ..domain import (
+    REFERENCE_SUFFIX,
+    DomainReference,
+    capture_features,
+    resolve_reference,
+    scores_for,
+)
 from ..errors import InputError
-from ..inference import common_type_names, load_model, predict, training_elements
+from ..inference import (
+    as_ensemble,
+    common_type_names,
+    ensemble_mean,
+    ensemble_spread,
+    load_model,
+    predict_members,
+    training_elements,
+)
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from ..optics import csv_fields, describe
@@ -43,6 +57,7 @@ from .layout import (
     frame_key,
     frames_of,
     read_settings,
+    reference_path,
     settings_path,
     shard_path,
     sort_key,
@@ -105,6 +120,7 @@ def release(
     for folder in chunks:
         shutil.rmtree(folder, ignore_errors=True)
     settings_path(out).unlink(missing_ok=True)
+    reference_path(out).unlink(missing_ok=True)
     for folder in sorted(new_folders, key=lambda f: len(f.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -151,7 +167,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
     """CSV rows and annotated frames of a batch; ``tensors`` is ``(n_models, B, 3, 3)``,
     ``dims`` the dimensionalities (or ``None``s), ``domain`` the batch's
     :class:`~aniso_nequip.domain.DomainScores`."""
-    mean = tensors.mean(0)
+    mean = ensemble_mean(tensors)
     per_model = [derived(t) for t in tensors]
     eps_poly = np.stack([d["eps_poly"] for d in per_model])
     a_r = np.stack([d["a_r"] for d in per_model])
@@ -159,10 +175,10 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
     for b, (index, source, atoms) in enumerate(entries):
         if settings.ensemble:
             stats = {
-                "a_r_mean": a_r[:, b].mean(),
-                "a_r_std": a_r[:, b].std(),
-                "eps_poly_mean": eps_poly[:, b].mean(),
-                "eps_poly_std": eps_poly[:, b].std(),
+                "a_r_mean": ensemble_mean(a_r[:, b]),
+                "a_r_std": ensemble_spread(a_r[:, b]),
+                "eps_poly_mean": ensemble_mean(eps_poly[:, b]),
+                "eps_poly_std": ensemble_spread(eps_poly[:, b]),
             }
             stats[settings.score_column] = _score(stats["a_r_mean"], stats["a_r_std"], settings)
         else:
@@ -210,6 +226,23 @@ def invalid_structures(settings: Settings, shard: int = 0) -> Dict[str, str]:
         if problem:
             keep.reject(atoms, source, problem)
     return keep.report["invalid"]
+
+
+def domain_reference(out, settings: Settings, batch_size: int = 32, device: str = "cpu"):
+    """The run's domain reference (:func:`~aniso_nequip.domain.resolve_reference` of
+    ``settings.domain_reference``), built once per run: one built from a training-structure file
+    is saved as :func:`~.layout.reference_path` by the first shard that needs it (shards starting
+    at once wait for it) and read from there by every shard."""
+    given = settings.domain_reference
+    if given is None or given.endswith(REFERENCE_SUFFIX):
+        return resolve_reference(settings.models, given, batch_size, device)
+    path = reference_path(out)
+    with output_lock(path, wait=True):
+        if not path.is_file():
+            built = resolve_reference(settings.models, given, batch_size, device)
+            with atomic_file(path, force=True) as tmp:
+                built.save(tmp)
+    return DomainReference.load(path)
 
 
 def _known_elements(models) -> List[str]:
@@ -331,11 +364,11 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
         return False
     from tqdm import tqdm
 
-    reference = resolve_reference(settings.models, settings.domain_reference, batch_size, device)
-    models = [load_model(path, device) for path in settings.models]
-    known = common_type_names(models)
+    reference = domain_reference(out, settings, batch_size, device)
+    model = as_ensemble(settings.models, device)
+    known = model.type_names
     exclude = exclusion_index(settings.exclude)
-    trained = training_elements(models)
+    trained = training_elements(model)
     done = finished_chunks(out, settings, shard)
     size = settings.chunk_size
 
@@ -348,10 +381,8 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
             return
         tic = time.perf_counter()
         structures = [a for _, _, a in batch]  # checked by iter_structures, reported by keep
-        with capture_features(models[0]) as features:
-            tensors = np.stack(
-                [predict(structures, m, len(batch), device, checked=True) for m in models]
-            )
+        with capture_features(model) as features:
+            tensors = predict_members(structures, model, len(batch), device, checked=True)
         domain = scores_for(reference, features, structures)
         chunk.seconds["predict"] += time.perf_counter() - tic
         tic = time.perf_counter()
