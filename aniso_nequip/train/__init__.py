@@ -4,7 +4,7 @@ from .checks import CheckVariables
 from .feature_cache import BackboneFeatureCache
 from .finetune import SelfContainedCheckpoints
 from .logging import loggers
-from .managers import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
+from .metrics_manager import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
 from .modifiers import (
     AnisotropyRatio,
     PolycrystallineConstant,
