@@ -5,16 +5,16 @@ from .feature_cache import BackboneFeatureCache
 from .finetune import SelfContainedCheckpoints
 from .logging import loggers
 from .metrics_manager import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
-from .modifiers import (
+from ..data.modifier import (
     AnisotropyRatio,
     PolycrystallineConstant,
     SortedEigenvalues,
     SymmetricTensorIrreps,
     TensorIsotropicPart,
 )
-from .param_groups import BackboneParamGroups
+from ..model.param_groups import BackboneParamGroups
 from .progress import TrainingProgress
-from .pruning import OptunaPruning
+from ..sweep.pruning import OptunaPruning
 
 __all__ = [
     "AnisotropyRatio",

@@ -26,7 +26,7 @@ from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
 
 from .._keys import DIELECTRIC_IONIC_KEY
 from ..variables import check_variable
-from .modifiers import (
+from ..data.modifier import (
     AnisotropyRatio,
     PolycrystallineConstant,
     SortedEigenvalues,
