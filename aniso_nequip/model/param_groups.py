@@ -16,7 +16,7 @@ def BackboneParamGroups(model: torch.nn.Module, backbone_lr: float) -> List[Dict
         _target_: torch.optim.AdamW
         lr: 0.003
         param_groups:
-          _target_: aniso_nequip.train.BackboneParamGroups
+          _target_: aniso_nequip.model.BackboneParamGroups
           backbone_lr: 0.0003
     """
     backbone, head = [], []
