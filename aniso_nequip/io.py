@@ -113,8 +113,7 @@ def output_lock(key: Union[str, os.PathLike], wait: bool = False) -> Iterator[No
         ) from None
     except OSError as err:
         raise InputError(
-            f"cannot write `{key}`: cannot create files in folder `{path.parent}` "
-            f"({err.strerror})"
+            f"cannot write `{key}`: cannot create files in folder `{path.parent}` ({err.strerror})"
         ) from None
     try:
         with contextlib.suppress(OSError):  # Windows: the held file admits no other writer

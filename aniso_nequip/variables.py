@@ -14,7 +14,7 @@ import numbers
 from typing import Any, Mapping, Optional, Tuple
 
 from .errors import InputError
-from .nn.radial import MIN_NUM_BASIS, MIN_POLYNOMIAL_CUTOFF_P
+from .nn.radial import MIN_NUM_BASIS, MIN_POLYNOMIAL_CUTOFF_P, RADIAL_BASES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ RULES: Mapping[str, Rule] = {
     "num_features": Rule("int", 1),
     "type_embed_num_features": Rule("int", 1, optional=True),
     "num_basis": Rule("int", MIN_NUM_BASIS),
-    "radial_basis": Rule("choice", choices=("gaussian", "bessel")),
+    "radial_basis": Rule("choice", choices=RADIAL_BASES),
     "polynomial_cutoff_p": Rule("int", MIN_POLYNOMIAL_CUTOFF_P),
     "radial_mlp_depth": Rule("int", 0),
     "radial_mlp_width": Rule("int", 1),

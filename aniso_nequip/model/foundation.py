@@ -19,7 +19,7 @@ from nequip.nn import GraphModel, SequentialGraphNetwork
 
 from .. import _keys
 from ..nn import NequIPBackbone, SevenNetBackbone
-from ..variables import resolve_readout
+from ..variables import check_variable, resolve_readout
 from .anisonet import _trunk, dielectric_head
 from .nequip_backbone import nequip_backbone
 from .sevennet_backbone import FOUNDATION_EXTRA, sevennet_backbone
@@ -127,6 +127,7 @@ def FoundationAnisoNetModel(
             :func:`~aniso_nequip.model.AnisoNetModel`
     """
     type_names, r_max = kwargs["type_names"], kwargs["r_max"]
+    check_variable("freeze_backbone", freeze_backbone)
     readout = resolve_readout(readout, physical_readout)
 
     def build_backbone(irreps_in):

@@ -8,6 +8,7 @@ import torch
 from nequip.nn import SequentialGraphNetwork
 
 from ..nn import NequIPBackbone
+from ..variables import RULES, check_variable
 
 
 def missing_element_error(backbone: str, missing: Sequence[str]) -> ValueError:
@@ -16,6 +17,17 @@ def missing_element_error(backbone: str, missing: Sequence[str]) -> ValueError:
         f"backbone `{backbone}` does not know the element(s) {', '.join(missing)}: remove them "
         "from `model_type_names` (a structure holding them cannot be predicted with this backbone)"
     )
+
+
+def check_backbone_layers(backbone: str, num_layers: int, available: int) -> None:
+    """Refuse a ``backbone_layers`` outside its rule (:data:`aniso_nequip.variables.RULES`) or
+    beyond the ``available`` interaction blocks of ``backbone``."""
+    check_variable("backbone_layers", num_layers)
+    if num_layers > available:
+        raise ValueError(
+            f"`backbone_layers` must be in {RULES['backbone_layers'].low:g}..{available} for "
+            f"`{backbone}`, got {num_layers}"
+        )
 
 
 def nequip_backbone(
@@ -38,15 +50,14 @@ def nequip_backbone(
     if missing:
         raise missing_element_error(backbone, missing)
 
+    is_convolution = [type(m).__name__ == "ConvNetLayer" for m in source.model.children()]
+    check_backbone_layers(backbone, num_layers, sum(is_convolution))
     kept, convolutions = {}, 0
-    for name, module in source.model.named_children():
+    for (name, module), convolution in zip(source.model.named_children(), is_convolution):
         kept[name] = module
-        convolutions += type(module).__name__ == "ConvNetLayer"
+        convolutions += convolution
         if convolutions == num_layers:
             break
-    if convolutions < num_layers:
-        raise ValueError(f"`backbone_layers` must be in 1..{convolutions} for `{backbone}`, got "
-                         f"{num_layers}")  # fmt: skip
     trunk = SequentialGraphNetwork(kept)
     trunk.requires_grad_(True)
     type_map = torch.tensor([source.type_names.index(name) for name in type_names])

@@ -13,7 +13,7 @@ from nequip.utils.dtype import torch_default_dtype
 
 from .. import _keys
 from ..nn import SevenNetBackbone, SevenNetInteraction
-from .nequip_backbone import missing_element_error
+from .nequip_backbone import check_backbone_layers, missing_element_error
 
 FOUNDATION_EXTRA = "pip install 'aniso-nequip[foundation]'"
 """What installs SevenNet."""
@@ -76,10 +76,7 @@ def sevennet_backbone(
     model, config = _sevennet(backbone)
     modules = model._modules
     total = config["num_convolution_layer"]
-    if not 1 <= num_layers <= total:
-        raise ValueError(
-            f"`backbone_layers` must be in 1..{total} for `{backbone}`, got {num_layers}"
-        )
+    check_backbone_layers(backbone, num_layers, total)
     supported = (
         config.get("interaction_type", "nequip") == "nequip"
         and config.get("self_connection_type", "linear") == "linear"
