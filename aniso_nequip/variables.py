@@ -3,10 +3,14 @@
 :data:`RULES` is checked where each value is used, so that a wrong one stops before any training
 with a message naming the variable, the value and the allowed range
 (``\\`r_max\\` must be a number > 0, got -1``): the model builders check the model's, the
-datamodule the batch sizes, :class:`~aniso_nequip.train.SelfContainedCheckpoints` the
-optimizer's, and :class:`~aniso_nequip.train.CheckVariables` (a Hydra callback of every config)
-all of them as soon as ``nequip-train`` starts. Bounds that guard a module's own code are
-defined next to it (:mod:`aniso_nequip.nn.radial`) and used here.
+backbone loaders ``backbone_layers``, :func:`~aniso_nequip.model.BackboneParamGroups`
+``backbone_lr``, :func:`~aniso_nequip.train.DielectricLoss` ``loss_metric``, the datamodule the
+batch sizes, :class:`~aniso_nequip.train.SelfContainedCheckpoints` the optimizer's, and
+:class:`~aniso_nequip.train.CheckVariables` (a Hydra callback of every config) all of them as
+soon as ``nequip-train`` starts. Each bound is written once: bounds that guard a module of
+``nn/`` (which cannot import this one) are defined next to it (:mod:`aniso_nequip.nn.radial`:
+the radial bases, ``num_basis``, ``polynomial_cutoff_p`` as nequip's ``PolynomialCutoff``
+asserts) and used here; the others are defined here and read by the code that consumes them.
 """
 
 import dataclasses
