@@ -12,11 +12,10 @@ loaded lazily on first use::
 """
 
 from . import _compile, _keys  # noqa: F401  (register compile targets and the fields nequip lacks)
+from ._version import __version__  # noqa: F401
 from .errors import install_excepthook
 
 install_excepthook()
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "predict": "inference",

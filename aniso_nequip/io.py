@@ -13,7 +13,6 @@ in at the end::
 """
 
 import contextlib
-import fcntl
 import gzip
 import json
 import os
@@ -23,6 +22,8 @@ import signal
 import tempfile
 import threading
 from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+
+import filelock
 
 from .errors import InputError
 
@@ -73,13 +74,23 @@ def _beside(key: pathlib.Path) -> Tuple[pathlib.Path, str]:
     return key.parent, f".{key.name}."
 
 
+def _holder(lock_file: pathlib.Path) -> str:
+    """`` (pid N)``: the process id a lock file records, or ``""`` when it records none."""
+    try:
+        pid = lock_file.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
 @contextlib.contextmanager
 def output_lock(key: Union[str, os.PathLike], wait: bool = False) -> Iterator[None]:
-    """Hold the lock of the output ``key``: ``flock`` on the hidden file ``.<name>.lock`` beside
-    it, which records this process's id and is removed on release.
+    """Hold the lock of the output ``key``: a :class:`filelock.FileLock` on the hidden file
+    ``.<name>.lock`` beside it, which records this process's id and is removed on release.
 
     The operating system releases the lock when its process dies, so a killed process never
-    leaves it stuck; its lock file is simply taken over.
+    leaves it stuck; its lock file is simply taken over. The file is removed while still held,
+    so that a process waiting on it takes a new one (``filelock`` retries on a removed file).
 
     Args:
         key: the output (file or folder) the lock is named after
@@ -92,38 +103,26 @@ def output_lock(key: Union[str, os.PathLike], wait: bool = False) -> Iterator[No
     key = pathlib.Path(key)
     beside, prefix = _beside(key)
     path = beside / f"{prefix}lock"
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise InputError(
-                f"cannot write `{key}`: cannot create files in folder `{path.parent}` "
-                f"({err.strerror})"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            holder = f" (pid {pid})" if pid.isdigit() else ""
-            raise OutputInUseError(
-                f"output `{key}` is in use: another aniso-nequip process{holder} is writing it; "
-                "wait for it to finish or choose another output"
-            ) from None
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # the holder removed the file between our open and lock: take a new one
+    lock = filelock.FileLock(path, timeout=-1 if wait else 0)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        lock.acquire()
+    except filelock.Timeout:
+        raise OutputInUseError(
+            f"output `{key}` is in use: another aniso-nequip process{_holder(path)} is writing it; "
+            "wait for it to finish or choose another output"
+        ) from None
+    except OSError as err:
+        raise InputError(
+            f"cannot write `{key}`: cannot create files in folder `{path.parent}` ({err.strerror})"
+        ) from None
+    try:
+        with contextlib.suppress(OSError):  # Windows: the held file admits no other writer
+            path.write_text(f"{os.getpid()}\n")
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)
+        with contextlib.suppress(OSError):  # Windows: filelock removes it on release
+            path.unlink()
+        lock.release()
 
 
 @contextlib.contextmanager

@@ -3,10 +3,14 @@
 :data:`RULES` is checked where each value is used, so that a wrong one stops before any training
 with a message naming the variable, the value and the allowed range
 (``\\`r_max\\` must be a number > 0, got -1``): the model builders check the model's, the
-datamodule the batch sizes, :class:`~aniso_nequip.train.SelfContainedCheckpoints` the
-optimizer's, and :class:`~aniso_nequip.train.CheckVariables` (a Hydra callback of every config)
-all of them as soon as ``nequip-train`` starts. Bounds that guard a module's own code are
-defined next to it (:mod:`aniso_nequip.nn.radial`) and used here.
+backbone loaders ``backbone_layers``, :func:`~aniso_nequip.model.BackboneParamGroups`
+``backbone_lr``, :func:`~aniso_nequip.train.DielectricLoss` ``loss_metric``, the datamodule the
+batch sizes, :class:`~aniso_nequip.train.SelfContainedCheckpoints` the optimizer's, and
+:class:`~aniso_nequip.train.CheckVariables` (a Hydra callback of every config) all of them as
+soon as ``nequip-train`` starts. Each bound is written once: bounds that guard a module of
+``nn/`` (which cannot import this one) are defined next to it (:mod:`aniso_nequip.nn.radial`:
+the radial bases, ``num_basis``, ``polynomial_cutoff_p`` as nequip's ``PolynomialCutoff``
+asserts) and used here; the others are defined here and read by the code that consumes them.
 """
 
 import dataclasses
@@ -14,7 +18,7 @@ import numbers
 from typing import Any, Mapping, Optional, Tuple
 
 from .errors import InputError
-from .nn.radial import MIN_NUM_BASIS, MIN_POLYNOMIAL_CUTOFF_P
+from .nn.radial import MIN_NUM_BASIS, MIN_POLYNOMIAL_CUTOFF_P, RADIAL_BASES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +84,7 @@ RULES: Mapping[str, Rule] = {
     "num_features": Rule("int", 1),
     "type_embed_num_features": Rule("int", 1, optional=True),
     "num_basis": Rule("int", MIN_NUM_BASIS),
-    "radial_basis": Rule("choice", choices=("gaussian", "bessel")),
+    "radial_basis": Rule("choice", choices=RADIAL_BASES),
     "polynomial_cutoff_p": Rule("int", MIN_POLYNOMIAL_CUTOFF_P),
     "radial_mlp_depth": Rule("int", 0),
     "radial_mlp_width": Rule("int", 1),

@@ -209,14 +209,14 @@ def _write_json(path: pathlib.Path, obj) -> None:
 def pooled_features(frames: Sequence, batch_size: int = 16) -> Dict[str, np.ndarray]:
     """Mean-pooled ``0e`` and ``2e`` node features of ``frames`` after each of the first
     :data:`BACKBONE_BLOCKS` blocks of the frozen backbone, as the foundation model builds it
-    (:func:`aniso_nequip.model.foundation.sevennet_backbone`, inversion-symmetrised: exactly
+    (:func:`aniso_nequip.model.sevennet_backbone.sevennet_backbone`, inversion-symmetrised: exactly
     O(3)-equivariant), one backbone per depth."""
     import torch
     from e3nn import o3
     from nequip.data import AtomicDataDict
 
     from aniso_nequip.data.graphs import atoms_to_graphs
-    from aniso_nequip.model.foundation import sevennet_backbone
+    from aniso_nequip.model.sevennet_backbone import sevennet_backbone
 
     names = sorted({s for a in frames for s in a.get_chemical_symbols()})
     out = {}

@@ -10,7 +10,7 @@ from nequip.utils.dtype import torch_default_dtype
 from aniso_nequip import _keys
 from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.data.symmetry import inversion_partners
-from aniso_nequip.model.foundation import sevennet_backbone
+from aniso_nequip.model.sevennet_backbone import sevennet_backbone
 from helpers import bundled
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:sevenn")

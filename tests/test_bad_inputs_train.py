@@ -104,26 +104,6 @@ def test_config_variable_out_of_range(check, name, value, message):
     assert str(err.value) == message
 
 
-def test_model_rules_are_the_bounds_the_modules_assert():
-    """`num_basis` and `polynomial_cutoff_p` at their rules' lowest values build a model; the
-    rules are the constants of the module the values reach."""
-    from aniso_nequip.nn import radial
-    from aniso_nequip.variables import RULES
-
-    assert RULES["num_basis"].low == radial.MIN_NUM_BASIS == 2
-    assert RULES["polynomial_cutoff_p"].low == radial.MIN_POLYNOMIAL_CUTOFF_P == 2
-    for basis in ("gaussian", "bessel"):
-        build_tiny(AnisoNetModel, type_names=RUN_TYPE_NAMES, radial_basis=basis,
-                   num_basis=radial.MIN_NUM_BASIS,
-                   polynomial_cutoff_p=radial.MIN_POLYNOMIAL_CUTOFF_P)  # fmt: skip
-
-
-def test_num_layers_may_be_zero_on_a_backbone():
-    check_config({"backbone": "7net-0", "num_layers": 0})
-    with pytest.raises(InputError, match="`num_layers` must be an integer >= 1, got 0"):
-        check_config({"num_layers": 0})
-
-
 def _run_train(args, tmp_path, **env):
     run_dir = tmp_path / "run"
     proc = subprocess.run(

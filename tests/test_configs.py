@@ -8,10 +8,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
+from aniso_nequip.data import DielectricStatisticsManager
 from aniso_nequip.train import (
     DielectricLoss,
     DielectricMetrics,
-    DielectricStatisticsManager,
     SelfContainedCheckpoints,
     TrainingProgress,
 )
@@ -162,3 +162,36 @@ def test_readout_override(name, readout, stub_statistics):
     assert type(head).__name__ == READOUT_MODULES[readout]
     if readout == "log":
         assert head.form == "exp" and head.floor == 1.0
+
+
+# names that saved configs and checkpoints give as `_target_` (old module, new module, names)
+MOVED = [
+    (
+        "aniso_nequip.train",
+        "aniso_nequip.data",
+        [
+            "DielectricStatisticsManager",
+            "AnisotropyRatio",
+            "PolycrystallineConstant",
+            "SortedEigenvalues",
+            "SymmetricTensorIrreps",
+            "TensorIsotropicPart",
+        ],
+    ),
+    ("aniso_nequip.train", "aniso_nequip.model", ["BackboneParamGroups"]),
+    ("aniso_nequip.train", "aniso_nequip.sweep", ["OptunaPruning"]),
+    (
+        "aniso_nequip.model.foundation",
+        "aniso_nequip.model.sevennet_backbone",
+        ["sevennet_backbone"],
+    ),
+    ("aniso_nequip.model.foundation", "aniso_nequip.model.nequip_backbone", ["nequip_backbone"]),
+]
+MOVED_NAMES = [(old, new, name) for old, new, names in MOVED for name in names]
+
+
+@pytest.mark.parametrize(
+    "old, new, name", MOVED_NAMES, ids=[f"{old}.{name}" for old, _, name in MOVED_NAMES]
+)
+def test_old_targets_name_the_moved_objects(old, new, name):
+    assert get_method(f"{old}.{name}") is get_method(f"{new}.{name}")

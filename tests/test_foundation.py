@@ -12,8 +12,7 @@ import torch
 from nequip.utils.dtype import torch_default_dtype
 
 from aniso_nequip.data import atoms_to_graphs
-from aniso_nequip.model import AnisoNetModel, FoundationAnisoNetModel
-from aniso_nequip.train import BackboneParamGroups
+from aniso_nequip.model import AnisoNetModel, BackboneParamGroups, FoundationAnisoNetModel
 from helpers import BIN, build_tiny, bundled, predict, rotated, rotation, run_command
 
 SEVENNET_R_MAX = 5.0

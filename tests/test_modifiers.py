@@ -6,7 +6,7 @@ import torch
 from nequip.data import AtomicDataDict
 from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
 
-from aniso_nequip.train import (
+from aniso_nequip.data import (
     AnisotropyRatio,
     PolycrystallineConstant,
     SortedEigenvalues,

@@ -144,7 +144,7 @@ def test_pruning_callback_reports_and_stops(tmp_path):
 
     import torch
 
-    from aniso_nequip.train import OptunaPruning
+    from aniso_nequip.sweep import OptunaPruning
 
     storage = f"sqlite:///{tmp_path / 'p.db'}"
     study = optuna.create_study(study_name="p", storage=storage)

@@ -7,6 +7,10 @@ from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin
 from nequip.utils.compile import conditional_torchscript_jit
 
+RADIAL_BASES = ("gaussian", "bessel")
+"""Edge-length bases of a model: this module's :class:`GaussianEdgeLengthEncoding` (the paper's)
+and nequip's ``BesselEdgeLengthEncoding``."""
+
 MIN_NUM_BASIS = 2
 """Fewest radial basis functions: the Gaussians' spacing is ``1 / (num_basis - 1)``."""
 

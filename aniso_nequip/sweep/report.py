@@ -9,10 +9,10 @@ from typing import Optional, Sequence
 from .. import plots
 from ..errors import InputError
 from ..io import check_writable, output_set
+from .pruning import CALLBACK_TARGETS
 from .runner import TRIAL_CONFIG, run_sweep
 from .spec import load_spec
 
-_PRUNING_CALLBACK = "aniso_nequip.train.OptunaPruning"
 RESULT_FILES = ("trials.csv", "trials.md", "best.yaml", "history.png", "importance.png")
 
 
@@ -85,7 +85,7 @@ def _write_best_config(trial, study_name, path, final_path) -> None:
 
     cfg = OmegaConf.load(pathlib.Path(trial.user_attrs["dir"]) / TRIAL_CONFIG)
     cfg.trainer.callbacks = [
-        c for c in cfg.trainer.callbacks if c.get("_target_") != _PRUNING_CALLBACK
+        c for c in cfg.trainer.callbacks if c.get("_target_") not in CALLBACK_TARGETS
     ]
     header = (
         "# @package _global_\n"

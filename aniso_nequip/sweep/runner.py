@@ -9,6 +9,7 @@ from typing import List, Optional
 
 from ..errors import InputError
 from .pruners import build_pruner
+from .pruning import CALLBACK_TARGET
 from .spec import SweepSpec, check_trial_config, compose_config
 from .storage import open_storage
 
@@ -80,7 +81,7 @@ class Objective:
         if spec.pruner is not None:
             cfg.trainer.callbacks.append(
                 {
-                    "_target_": "aniso_nequip.train.OptunaPruning",
+                    "_target_": CALLBACK_TARGET,
                     "storage": spec.storage,
                     "study_name": spec.study_name,
                     "trial_id": trial._trial_id,

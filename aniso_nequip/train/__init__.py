@@ -1,20 +1,27 @@
-"""Loss, metric and data-statistics hooks for nequip's training machinery."""
+"""Loss, metrics and callbacks for nequip's training machinery.
 
-from .checks import CheckVariables
-from .feature_cache import BackboneFeatureCache
-from .finetune import SelfContainedCheckpoints
-from .logging import loggers
-from .managers import DielectricLoss, DielectricMetrics, DielectricStatisticsManager
-from .modifiers import (
+The field modifiers and the statistics manager live in :mod:`aniso_nequip.data` (as nequip keeps
+theirs), :func:`BackboneParamGroups` in :mod:`aniso_nequip.model` and :class:`OptunaPruning` in
+:mod:`aniso_nequip.sweep`; they are re-exported here under their old names, which saved configs
+and checkpoints give as ``_target_``.
+"""
+
+from ..data.modifier import (
     AnisotropyRatio,
     PolycrystallineConstant,
     SortedEigenvalues,
     SymmetricTensorIrreps,
     TensorIsotropicPart,
 )
-from .param_groups import BackboneParamGroups
+from ..data.stats_manager import DielectricStatisticsManager
+from ..model.param_groups import BackboneParamGroups
+from ..sweep.pruning import OptunaPruning
+from .checks import CheckVariables
+from .feature_cache import BackboneFeatureCache
+from .finetune import SelfContainedCheckpoints
+from .logging import loggers
+from .metrics_manager import DielectricLoss, DielectricMetrics
 from .progress import TrainingProgress
-from .pruning import OptunaPruning
 
 __all__ = [
     "AnisotropyRatio",

@@ -9,7 +9,6 @@ it is computed afresh, never mixed up. Packaged and compiled models get no such 
 their backbone; the backbone of a trained model ignores features that are not its own.
 """
 
-import fcntl
 import hashlib
 import os
 import pathlib
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from typing import Dict, Optional, Sequence
 
 import ase.data
+import filelock
 import h5py
 import numpy as np
 import torch
@@ -54,12 +54,8 @@ class FeatureStore:
     @contextmanager
     def _locked(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{self.path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with filelock.FileLock(f"{self.path}.lock"):
+            yield
 
     def _valid(self, file: h5py.File) -> bool:
         return (

@@ -5,6 +5,13 @@ from typing import Any, Dict, Optional
 
 import lightning
 
+CALLBACK_TARGET = "aniso_nequip.sweep.OptunaPruning"
+"""``_target_`` of :class:`OptunaPruning` in the trial configs the sweep runner writes."""
+
+CALLBACK_TARGETS = (CALLBACK_TARGET, "aniso_nequip.train.OptunaPruning")
+"""Its ``_target_`` now and in the trial configs of sweeps started before it moved here (a
+resumed sweep's best config leaves either out)."""
+
 
 class OptunaPruning(lightning.Callback):
     """Report ``monitor`` after each validation epoch to optuna trial ``trial_id``; when the
@@ -42,8 +49,8 @@ class OptunaPruning(lightning.Callback):
         if self._trial is None:
             import optuna
 
-            from ..sweep.pruners import build_pruner
-            from ..sweep.storage import open_storage
+            from .pruners import build_pruner
+            from .storage import open_storage
 
             study = optuna.load_study(
                 study_name=self.study_name,

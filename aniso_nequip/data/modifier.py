@@ -2,7 +2,7 @@
 
 Each turns a symmetric 3x3 graph field (default ``dielectric_tensor``) of an ``AtomicDataDict``
 into the quantity a loss, metric or statistic is computed on, identically for predictions and
-targets. Use them in YAML as ``field: {_target_: aniso_nequip.train.PolycrystallineConstant}``.
+targets. Use them in YAML as ``field: {_target_: aniso_nequip.data.PolycrystallineConstant}``.
 """
 
 from typing import Optional

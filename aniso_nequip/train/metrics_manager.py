@@ -1,5 +1,6 @@
-"""Loss, metrics and data statistics of dielectric models, as nequip's ``EnergyForceLoss``,
-``EnergyForceMetrics`` and ``CommonDataStatisticsManager`` are for energy models.
+"""Loss and metrics of dielectric models, as nequip's ``EnergyForceLoss`` and
+``EnergyForceMetrics`` are for energy models (the data statistics:
+:mod:`aniso_nequip.data.stats_manager`).
 
 A config names the predicted fields (heads) and their weights; everything else follows:
 
@@ -12,29 +13,23 @@ A config names the predicted fields (heads) and their weights; everything else f
         metric: mae
 """
 
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
-from nequip.data import (
-    AtomicDataDict,
-    DataStatisticsManager,
-    Mean,
-    NumNeighbors,
-    RootMeanSquare,
-    StandardDeviation,
-)
+from nequip.data import AtomicDataDict
 from nequip.train import MeanAbsoluteError, MeanSquaredError, MetricsManager
 
 from .._keys import DIELECTRIC_IONIC_KEY
-from ..errors import InputError
-from ..variables import check_variable
-from .log_metrics import LogMeanAbsoluteError, LogMeanSquaredError
-from .modifiers import (
+from ..data.modifier import (
     AnisotropyRatio,
     PolycrystallineConstant,
     SortedEigenvalues,
     SymmetricTensorIrreps,
     TensorIsotropicPart,
 )
+from ..data.stats_manager import check_heads
+from ..errors import InputError
+from ..variables import check_variable
+from .log_metrics import LogMeanAbsoluteError, LogMeanSquaredError
 from .ranking import SpearmanCorrelation
 
 HEADS = {
@@ -42,7 +37,8 @@ HEADS = {
     DIELECTRIC_IONIC_KEY: "ionic_",
     AtomicDataDict.BORN_CHARGE_KEY: "born_",
 }
-"""Fields a dielectric model may predict, with the prefix of their loss and metric names."""
+"""Fields a dielectric model may predict (:data:`aniso_nequip._keys.PREDICTED_FIELDS`), with the
+prefix of their loss and metric names."""
 
 LOSS_METRICS = {
     "mse": MeanSquaredError,
@@ -53,12 +49,6 @@ LOSS_METRICS = {
 """``loss_metric`` -> metric; ``log_*`` compare ``logm(eps - I)`` (:mod:`.log_metrics`)."""
 
 _DEFAULT_HEADS = {AtomicDataDict.DIELECTRIC_KEY: 1.0}
-
-
-def _check_heads(heads: Dict[str, float], what: str) -> None:
-    unknown = sorted(set(heads) - set(HEADS))
-    if unknown or not heads:
-        raise ValueError(f"{what} must name fields among {sorted(HEADS)}, got {sorted(heads)}")
 
 
 def _error_entry(field: str, coeff: Optional[float], metric: str) -> dict:
@@ -100,7 +90,7 @@ def DielectricLoss(
             coefficients of ``dielectric_tensor`` (``anisotropic_{metric}``; default 0: none)
         type_names (List[str]): atom type names (nequip's training module passes them)
     """
-    _check_heads(coeffs, "loss `coeffs`")
+    check_heads(coeffs, "loss `coeffs`")
     entries = [_error_entry(field, coeff, metric) for field, coeff in coeffs.items()]
     if anisotropic_coeff:
         if metric.startswith("log_"):
@@ -164,7 +154,7 @@ def DielectricMetrics(
         heads (Dict[str, float]): predicted field -> weight (default ``{dielectric_tensor: 1}``)
         type_names (List[str]): atom type names (nequip's training module passes them)
     """
-    _check_heads(heads, "metrics `heads`")
+    check_heads(heads, "metrics `heads`")
     entries = [_error_entry(field, coeff, "mse") for field, coeff in heads.items()]
     for field in heads:
         if field != AtomicDataDict.BORN_CHARGE_KEY:
@@ -198,60 +188,3 @@ def DielectricMetrics(
             },
         ]
     return MetricsManager(entries, type_names=type_names)
-
-
-class StatisticsWithProgress(DataStatisticsManager):
-    """nequip's :class:`~nequip.data.DataStatisticsManager` with a progress bar over the
-    batches of its pass through the training data (the neighbour lists are built there: minutes
-    for the bundled MP subset on a laptop CPU, silent without it)."""
-
-    def get_statistics(self, data_source):
-        from tqdm import tqdm
-
-        total = len(data_source) if hasattr(data_source, "__len__") else None
-        batches = tqdm(data_source, total=total, desc="training-data statistics", unit="batch")
-        return super().get_statistics(batches)
-
-
-def DielectricStatisticsManager(
-    heads: Iterable[str] = (AtomicDataDict.DIELECTRIC_KEY,),
-    dataloader_kwargs: Optional[dict] = None,
-    type_names: Optional[List[str]] = None,
-) -> DataStatisticsManager:
-    """Training-data statistics that the model builders' shifts and scales interpolate
-    (``${training_data_stats:NAME}``), computed with a progress bar
-    (:class:`StatisticsWithProgress`):
-
-    - always ``num_neighbors_mean``;
-    - ``dielectric_tensor``: ``eps_poly_mean``, ``eps_poly_std``, ``eps_2e_rms`` (RMS of the
-      ``2e`` coefficients);
-    - ``dielectric_ionic_tensor``: ``ionic_eps_poly_mean``, ``ionic_eps_poly_std``;
-    - ``born_effective_charges``: ``born_rms``.
-
-    Args:
-        heads (Iterable[str]): predicted fields, e.g. the keys of the loss ``coeffs``
-            (default ``[dielectric_tensor]``)
-        dataloader_kwargs (dict): of the statistics pass (default ``{batch_size: 32}``)
-        type_names (List[str]): atom type names (for per-type statistics)
-    """
-    _check_heads(dict.fromkeys(heads), "statistics `heads`")
-    stats = [("num_neighbors_mean", NumNeighbors(), Mean())]
-    if AtomicDataDict.DIELECTRIC_KEY in heads:
-        stats += [
-            ("eps_poly_mean", PolycrystallineConstant(), Mean()),
-            ("eps_poly_std", PolycrystallineConstant(), StandardDeviation()),
-            ("eps_2e_rms", SymmetricTensorIrreps(irrep="2e"), RootMeanSquare()),
-        ]
-    if DIELECTRIC_IONIC_KEY in heads:
-        ionic = PolycrystallineConstant(field=DIELECTRIC_IONIC_KEY)
-        stats += [
-            ("ionic_eps_poly_mean", ionic, Mean()),
-            ("ionic_eps_poly_std", ionic, StandardDeviation()),
-        ]
-    if AtomicDataDict.BORN_CHARGE_KEY in heads:
-        stats.append(("born_rms", AtomicDataDict.BORN_CHARGE_KEY, RootMeanSquare()))
-    return StatisticsWithProgress(
-        [{"name": name, "field": field, "metric": metric} for name, field, metric in stats],
-        dataloader_kwargs=dataloader_kwargs or {"batch_size": 32},
-        type_names=type_names,
-    )
