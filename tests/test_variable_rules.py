@@ -112,6 +112,7 @@ CONSUMERS = {
     "polynomial_cutoff_p": _model,
     "radial_mlp_depth": _model,
     "radial_mlp_width": _model,
+    "head_dropout": _model,
     "readout": _model,
     "physical_readout": _model,
     "backbone_layers": _foundation,
@@ -148,6 +149,8 @@ def _boundary(rule):
         values = [math.nextafter(rule.low, math.inf) if rule.kind == "number" else rule.low + 1]
     else:
         values = [int(rule.low) if rule.kind == "int" else float(rule.low)]
+    if rule.below is not None:
+        values.append(math.nextafter(rule.below, -math.inf))
     return values + [None] * rule.optional
 
 
@@ -193,6 +196,13 @@ def test_next_value_beyond_is_refused(name):
         with pytest.raises(InputError) as err:
             CONSUMERS[name](name, value)
         assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name", [name for name, rule in RULES.items() if rule.below is not None])
+def test_upper_bound_is_refused(name):
+    rule = RULES[name]
+    with pytest.raises(InputError, match=f"`{name}` must be {rule.describe()}"):
+        check_config({name: rule.below})
 
 
 def test_num_layers_may_be_zero_on_a_backbone():
