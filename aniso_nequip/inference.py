@@ -18,7 +18,8 @@ from nequip.data import AtomicDataDict
 from nequip.data._key_registry import get_field_type
 from nequip.utils.global_dtype import _GLOBAL_DTYPE
 
-from ._keys import PREDICTED_FIELDS
+from ._compile import with_inversion_partners
+from ._keys import INVERSION_PARTNER_KEY, PREDICTED_FIELDS
 from .data import atoms_to_graphs
 from .data.validation import (
     FailedPredictionWarning,
@@ -77,6 +78,8 @@ class CompiledModel(torch.nn.Module):
                 "compile it with `--target batch_dielectric` (or `batch_dielectric_static`) to "
                 "predict batches"
             )
+        if INVERSION_PARTNER_KEY in self.model.input_keys:
+            data = with_inversion_partners(data)
         inputs = {}
         for key in self.model.input_keys:
             value = data[key]
