@@ -82,9 +82,9 @@ def pool(n: int, cache: pathlib.Path) -> pathlib.Path:
 
 def compiled_model(cache: pathlib.Path, threads: int) -> pathlib.Path:
     """The ready model compiled for batches on CPU (``nequip-compile``), written when missing."""
-    from aniso_nequip.pretrained import model_files
+    from aniso_nequip.pretrained import model_paths
 
-    (package,) = model_files()
+    (package,) = model_paths()
     path = cache / f"{pathlib.Path(package).name.split('.')[0]}.nequip.pt2"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
