@@ -250,10 +250,10 @@ def test_ensemble_screen_ranks_and_resumed_shards_equal_unsharded(
     sharded = tmp_path / "sharded"
     assert cli([*base, "--out", str(sharded), "--shard", "0/2"]) == 0
 
-    def interrupted(atoms):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "dimensionality", interrupted)
+    monkeypatch.setattr(runner, "predict", interrupted)
     assert cli([*base, "--out", str(sharded), "--shard", "1/2"]) == 130
     assert sorted(p.name for p in (sharded / "shards").iterdir()) == [
         "settings.json",
@@ -479,17 +479,17 @@ KILLED_AFTER = """
 import os, signal, sys
 from aniso_nequip.screen import runner
 
-real, calls = runner.dimensionality, []
+real, calls = runner.predict, []
 
 
-def dimensionality(atoms):
-    calls.append(1)
-    if len(calls) == {calls}:
+def predict(structures, *args, **kwargs):
+    calls.extend(structures)
+    if len(calls) >= {calls}:
         os.kill(os.getpid(), signal.SIGKILL)  # a kill mid-chunk: no clean-up runs
-    return real(atoms)
+    return real(structures, *args, **kwargs)
 
 
-runner.dimensionality = dimensionality
+runner.predict = predict
 from aniso_nequip.scripts.cli import main
 
 sys.exit(main(sys.argv[1:]))

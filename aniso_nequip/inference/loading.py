@@ -9,7 +9,8 @@ import torch
 from nequip.data import AtomicDataDict
 from nequip.utils.global_dtype import _GLOBAL_DTYPE
 
-from .._keys import PREDICTED_FIELDS
+from .._compile import with_inversion_partners
+from .._keys import INVERSION_PARTNER_KEY, PREDICTED_FIELDS
 from ..data.validation import elements_not_in
 from ..errors import InputError, not_a_file
 from ..saved_models import training_info
@@ -56,6 +57,8 @@ class CompiledModel(torch.nn.Module):
                 "compile it with `--target batch_dielectric` (or `batch_dielectric_static`) to "
                 "predict batches"
             )
+        if INVERSION_PARTNER_KEY in self.model.input_keys:
+            data = with_inversion_partners(data)
         inputs = {}
         for key in self.model.input_keys:
             value = data[key]

@@ -23,6 +23,14 @@ _GRAPH_KEYS = (
 )
 
 
+def _tracing() -> bool:
+    """Whether the module is being traced (``torch.compile``/``torch.export``, or ``make_fx`` as
+    nequip's compile mode does it)."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return torch.compiler.is_compiling() or get_proxy_mode() is not None
+
+
 class CachedFeaturesMixin:
     """Lets a frozen backbone take its node features from the data (the training-time feature
     cache) instead of computing them.
@@ -30,8 +38,9 @@ class CachedFeaturesMixin:
     After :meth:`read_cached_features`, ``forward`` uses ``data[features_field]`` when it is
     there, the backbone is frozen and ``data[features_id_field]`` of every frame equals
     ``features_id`` (the fingerprint of this backbone and its settings); otherwise the backbone
-    runs as usual, so the cache never changes a result. Data without the field (inference,
-    packaged or compiled models) always runs the backbone.
+    runs as usual, so the cache never changes a result (in a traced model, e.g. nequip's
+    ``compile_mode: compile``, features of another fingerprint raise an error instead). Data
+    without the field (inference, packaged or compiled models) always runs the backbone.
     """
 
     features_field: Optional[str] = None
@@ -50,7 +59,12 @@ class CachedFeaturesMixin:
             return None
         if any(p.requires_grad for p in self.parameters()):
             return None
-        if not bool(torch.all(data[self.features_id_field] == self.features_id)):
+        same = torch.all(data[self.features_id_field] == self.features_id)
+        if _tracing():
+            # a traced graph (nequip's compile mode) cannot branch on data: features of another
+            # backbone stop it instead of being recomputed
+            torch._assert_async(same, "cached backbone features of another backbone")
+        elif not bool(same):
             return None
         return data[field]
 

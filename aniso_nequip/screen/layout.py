@@ -71,7 +71,8 @@ class Settings:
         keep_unphysical: rank by score alone; by default crystals whose predicted tensor is
             unphysical (smallest eigenvalue below 1) rank after all physical ones and are left
             out of ``candidates.extxyz``
-        dimensionality: classify structural dimensionality (the slow part)
+        dimensionality: classify the structural dimensionality of the ``top`` crystals (the
+            slow part, so not done for the others)
         shards: the number of shards the pool is split into
         chunk_size: structures of a shard per chunk, the unit from which a killed run resumes
         domain_reference: the models' training crystals for the domain score

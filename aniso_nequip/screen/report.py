@@ -1,13 +1,17 @@
 """Final screening outputs from finished shards: ``ranking.csv``, ``candidates.extxyz``,
 ``summary.md``/``summary.json`` and the plots of the paper's Fig. 6 (``a_r`` by structural
-dimensionality, ``a_r`` histogram of the screened crystals against the training set)."""
+dimensionality, ``a_r`` histogram of the screened crystals against the training set).
+
+Structural dimensionality (the slow step, ~30 ms a crystal) is classified here, for the ranked
+top (``candidates.extxyz``) only, not for every crystal of the pool."""
 
 import collections
 import csv
 import json
 import pathlib
 import resource
-from typing import Dict, Iterator, List, Optional
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import ase.io
 import numpy as np
@@ -18,6 +22,7 @@ from ..data.validation import reference_tensor
 from ..domain import OutOfDomainTally, domain_lines
 from ..io import output_set
 from ..metrics import derived
+from .dimensionality import dimensionality
 from .duplicates import dropped_indices, find_duplicates
 from .layout import (
     ID_LIST_SUFFIXES,
@@ -77,14 +82,26 @@ def _candidates(out, settings: Settings, dropped: set) -> List[ase.Atoms]:
     return frames[: settings.top]
 
 
+def _classify(candidates: List[ase.Atoms]) -> Tuple[Dict[int, Optional[int]], float]:
+    """The dimensionality of each candidate (``{pool index: dimensionality}``, also written into
+    its ``info``) and the seconds it took."""
+    tic, dims = time.perf_counter(), {}
+    for atoms in candidates:
+        dims[int(atoms.info["index"])] = dim = dimensionality(atoms)
+        if dim is not None:
+            atoms.info["dimensionality"] = dim
+    return dims, time.perf_counter() - tic
+
+
 class _Ranking:
     """What the outputs need from the ranking, gathered as its rows stream by: scores of the
-    physical crystals by dimensionality (floats only), the unphysical count and first few, the
-    top table and the dimensionality counts."""
+    physical crystals (floats only), those of the classified ones (the top) by dimensionality,
+    the unphysical count and first few, the top table and the dimensionality counts."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.ranked = 0
+        self.scores: List[float] = []
         self.by_dimensionality: Dict[str, List[float]] = {}
         self.unphysical = 0
         self.unphysical_listed: List[Dict] = []
@@ -103,11 +120,15 @@ class _Ranking:
             return
         self.ranked += 1
         self.out_of_domain.add(row)
+        classified = row["dimensionality"] not in ("", None)
         dim = _dim_label(row["dimensionality"])
-        self.dimensionality_counts[dim] += 1
+        if classified:
+            self.dimensionality_counts[dim] += 1
         if _physical(row):
             score = float(row[self.settings.score_column])
-            self.by_dimensionality.setdefault(dim, []).append(score)
+            self.scores.append(score)
+            if classified:
+                self.by_dimensionality.setdefault(dim, []).append(score)
         else:
             self.unphysical += 1
             if len(self.unphysical_listed) < LISTED_UNPHYSICAL:
@@ -117,7 +138,7 @@ class _Ranking:
             self.top.append(row)
 
     def physical_scores(self) -> np.ndarray:
-        return np.array([x for scores in self.by_dimensionality.values() for x in scores])
+        return np.array(self.scores)
 
 
 def training_a_r(settings: Settings) -> Optional[np.ndarray]:
@@ -219,7 +240,8 @@ def _summary_md(settings: Settings, summary: Dict, top, files: List[str]) -> str
         lines += ["", f"**{_nothing_ranked(summary)}**"]
     if summary["dimensionality_counts"]:
         counts = summary["dimensionality_counts"].items()
-        lines.append(f"- by dimensionality: {', '.join(f'{d}: {n}' for d, n in counts)}")
+        listed = ", ".join(f"{d}: {n}" for d, n in counts)
+        lines.append(f"- by dimensionality (the top {settings.top}): {listed}")
     lines += [
         "",
         "## Filters",
@@ -327,9 +349,11 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
 
     The shards' rows stream into ``ranking.csv`` in ranking order (:func:`sorted_rows`), every
     crystal found twice (:func:`~.duplicates.find_duplicates`) ranked once; memory holds one row
-    per shard and a float per ranked crystal (for the plots). An empty ranking (the filters
-    removed every crystal) gives ``ranking.csv`` with its header only, the summaries saying
-    so, and no candidates or plots."""
+    per shard and a float per ranked crystal (for the plots). With ``settings.dimensionality``
+    the candidates (the top ``settings.top``) are classified first, and only they get a
+    ``dimensionality`` in the ranking, the counts and the plot by dimensionality. An empty
+    ranking (the filters removed every crystal) gives ``ranking.csv`` with its header only, the
+    summaries saying so, and no candidates or plots."""
     paths = _shard_csvs(out, settings)
     duplicates, clashes = find_duplicates(_identities(paths))
     dropped = dropped_indices(duplicates)
@@ -339,15 +363,21 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
     files = [OUTPUTS[k] for k in ("ranking", "summary", "summary_json")]
     outputs = pathlib.Path(out) / "outputs"  # names the lock and the staging folder
     with output_set(out, OUTPUTS.values(), force=True, key=outputs, wait=True) as stage:
+        candidates = _candidates(out, settings, dropped)
+        dims, seconds = _classify(candidates) if settings.dimensionality else ({}, 0.0)
+        summary = {**summary, "seconds": {**summary["seconds"]}}
+        summary["seconds"]["dimensionality"] += seconds
+        summary["seconds"]["total"] += seconds
         with open(stage / OUTPUTS["ranking"], "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["rank", *settings.columns()])
             writer.writeheader()
             for row in sorted_rows(paths, settings):
                 if int(row["index"]) not in dropped:
+                    if dims.get(int(row["index"])) is not None:
+                        row["dimensionality"] = str(dims[int(row["index"])])
                     row = {"rank": "" if row["failed"] else str(ranking.ranked + 1), **row}
                     ranking.add(row)
                     writer.writerow(row)
-        candidates = _candidates(out, settings, dropped)
         if candidates:
             files.insert(1, OUTPUTS["candidates"])
             ase.io.write(stage / OUTPUTS["candidates"], candidates, format="extxyz")
@@ -356,7 +386,7 @@ def write_outputs(out, settings: Settings, summary: Dict) -> Dict:
             files.append(OUTPUTS["by_dimensionality"])
             path = stage / OUTPUTS["by_dimensionality"]
             plots.a_r_by_dimensionality(ranking.by_dimensionality, score, path, unphysical)
-        if ranking.by_dimensionality:
+        if ranking.scores:
             files.append(OUTPUTS["histogram"])
             path = stage / OUTPUTS["histogram"]
             plots.a_r_histogram(ranking.physical_scores(), training, score, path, unphysical)

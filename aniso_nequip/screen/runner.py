@@ -43,7 +43,6 @@ from ..inference import (
 from ..io import OutputExistsError, atomic_file, check_writable, output_lock
 from ..metrics import derived
 from ..optics import csv_fields, describe
-from .dimensionality import dimensionality
 from .duplicates import fingerprint
 from .filters import PoolFilter, label, merge_reports
 from .layout import (
@@ -163,10 +162,10 @@ def _score(mean: float, std: float, settings: Settings) -> float:
     return mean + sign * settings.k * std
 
 
-def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
+def _rows(entries, tensors: np.ndarray, settings: Settings, domain):
     """CSV rows and annotated frames of a batch; ``tensors`` is ``(n_models, B, 3, 3)``,
-    ``dims`` the dimensionalities (or ``None``s), ``domain`` the batch's
-    :class:`~aniso_nequip.domain.DomainScores`."""
+    ``domain`` the batch's :class:`~aniso_nequip.domain.DomainScores`. The dimensionality is
+    left empty: the merge classifies the top crystals only (:mod:`.report`)."""
     mean = ensemble_mean(tensors)
     per_model = [derived(t) for t in tensors]
     eps_poly = np.stack([d["eps_poly"] for d in per_model])
@@ -190,7 +189,7 @@ def _rows(entries, tensors: np.ndarray, dims: list, settings: Settings, domain):
             "physical": bool(eigenvalues[b, 0] >= PHYSICAL_MIN_EIGENVALUE),
             "failed": prediction_problem(mean[b]) or "",
             **domain.row(b),
-            "dimensionality": dims[b],
+            "dimensionality": None,
             "crystal_system": crystal_system(atoms),
             **csv_fields(describe(mean[b], atoms)),
             "n_sites": len(atoms),
@@ -385,10 +384,7 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
             tensors = predict_members(structures, model, len(batch), device, checked=True)
         domain = scores_for(reference, features, structures)
         chunk.seconds["predict"] += time.perf_counter() - tic
-        tic = time.perf_counter()
-        dims = [dimensionality(a) if settings.dimensionality else None for _, _, a in batch]
-        chunk.seconds["dimensionality"] += time.perf_counter() - tic
-        for row, frame in _rows(batch, tensors, dims, settings, domain):
+        for row, frame in _rows(batch, tensors, settings, domain):
             chunk.rows.append(row)
             if not (row["failed"] or settings.ranked_last(row["physical"])):
                 chunk.best.offer(frame_key(frame, settings), frame)

@@ -165,7 +165,8 @@ def add_parser(commands) -> None:
         help="rank by score alone (default: predictions with an eigenvalue < 1 rank last and "
         "stay out of candidates.extxyz)",
     )
-    screen.add_argument("--no-dimensionality", action="store_true", help="skip the slow part")
+    screen.add_argument("--no-dimensionality", action="store_true",
+                        help="do not classify the --top crystals' structural dimensionality")
     screen.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     screen.add_argument(
         "--batch-size",
