@@ -253,7 +253,7 @@ def test_ensemble_screen_ranks_and_resumed_shards_equal_unsharded(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "predict", interrupted)
+    monkeypatch.setattr(runner, "predict_members", interrupted)
     assert cli([*base, "--out", str(sharded), "--shard", "1/2"]) == 130
     assert sorted(p.name for p in (sharded / "shards").iterdir()) == [
         "settings.json",
@@ -479,7 +479,7 @@ KILLED_AFTER = """
 import os, signal, sys
 from aniso_nequip.screen import runner
 
-real, calls = runner.predict, []
+real, calls = runner.predict_members, []
 
 
 def predict(structures, *args, **kwargs):
@@ -489,7 +489,7 @@ def predict(structures, *args, **kwargs):
     return real(structures, *args, **kwargs)
 
 
-runner.predict = predict
+runner.predict_members = predict
 from aniso_nequip.scripts.cli import main
 
 sys.exit(main(sys.argv[1:]))
