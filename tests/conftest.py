@@ -1,14 +1,19 @@
+"""Fixtures of every test layer (``tests/unit``, ``tests/integration``).
+
+nequip's own test fixtures (``default_dtype``, which sets nequip's global state for the session,
+``model_dtype``, ``molecules``, ``Cu_bulk``, ... for nequip's model test mixins) come from
+executing nequip's conftest here, as nequip-allegro does."""
+
 import ase.build
 import ase.io
 import pytest
-from nequip.utils.global_state import set_global_state
+from nequip.utils.unittests import CONFTEST_PATH
 
 from helpers import BIN, build_tiny, bundled, run_command
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _global_state():
-    set_global_state()
+# like `source` in bash
+with open(CONFTEST_PATH) as f:
+    exec(f.read())
 
 
 @pytest.fixture(scope="session")
