@@ -18,12 +18,12 @@ computed once with the project's own backbone code and cached per structure. A f
 records its error (``*.error.json``) and the next one runs. Finished folds are not run again
 (one result file per row, seed and fold, written atomically), so a comparison can span sessions.
 
-    python benchmarks/discovery.py                                   # every row, 5 folds, seed 0
-    python benchmarks/discovery.py --rows ridge_b1_log ridge_b1_linear
-    python benchmarks/discovery.py --rows shipped --folds 0 --max-epochs 10 --max-minutes 30
-    python benchmarks/discovery.py --rows shipped ridge_b1_log --seeds 0 1 2   # the final pair
-    python benchmarks/discovery.py --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
-    python benchmarks/results.py                                     # tables -> RESULTS.md
+    python -m benchmarks.discovery                                   # every row, 5 folds, seed 0
+    python -m benchmarks.discovery --rows ridge_b1_log ridge_b1_linear
+    python -m benchmarks.discovery --rows shipped --folds 0 --max-epochs 10 --max-minutes 30
+    python -m benchmarks.discovery --rows shipped ridge_b1_log --seeds 0 1 2   # the final pair
+    python -m benchmarks.discovery --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
+    python -m benchmarks.results                                     # tables -> RESULTS.md
 """
 
 import argparse
