@@ -83,8 +83,9 @@ def _run(model, frames, batch_size, partners):
     return np.concatenate(out), time.perf_counter() - start
 
 
-def measure_levers(batch_size: int, num_structures: int, warmup: int = 2):
-    """Structures/s and deviation from today's predictions of each row of :data:`LEVERS`."""
+def measure_levers(batch_size: int, num_structures: int, warmup: int = 2, levers=LEVERS):
+    """Structures/s and deviation from today's predictions of each row of ``levers`` (of
+    :data:`LEVERS`, in that order, starting with today's path)."""
     from nequip.utils.global_state import set_global_state
 
     from aniso_nequip.inference import load_model
@@ -97,7 +98,7 @@ def measure_levers(batch_size: int, num_structures: int, warmup: int = 2):
         new = rebuilt(ROOT / SHIPPED)
         backbone = new.model.backbone
         rows, reference = [], None
-        for lever in LEVERS:
+        for lever in levers:
             model, partners = new, lever == "centrosymmetric skip"
             backbone.share_first_layer = lever not in ("today", "radial weights once")
             if lever == "today":
