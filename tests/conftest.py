@@ -9,7 +9,7 @@ import ase.io
 import pytest
 from nequip.utils.unittests import CONFTEST_PATH
 
-from helpers import BIN, build_tiny, bundled, run_command
+from helpers import BIN, ROOT, build_tiny, bundled, run_command
 
 # like `source` in bash
 with open(CONFTEST_PATH) as f:
@@ -117,3 +117,9 @@ def split_overrides(tmp_path_factory):
         ase.io.write(path, bundled(f"mp_subset_{split}", f":{n}"))
         out.append(f"{split}_file={path}")
     return out
+
+
+@pytest.fixture
+def in_root(monkeypatch):
+    """The test runs in the repository root (configs/ found by relative path)."""
+    monkeypatch.chdir(ROOT)
