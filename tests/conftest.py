@@ -15,6 +15,15 @@ from helpers import BIN, ROOT, build_tiny, bundled, run_command
 with open(CONFTEST_PATH) as f:
     exec(f.read())
 
+# fixtures that run nequip-train: every test that uses one is slow
+TRAINING_FIXTURES = {"trained", "packaged"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def small_frames():

@@ -10,6 +10,8 @@ import pytest
 
 from helpers import BIN, EVALUATION_OUTPUTS, PNG_SIGNATURE, epoch_values, run_command
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def evaluated(trained, tmp_path_factory):

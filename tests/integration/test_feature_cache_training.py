@@ -8,7 +8,7 @@ import pytest
 
 from helpers import BIN, bundled, epoch_values, run_command
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:sevenn")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:sevenn")]
 
 
 def _train(tmp, files, cache):

@@ -10,6 +10,8 @@ import pytest
 
 from helpers import BIN, bundled, run_command
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def foundation_run(tmp_path_factory):

@@ -12,6 +12,8 @@ import torch
 from aniso_nequip.train import SelfContainedCheckpoints
 from helpers import BIN, ROOT, bundled, predict, run_command
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def finetuned(trained, tmp_path_factory):

@@ -6,6 +6,8 @@ import pytest
 
 from helpers import BIN, bundled, epoch_values, run_command
 
+pytestmark = pytest.mark.slow
+
 EPS, IONIC, BORN = "dielectric_tensor", "dielectric_ionic_tensor", "born_effective_charges"
 
 

@@ -12,6 +12,8 @@ from aniso_nequip.scripts.cli import main as cli
 from aniso_nequip.sweep import load_spec
 from helpers import BIN, PNG_SIGNATURE, ROOT, bundled, epoch_values, run_command, sweep_spec
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def data_overrides(tmp_path_factory):
