@@ -74,14 +74,15 @@ EXPERIMENTS = {
 def _command(name, max_minutes, out, parallel_seeds, extra=()):
     _, _, config, overrides, seeds, pretrain = EXPERIMENTS[name]
     jobs = len(seeds) if parallel_seeds else 1
-    command = [sys.executable, "-m", "benchmarks.accuracy", config, "--name", name,
-               "--out", out, "--jobs", str(jobs), "--seeds", *map(str, seeds)]  # fmt: skip
+    # the overrides before the options: after `--seeds` they would be read as seeds
+    command = [sys.executable, "-m", "benchmarks.accuracy", config, *overrides, *extra, "--name",
+               name, "--out", out, "--jobs", str(jobs), "--seeds", *map(str, seeds)]  # fmt: skip
     if max_minutes:
         # pre-training and fine-tuning share the budget
         command += ["--max-minutes", str(max_minutes / (2 if pretrain else 1))]
     if pretrain:
         command += ["--pretrain", pretrain]
-    return command + overrides + list(extra)
+    return command
 
 
 def _run(name, max_minutes, out, parallel_seeds, extra=()):

@@ -76,7 +76,8 @@ def test_accuracy_writes_per_seed_and_ensemble_metrics(accuracy_run):
     for run in summary["runs"]:
         assert run["epochs"] == 1 and run["parameters"] > 0 and run["wall_s"] > 0
         assert sum(s["n"] for s in run["per_crystal_system"].values()) == 111
-        assert 0 < run["phonondb_ood"]["n"] < 111  # less the crystals also in mp_subset train
+        # the phonondb test split less the crystals also in the mp_subset training split
+        assert 0 < run["phonondb_ood"]["n"] < len(bundled("phonondb_test"))
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"]
 
 
@@ -106,7 +107,6 @@ def test_experiments_pass_their_overrides_to_accuracy(data_slice, shipped_before
     assert summary["config"] == "configs/anisonet.yaml" and summary["seeds"] == [0]
     assert summary["overrides"][:2] == ["l_max=0", "max_epochs=1"]
     assert summary["runs"][0]["epochs"] == 1 and 0 < summary["eps_poly_mae_mean"] < 100
-    assert "done" in (tmp_path / "l_max_0.log").read_text() or summary["runs"]
 
 
 def test_speed_measures_training_and_inference(data_slice, tmp_path):
