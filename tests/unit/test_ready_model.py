@@ -31,6 +31,7 @@ def test_shipped_files_match_their_card():
     assert card["functional"].startswith("PBE") and "Si" in card["elements_trained_on"]
 
 
+@pytest.mark.slow
 def test_shipped_model_reproduces_its_recorded_test_errors():
     """The card's test MAEs, recomputed from the shipped files on the bundled test split."""
     frames = bundled("mp_subset_test")
