@@ -74,6 +74,7 @@ def _node_features(model, atoms):
     return captured["x"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers", [1, 2])
 def test_sevennet_features_equal_the_source_models_own_forward(frames, names, layers):
     import sevenn._keys as KEY
