@@ -105,6 +105,7 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
     assert float(ranking[-1]["a_r"]) == max(float(r["a_r"]) for r in ranking)
 
 
+@pytest.mark.slow
 def test_load_model_and_evaluate_default_to_the_ready_model(symmetric_cells, tmp_path):
     from aniso_nequip.evaluation import evaluate
 

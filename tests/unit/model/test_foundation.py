@@ -18,6 +18,8 @@ from aniso_nequip.train import BackboneParamGroups
 from helpers import build_tiny, bundled, predict, rotated, rotation
 
 SEVENNET_R_MAX = 5.0
+# SevenNet-0 as a backbone: slow
+pytestmark = pytest.mark.slow
 
 
 def _foundation(type_names, **kwargs):
@@ -74,7 +76,6 @@ def _node_features(model, atoms):
     return captured["x"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layers", [1, 2])
 def test_sevennet_features_equal_the_source_models_own_forward(frames, names, layers):
     import sevenn._keys as KEY

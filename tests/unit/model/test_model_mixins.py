@@ -69,6 +69,7 @@ class TestAnisoNetStatic(_DielectricModelTests):
         return {"_target_": "aniso_nequip.model.AnisoNetStaticModel", "r_max": 4.0, **TINY}
 
 
+@pytest.mark.slow  # SevenNet-0 as a backbone
 class TestFoundationAnisoNet(_DielectricModelTests):
     @pytest.fixture(scope="class")
     @classmethod

@@ -20,7 +20,8 @@ from aniso_nequip.train.feature_cache import structure_key
 from helpers import build_tiny, bundled
 
 R_MAX = 5.0
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:sevenn")
+# SevenNet-0 as a backbone: slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:sevenn")]
 
 
 @pytest.fixture(scope="module")
