@@ -188,12 +188,16 @@ def test_repackage_rebuilds_a_copy_of_the_shipped_packages(shipped_before, tmp_p
 
 def test_readouts_benchmark_times_every_readout(tmp_path):
     out = tmp_path / "readouts.json"
-    _module("benchmarks.readouts", "--structures", 4, "--max-atoms", 16, "--threads", 1,
+    # the first 18 test crystals: the 18th is the first small cubic one (the scaling's cell)
+    _module("benchmarks.readouts", "--structures", 18, "--max-atoms", 16, "--threads", 1,
             "--out", out)
     report = json.loads(out.read_text())
-    assert report["structures"] == 4 and report["threads"] == 1
+    assert report["structures"] == 18 and report["threads"] == 1
     assert set(report["per_structure"]) == {"linear", "square", "log", "local_field"}
-    assert report["local_field_scaling"]
+    scaling = report["local_field_scaling"]
+    assert scaling and all(r["atoms"] <= 16 and r["local_field_s"] > 0 for r in scaling)
+    for row in report["per_structure"].values():
+        assert row["forward_s"] > 0 and row["forward+backward_s"] > 0
 
 
 def test_input_limits_on_a_slice():
