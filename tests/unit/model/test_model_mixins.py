@@ -35,6 +35,7 @@ class TestAnisoNet(_DielectricModelTests):
         return {"_target_": "aniso_nequip.model.AnisoNetModel", "r_max": 4.0, **TINY}
 
 
+@pytest.mark.slow  # the quick subset runs the mixin on AnisoNet and the 6x0e ablation
 class TestAnisoNetLogReadout(_DielectricModelTests):
     """``readout: log``; ``local_field`` needs periodic cells, which the mixin's molecules lack
     (its tests are in test_local_field.py)."""
@@ -62,6 +63,7 @@ class TestScalarAnisoNet(_DielectricModelTests):
         pytest.skip("the 6x0e ablation is not rotation-equivariant by design")
 
 
+@pytest.mark.slow  # the quick subset runs the mixin on AnisoNet and the 6x0e ablation
 class TestAnisoNetStatic(_DielectricModelTests):
     @pytest.fixture(scope="class")
     @classmethod
