@@ -382,9 +382,8 @@ def neural_fold(
     """Train ``row``'s config on fold ``k`` (``nequip-train``, validation part for checkpoint
     selection; at most ``max_epochs`` and ``max_minutes`` when given) unless an earlier run
     finished, and predict with its best checkpoint."""
-    from accuracy import _epochs, _max_time
-
     from aniso_nequip.inference import predict
+    from benchmarks.accuracy import _epochs, _max_time
 
     files = bench.fold_files(k)
     run_dir = bench.work / row.name / f"seed{seed}_fold{k}"
@@ -423,10 +422,9 @@ def neural_fold(
 def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, **limits):
     """Run one fold of one row unless its result file exists; write the result (or the error,
     ``*.error.json``) atomically. Returns the result, or ``None`` after an error."""
-    from machine import describe
-
     from aniso_nequip.data.matching import frame_label
     from aniso_nequip.metrics import discovery_metrics
+    from benchmarks.machine import describe
 
     path = out / row.name / f"seed{seed}_fold{k}.json"
     error_path = path.with_suffix(".error.json")
