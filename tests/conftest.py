@@ -4,6 +4,8 @@ nequip's own test fixtures (``default_dtype``, which sets nequip's global state 
 ``model_dtype``, ``molecules``, ``Cu_bulk``, ... for nequip's model test mixins) come from
 executing nequip's conftest here, as nequip-allegro does."""
 
+import signal
+
 import ase.build
 import ase.io
 import pytest
@@ -132,3 +134,10 @@ def split_overrides(tmp_path_factory):
 def in_root(monkeypatch):
     """The test runs in the repository root (configs/ found by relative path)."""
     monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _default_sigint():
+    """Each test starts with Python's own SIGINT handler (an earlier test's library may leave
+    another one, which the processes a test starts would inherit)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
