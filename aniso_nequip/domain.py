@@ -19,7 +19,7 @@ standardised by its spread over the training crystals before the Euclidean dista
 A :class:`DomainReference` holds the training crystals' features, ids, formulas and structures
 (to say whether the nearest one is the same structure: pymatgen's ``StructureMatcher``) and the
 calibration. The ready model ships one (``aniso_nequip/pretrained/domain_reference.npz``,
-written by ``benchmarks/ship_model.py``); for another model build one from its training file
+written by ``release/ship_model.py``); for another model build one from its training file
 (:func:`build_reference`, or ``--domain-reference train.extxyz`` on the commands).
 
     from aniso_nequip.domain import build_reference
@@ -450,7 +450,7 @@ def resolve_reference(model, reference=None, batch_size: int = 32, device="cpu")
             if path.is_file():
                 return DomainReference.load(path)
             return NoReference("the ready model's domain reference is missing: rerun "
-                               "benchmarks/ship_model.py")  # fmt: skip
+                               "release/ship_model.py")  # fmt: skip
         return NoReference("no domain reference for this model: pass one built from its training "
                            "file (--domain-reference train.extxyz)")  # fmt: skip
     if isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(

@@ -9,10 +9,10 @@ metrics of the seeds' mean prediction (an ensemble), epochs, best epoch, wall ti
 count. 111 test crystals make single runs
 noisy: report the seed spread.
 
-    python benchmarks/accuracy.py configs/anisonet.yaml --seeds 0 1 2
-    python benchmarks/accuracy.py configs/anisonet_finetune.yaml --jobs 3 \
+    python -m benchmarks.accuracy configs/anisonet.yaml --seeds 0 1 2
+    python -m benchmarks.accuracy configs/anisonet_finetune.yaml --jobs 3 \
         --pretrain configs/anisonet_pretrain.yaml
-    python benchmarks/accuracy.py configs/tiny.yaml --seeds 0 1 --max-minutes 2 max_epochs=3
+    python -m benchmarks.accuracy configs/tiny.yaml --seeds 0 1 --max-minutes 2 max_epochs=3
 """
 
 import argparse
@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ase.io
 import numpy as np
-from machine import describe
 
 from aniso_nequip.io import atomic_file
+from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_FILE = "datasets/mp_subset_test.extxyz.gz"

@@ -18,12 +18,12 @@ computed once with the project's own backbone code and cached per structure. A f
 records its error (``*.error.json``) and the next one runs. Finished folds are not run again
 (one result file per row, seed and fold, written atomically), so a comparison can span sessions.
 
-    python benchmarks/discovery.py                                   # every row, 5 folds, seed 0
-    python benchmarks/discovery.py --rows ridge_b1_log ridge_b1_linear
-    python benchmarks/discovery.py --rows shipped --folds 0 --max-epochs 10 --max-minutes 30
-    python benchmarks/discovery.py --rows shipped ridge_b1_log --seeds 0 1 2   # the final pair
-    python benchmarks/discovery.py --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
-    python benchmarks/results.py                                     # tables -> RESULTS.md
+    python -m benchmarks.discovery                                   # every row, 5 folds, seed 0
+    python -m benchmarks.discovery --rows ridge_b1_log ridge_b1_linear
+    python -m benchmarks.discovery --rows shipped --folds 0 --max-epochs 10 --max-minutes 30
+    python -m benchmarks.discovery --rows shipped ridge_b1_log --seeds 0 1 2   # the final pair
+    python -m benchmarks.discovery --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
+    python -m benchmarks.results                                     # tables -> RESULTS.md
 """
 
 import argparse
@@ -394,9 +394,8 @@ def neural_fold(
     """Train ``row``'s config on fold ``k`` (``nequip-train``, validation part for checkpoint
     selection; at most ``max_epochs`` and ``max_minutes`` when given) unless an earlier run
     finished, and predict with its best checkpoint."""
-    from accuracy import _max_time
-
     from aniso_nequip.inference import predict
+    from benchmarks.accuracy import _max_time
 
     files = bench.fold_files(k)
     run_dir = bench.work / row.name / f"seed{seed}_fold{k}"
@@ -435,10 +434,9 @@ def neural_fold(
 def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, **limits):
     """Run one fold of one row unless its result file exists; write the result (or the error,
     ``*.error.json``) atomically. Returns the result, or ``None`` after an error."""
-    from machine import describe
-
     from aniso_nequip.data.matching import frame_label
     from aniso_nequip.metrics import discovery_metrics
+    from benchmarks.machine import describe
 
     path = out / row.name / f"seed{seed}_fold{k}.json"
     error_path = path.with_suffix(".error.json")

@@ -9,8 +9,8 @@ Threshold rule: the smallest score on a grid from 1 (the median validation cryst
 tells nothing) and above which the crystals' mean absolute errors are at least twice those of
 the crystals at or below it, for both quantities on both sets.
 
-    python benchmarks/domain.py          # writes benchmarks/runs/domain/domain.json (~5 min CPU)
-    python benchmarks/results.py         # renders it into benchmarks/RESULTS.md
+    python -m benchmarks.domain          # writes benchmarks/runs/domain/domain.json (~5 min CPU)
+    python -m benchmarks.results         # renders it into benchmarks/RESULTS.md
 """
 
 import argparse
@@ -21,7 +21,6 @@ import pathlib
 import ase.io
 import numpy as np
 from ase.build import bulk
-from machine import describe
 from scipy.stats import spearmanr
 
 from aniso_nequip import predict
@@ -30,6 +29,7 @@ from aniso_nequip.data.validation import reference_tensor
 from aniso_nequip.domain import FLAG_THRESHOLD
 from aniso_nequip.io import write_json
 from aniso_nequip.metrics import derived
+from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "datasets"
@@ -38,14 +38,15 @@ MAX_FLAGGED = 1 / 3  # of the MP test split
 QUANTITIES = ("eps_poly", "a_r")
 
 
-def datasets():
-    """``{name: frames}``: the MP test split and phonondb less the MP training crystals."""
+def datasets(slice_n=None):
+    """``{name: frames}``: the MP test split and phonondb less the MP training crystals (the
+    first ``slice_n`` crystals of each, when given)."""
     train = StructureIndex(ase.io.read(DATA / "mp_subset_train.extxyz.gz", ":"))
     phonondb = [a for split in ("train", "val", "test")
                 for a in ase.io.read(DATA / f"phonondb_{split}.extxyz.gz", ":")]  # fmt: skip
     return {
-        "mp_subset_test": ase.io.read(DATA / "mp_subset_test.extxyz.gz", ":"),
-        "phonondb_not_in_mp_train": [a for a in phonondb if a not in train],
+        "mp_subset_test": ase.io.read(DATA / "mp_subset_test.extxyz.gz", ":")[:slice_n],
+        "phonondb_not_in_mp_train": [a for a in phonondb if a not in train][:slice_n],
     }
 
 
@@ -88,10 +89,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "domain"))
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--slice", type=int, dest="slice_n", help="only the first N crystals of each set (smoke)"
+    )
     args = parser.parse_args(argv)
 
     per_set = {}
-    for name, frames in datasets().items():
+    for name, frames in datasets(args.slice_n).items():
         score, errors = measure(frames, args.batch_size)
         per_set[name] = {
             "n": len(frames),

@@ -9,20 +9,22 @@ principal values) and writes ``benchmarks/experiment.json`` and the "PBE vs expe
 of ``aniso_nequip/pretrained/MODEL_CARD.md`` (``experiment`` in ``model_card.json``; the model
 files are not touched)::
 
-    python benchmarks/experiment.py
+    python -m benchmarks.experiment
+    python -m benchmarks.experiment --out /tmp/experiment.json --shipped /tmp/pretrained
 """
 
+import argparse
 import json
 import pathlib
 
 import numpy as np
 from ase.spacegroup import crystal
-from ship_model import SHIPPED, model_card_markdown
 
 from aniso_nequip.data.validation import reduced_formula
 from aniso_nequip.inference import predict
 from aniso_nequip.io import atomic_file
 from aniso_nequip.optics import describe
+from release.ship_model import SHIPPED, model_card_markdown
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "experiment.json"
@@ -121,15 +123,24 @@ def compare():
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default=str(OUT), help="the JSON written")
+    parser.add_argument(
+        "--shipped", default=str(SHIPPED), help="folder of the model card (default: the package's)"
+    )
+    args = parser.parse_args(argv)
+    shipped = pathlib.Path(args.shipped)
     result = compare()
-    with atomic_file(OUT, force=True) as tmp:
+    with atomic_file(args.out, force=True) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
-    card = json.loads((SHIPPED / "model_card.json").read_text())
+    card = json.loads((shipped / "model_card.json").read_text())
     card["experiment"] = result
-    with atomic_file(SHIPPED / "model_card.json", force=True) as tmp:
+    with atomic_file(shipped / "model_card.json", force=True) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n")
-    with atomic_file(SHIPPED / "MODEL_CARD.md", force=True) as tmp:
+    with atomic_file(shipped / "MODEL_CARD.md", force=True) as tmp:
         tmp.write_text(model_card_markdown(card))
     print(json.dumps({k: v for k, v in result.items() if k != "crystals"}, indent=1))
     for r in result["crystals"]:

@@ -7,9 +7,9 @@ evaluate its test split) under the same wall-time budget, so ideas are compared 
 trainings share it well; on a CPU keep the default 1); ``benchmarks/results.py`` then writes
 RESULTS.md.
 
-    python benchmarks/experiments.py --max-minutes 40                    # all, one after another
-    python benchmarks/experiments.py --jobs 12 --parallel-seeds --max-minutes 6  # on one GPU
-    python benchmarks/experiments.py best paper                          # a selection
+    python -m benchmarks.experiments --max-minutes 40                    # all, one after another
+    python -m benchmarks.experiments --jobs 12 --parallel-seeds --max-minutes 6  # on one GPU
+    python -m benchmarks.experiments best paper                          # a selection
 """
 
 import argparse
@@ -71,25 +71,26 @@ EXPERIMENTS = {
 }  # fmt: skip
 
 
-def _command(name, max_minutes, out, parallel_seeds):
+def _command(name, max_minutes, out, parallel_seeds, extra=()):
     _, _, config, overrides, seeds, pretrain = EXPERIMENTS[name]
     jobs = len(seeds) if parallel_seeds else 1
-    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), config, "--name", name,
-               "--out", out, "--jobs", str(jobs), "--seeds", *map(str, seeds)]  # fmt: skip
+    # the overrides before the options: after `--seeds` they would be read as seeds
+    command = [sys.executable, "-m", "benchmarks.accuracy", config, *overrides, *extra, "--name",
+               name, "--out", out, "--jobs", str(jobs), "--seeds", *map(str, seeds)]  # fmt: skip
     if max_minutes:
         # pre-training and fine-tuning share the budget
         command += ["--max-minutes", str(max_minutes / (2 if pretrain else 1))]
     if pretrain:
         command += ["--pretrain", pretrain]
-    return command + overrides
+    return command
 
 
-def _run(name, max_minutes, out, parallel_seeds):
+def _run(name, max_minutes, out, parallel_seeds, extra=()):
     log = ROOT / out / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        code = subprocess.run(_command(name, max_minutes, out, parallel_seeds), cwd=ROOT, stdout=f,
-                              stderr=subprocess.STDOUT).returncode  # fmt: skip
+        code = subprocess.run(_command(name, max_minutes, out, parallel_seeds, extra), cwd=ROOT,
+                              stdout=f, stderr=subprocess.STDOUT).returncode  # fmt: skip
     print(f"{name}: {'done' if code == 0 else f'FAILED (exit {code}), see {log}'}", flush=True)
     return code
 
@@ -104,6 +105,12 @@ def main(argv=None):
     parser.add_argument("--parallel-seeds", action="store_true",
                         help="train an experiment's seeds at the same time (GPU)")  # fmt: skip
     parser.add_argument("--out", default="benchmarks/runs")
+    parser.add_argument(
+        "--overrides",
+        nargs="+",
+        default=[],
+        help="Hydra overrides appended to every experiment's (a smoke run: max_epochs=1 ...)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(EXPERIMENTS)
     if unknown:
@@ -111,8 +118,13 @@ def main(argv=None):
     names = args.names or list(EXPERIMENTS)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     with ThreadPoolExecutor(args.jobs) as pool:
-        run = functools.partial(_run, max_minutes=args.max_minutes, out=args.out,
-                                parallel_seeds=args.parallel_seeds)  # fmt: skip
+        run = functools.partial(
+            _run,
+            max_minutes=args.max_minutes,
+            out=args.out,
+            parallel_seeds=args.parallel_seeds,
+            extra=args.overrides,
+        )
         codes = list(pool.map(run, names))
     return int(any(codes))
 

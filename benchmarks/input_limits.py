@@ -4,9 +4,11 @@ of atoms relative to their covalent radii, the widest empty gap between lattice 
 bulk crystals and the cells of fragments in vacuum, the eigenvalue range of the reference
 tensors and their point-group deviations. Prints JSON (about a minute on one core)::
 
-    python benchmarks/input_limits.py
+    python -m benchmarks.input_limits
+    python -m benchmarks.input_limits --slice 20     # the first 20 crystals of each file (smoke)
 """
 
+import argparse
 import json
 import pathlib
 
@@ -28,10 +30,15 @@ from aniso_nequip.data.validation import (
 DATASETS = pathlib.Path(__file__).resolve().parents[1] / "datasets"
 
 
-def main() -> dict:
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--slice", type=int, dest="slice_n", help="only the first N crystals of each file (smoke)"
+    )
+    index = slice(parser.parse_args(argv).slice_n)
     closest, bulk_gaps, fragments, eigenvalues, deviations = [], [], {}, [], {"mp": [], "pdb": []}
     for path in sorted(DATASETS.glob("*.extxyz.gz")):
-        for atoms in ase.io.read(path, ":"):
+        for atoms in ase.io.read(path, index):
             name = atoms.info["entry_id"]
             pair = closest_pair(atoms, 2.0)
             closest.append((pair[1], name, pair[0]))

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from nequip.data import AtomicDataDict
 
-from aniso_nequip import _keys
 from aniso_nequip.data import atoms_to_graphs, read_frames
+from aniso_nequip.data.graphs import INVERSION_PARTNER_KEY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = "aniso_nequip/pretrained/anisonet_foundation_seed0.nequip.zip"
@@ -46,11 +46,11 @@ def baseline_package(directory: pathlib.Path) -> pathlib.Path:
 
 def rebuilt(package: pathlib.Path):
     """The package's model built by the current code from the package's own config, with its
-    weights (what ``benchmarks/repackage.py`` ships)."""
+    weights (what ``release/repackage.py`` ships)."""
     from hydra.utils import instantiate
-    from repackage import load_package_weights
 
     from aniso_nequip.saved_models import model_config
+    from release.repackage import load_package_weights
 
     model = instantiate(model_config(package))
     load_package_weights(model, package)
@@ -58,9 +58,8 @@ def rebuilt(package: pathlib.Path):
 
 
 def _aot(model, frames, directory):
-    from speed import aot_export
-
     from aniso_nequip.inference import load_model
+    from benchmarks.speed import aot_export
 
     path = directory / "model.nequip.pt2"
     example = atoms_to_graphs(frames[:1], model.type_names, float(model.metadata["r_max"]))
@@ -75,14 +74,15 @@ def _run(model, frames, batch_size, partners):
     for i in range(0, len(frames), batch_size):
         graphs = atoms_to_graphs(frames[i : i + batch_size], names, r_max, with_references=False)
         if not partners:
-            graphs.pop(_keys.INVERSION_PARTNER_KEY)
+            graphs.pop(INVERSION_PARTNER_KEY)
         with torch.no_grad():
             out.append(model(graphs)[AtomicDataDict.DIELECTRIC_KEY].double().numpy())
     return np.concatenate(out), time.perf_counter() - start
 
 
-def measure_levers(batch_size: int, num_structures: int, warmup: int = 2):
-    """Structures/s and deviation from today's predictions of each row of :data:`LEVERS`."""
+def measure_levers(batch_size: int, num_structures: int, warmup: int = 2, levers=LEVERS):
+    """Structures/s and deviation from today's predictions of each row of ``levers`` (of
+    :data:`LEVERS`, in that order, starting with today's path)."""
     from nequip.utils.global_state import set_global_state
 
     from aniso_nequip.inference import load_model
@@ -95,7 +95,7 @@ def measure_levers(batch_size: int, num_structures: int, warmup: int = 2):
         new = rebuilt(ROOT / SHIPPED)
         backbone = new.model.backbone
         rows, reference, compiled = [], None, None
-        for lever in LEVERS:
+        for lever in levers:
             model, partners = new, lever.endswith("centrosymmetric skip")
             backbone.share_first_layer = lever not in ("today", "radial weights once")
             if lever == "today":
@@ -116,7 +116,7 @@ def measure_levers(batch_size: int, num_structures: int, warmup: int = 2):
                 "max_rel_diff": float(np.max(np.abs(predicted - reference) / scale)),
             })  # fmt: skip
     centrosymmetric = sum(
-        bool((atoms_to_graphs([a], new.type_names, 5.0)[_keys.INVERSION_PARTNER_KEY] >= 0).all())
+        bool((atoms_to_graphs([a], new.type_names, 5.0)[INVERSION_PARTNER_KEY] >= 0).all())
         for a in frames
     )
     for row in rows:

@@ -6,8 +6,8 @@ small float32 AnisoNet (configs/tiny.yaml's sizes) on bundled test crystals, in 
 the local-field readout against the linear one, the forward+backward time of one structure
 against its atom count (supercells of one bundled cubic crystal).
 
-    python benchmarks/readouts.py
-    python benchmarks/readouts.py --structures 64 --max-atoms 256 --threads 1 --out readouts.json
+    python -m benchmarks.readouts
+    python -m benchmarks.readouts --structures 64 --max-atoms 256 --threads 1 --out readouts.json
 """
 
 import argparse
@@ -19,12 +19,12 @@ import time
 import ase.io
 import numpy as np
 import torch
-from machine import describe
 from nequip.utils.global_state import set_global_state
 
 from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.model import AnisoNetModel
 from aniso_nequip.variables import READOUTS
+from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(l_max=2, num_features=8, num_layers=1, num_basis=6, r_max=5.0, avg_num_neighbors=20.0,

@@ -23,10 +23,10 @@ Prints one JSON object; ``--out DIR`` also writes it to ``DIR/screen_cpu.json`` 
 with ``--device cuda``) for ``benchmarks/results.py``. Timings depend on the machine and on what
 else runs on it. Not a test.
 
-    python benchmarks/screen.py                         # 20,000 structures, 2 threads
-    python benchmarks/screen.py --n 2000 --small 500     # a quick look
-    python benchmarks/screen.py --out benchmarks/runs/  # keep the figures for RESULTS.md
-    python benchmarks/screen.py --compiled --out benchmarks/runs/ --tag _compiled
+    python -m benchmarks.screen                         # 20,000 structures, 2 threads
+    python -m benchmarks.screen --n 2000 --small 500     # a quick look
+    python -m benchmarks.screen --out benchmarks/runs/  # keep the figures for RESULTS.md
+    python -m benchmarks.screen --compiled --out benchmarks/runs/ --tag _compiled
 """
 
 import argparse
@@ -42,9 +42,9 @@ import time
 import ase
 import ase.io
 import numpy as np
-from machine import describe
 
 from aniso_nequip.io import atomic_file
+from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "datasets" / f"mp_subset_{split}.extxyz.gz" for split in ("train", "val", "test")]

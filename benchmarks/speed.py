@@ -10,10 +10,10 @@ neighbour lists included, as in nequip-train), inference structures/s (batches o
 peak resident memory (and GPU memory), parameter count. Prints a table and writes the figures as
 JSON (``--out``) for ``benchmarks/results.py``. Not a test: figures depend on the machine.
 
-    python benchmarks/speed.py                                   # every config and mode
-    python benchmarks/speed.py --configs configs/anisonet.yaml --modes eager aotinductor
-    python benchmarks/speed.py --devices cuda l_max=2            # trailing Hydra overrides
-    python benchmarks/speed.py --foundation --out benchmarks/runs/speed_cpu_levers.json
+    python -m benchmarks.speed                                   # every config and mode
+    python -m benchmarks.speed --configs configs/anisonet.yaml --modes eager aotinductor
+    python -m benchmarks.speed --devices cuda l_max=2            # trailing Hydra overrides
+    python -m benchmarks.speed --foundation --out benchmarks/runs/speed_cpu_levers.json
 
 ``--foundation`` measures instead, side by side, today's path and the new one for the frozen
 foundation config and the shipped ready model (issue 25): training structures/s without and with
@@ -41,12 +41,13 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
-from machine import describe
 from nequip.data import AtomicDataDict
 from nequip.utils.global_state import set_global_state
 from omegaconf import OmegaConf
 
 from aniso_nequip.io import atomic_file
+from benchmarks.levers import LEVERS
+from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = [
@@ -214,7 +215,7 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
 
 
 def _measure_in_subprocess(args, config, device, mode):
-    command = [sys.executable, __file__, "--one", config, device, mode,
+    command = [sys.executable, "-m", "benchmarks.speed", "--one", config, device, mode,
                "--train-batches", str(args.train_batches), "--infer-batches",
                str(args.infer_batches), "--warmup", str(args.warmup), "--infer-batch-size",
                str(args.infer_batch_size), *args.overrides]  # fmt: skip
@@ -226,10 +227,10 @@ def _measure_in_subprocess(args, config, device, mode):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _levers_in_subprocess(batch_size, num_structures):
-    code = ("import json, levers; print(json.dumps(levers.measure_levers("
-            f"{batch_size}, {num_structures})))")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "benchmarks",
+def _levers_in_subprocess(batch_size, num_structures, levers):
+    code = ("import json; from benchmarks import levers; print(json.dumps(levers.measure_levers("
+            f"{batch_size}, {num_structures}, levers={levers!r})))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
                             capture_output=True, text=True)  # fmt: skip
     if result.returncode:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
@@ -240,7 +241,7 @@ def _levers_in_subprocess(batch_size, num_structures):
 def foundation(args):
     """Issue 25's figures: ``{"training": [...], "inference": [...]}``."""
     config = str(ROOT / "configs" / "anisonet_foundation.yaml")
-    training = []
+    training, overrides = [], list(args.overrides)
     with tempfile.TemporaryDirectory() as cache:
         paths = (
             ("no cache", ["backbone_cache=null", "data.keep_in_memory=false"], "eager"),
@@ -249,15 +250,21 @@ def foundation(args):
             ("feature cache + frames in memory + compile", [f"backbone_cache={cache}"],
              "compile"),
         )  # fmt: skip
-        for label, overrides, mode in paths:
-            args.overrides = overrides
+        # the compile row with --modes compile (the default)
+        for label, path_overrides, mode in paths:
+            if mode != "eager" and mode not in args.modes:
+                continue
+            args.overrides = [*overrides, *path_overrides]
             result = _measure_in_subprocess(args, config, "cpu", mode)
             training.append({"path": label, **result})
             print(f"training, {label}: {result.get('train_structures_per_s')} structures/s",
                   flush=True)  # fmt: skip
+    # the aotinductor lever with --modes aotinductor (the default)
+    aot = "aotinductor" in args.modes
+    levers = [lever for lever in LEVERS if aot or "aotinductor" not in lever]
     inference = []
     for batch_size, count in ((32, args.infer_batches * 32), (1, args.infer_batches * 4)):
-        inference += _levers_in_subprocess(batch_size, count)
+        inference += _levers_in_subprocess(batch_size, count, levers)
         print(levers_table(inference), flush=True)
     return {"training": training, "inference": inference}
 

@@ -1,14 +1,30 @@
+"""Fixtures of every test layer (``tests/unit``, ``tests/integration``).
+
+nequip's own test fixtures (``default_dtype``, which sets nequip's global state for the session,
+``model_dtype``, ``molecules``, ``Cu_bulk``, ... for nequip's model test mixins) come from
+executing nequip's conftest here, as nequip-allegro does."""
+
+import signal
+
 import ase.build
 import ase.io
 import pytest
-from nequip.utils.global_state import set_global_state
+from nequip.utils.unittests import CONFTEST_PATH
 
-from helpers import BIN, build_tiny, bundled, run_command
+from helpers import BIN, ROOT, build_tiny, bundled, run_command
+
+# like `source` in bash
+with open(CONFTEST_PATH) as f:
+    exec(f.read())
+
+# fixtures that run nequip-train: every test that uses one is slow
+TRAINING_FIXTURES = {"trained", "packaged"}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _global_state():
-    set_global_state()
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +128,16 @@ def split_overrides(tmp_path_factory):
         ase.io.write(path, bundled(f"mp_subset_{split}", f":{n}"))
         out.append(f"{split}_file={path}")
     return out
+
+
+@pytest.fixture
+def in_root(monkeypatch):
+    """The test runs in the repository root (configs/ found by relative path)."""
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _default_sigint():
+    """Each test starts with Python's own SIGINT handler (an earlier test's library may leave
+    another one, which the processes a test starts would inherit)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -24,6 +24,17 @@ DATASETS = ROOT / "datasets"
 CONFIGS = ROOT / "configs"
 BIN = pathlib.Path(sys.executable).parent
 R_MAX = 4.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# what nequip-evaluate writes
+EVALUATION_OUTPUTS = {
+    "predictions.extxyz",
+    "predictions.csv",
+    "metrics.json",
+    "metrics.md",
+    "parity_eps_poly.png",
+    "parity_anisotropy_ratio.png",
+    "parity_refractive_indices.png",
+}
 
 
 def bundled(name: str, index=":"):

@@ -2,7 +2,7 @@
 
 ``MODEL_CARD.md`` beside this file describes it (data, licence, architecture, test errors,
 elements, limits); ``model_card.json`` holds the same facts for programs. The files are nequip
-packages, so they load with nequip alone (no SevenNet install needed). ``benchmarks/ship_model.py``
+packages, so they load with nequip alone (no SevenNet install needed). ``release/ship_model.py``
 rebuilds them from scratch.
 """
 

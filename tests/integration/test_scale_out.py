@@ -4,9 +4,12 @@ import pathlib
 import socket
 
 import ase.io
+import pytest
 import torch
 
 from helpers import BIN, bundled, run_command
+
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:

@@ -121,6 +121,7 @@ RUN_TRAIN_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message", RUN_TRAIN_CASES, ids=[" ".join(c[0]) for c in RUN_TRAIN_CASES]
 )
@@ -133,6 +134,7 @@ def test_nequip_train_refuses_a_variable_in_one_line(args, message, tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_nequip_train_prints_a_builder_error_in_one_line(split_overrides, tmp_path):
     """A value that reaches the builder unchecked (not a top-level variable) fails there, after
     the data statistics: Hydra and Lightning wrap it, the excepthook prints one line."""

@@ -32,6 +32,7 @@ def test_shipped_files_match_their_card():
     assert card["functional"].startswith("PBE") and "Si" in card["elements_trained_on"]
 
 
+@pytest.mark.slow
 def test_shipped_model_reproduces_its_recorded_test_errors():
     """The card's test MAEs, recomputed from the shipped files on the bundled test split."""
     frames = bundled("mp_subset_test")
@@ -105,6 +106,7 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
     assert float(ranking[-1]["a_r"]) == max(float(r["a_r"]) for r in ranking)
 
 
+@pytest.mark.slow
 def test_load_model_and_evaluate_default_to_the_ready_model(symmetric_cells, tmp_path):
     from aniso_nequip.evaluation import evaluate
 

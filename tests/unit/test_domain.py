@@ -40,6 +40,7 @@ def shipped():
     return DomainReference.load(shipped_reference_path())
 
 
+@pytest.mark.slow
 def test_shipped_reference_covers_the_training_split(shipped):
     train = bundled("mp_subset_train")
     assert len(shipped.ids) == len(train) == shipped.features.shape[0]

@@ -7,9 +7,11 @@ training config), the package's weights loaded into it, saved as a checkpoint, p
 checks that the new package predicts the bundled test split as the old one does (1e-5 of each
 tensor's largest component) and updates the sha256 sums of ``model_card.json``.
 
-    python benchmarks/repackage.py
+    python -m release.repackage
+    python -m release.repackage --shipped /tmp/pretrained   # a copy of aniso_nequip/pretrained
 """
 
+import argparse
 import hashlib
 import json
 import pathlib
@@ -72,13 +74,20 @@ def _predict(package: pathlib.Path, out: pathlib.Path) -> np.ndarray:
     return np.load(out)
 
 
-def main():
-    card_path = SHIPPED / "model_card.json"
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shipped", default=str(SHIPPED), help="folder of the shipped files (default: the package)"
+    )
+    shipped = pathlib.Path(parser.parse_args(argv).shipped).resolve()
+    card_path = shipped / "model_card.json"
     card = json.loads(card_path.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         for name in card["files"]:
-            old = SHIPPED / name
+            old = shipped / name
             # packaged as ship_model.py does it (the archive's folder is named after the file)
             ckpt, new = tmp / "rebuilt.ckpt", tmp / "model.nequip.zip"
             checkpoint_from_package(old, ckpt)

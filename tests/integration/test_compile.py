@@ -10,6 +10,8 @@ from aniso_nequip.data import atoms_to_graphs
 from aniso_nequip.inference import CompiledModel, load_model, predict
 from aniso_nequip.model import AnisoNetModel, AnisoNetStaticModel
 
+pytestmark = pytest.mark.slow
+
 TINY = dict(
     model_dtype="float32", l_max=2, num_layers=1, num_features=4, num_basis=4, anisotropic_scale=1.0
 )

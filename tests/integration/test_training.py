@@ -6,6 +6,8 @@ import pytest
 
 from helpers import BIN, bundled, epoch_values, predict, run_command
 
+pytestmark = pytest.mark.slow
+
 
 def test_training_lowers_loss_and_writes_checkpoints(trained):
     run_dir = trained["dir"]

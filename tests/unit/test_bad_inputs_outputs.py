@@ -323,6 +323,7 @@ def _out_raise(error):
     return action
 
 
+@pytest.mark.slow
 def test_out_convert_sigint_in_subprocess_leaves_the_previous_set(
     out_dataset, out_sources, tmp_path
 ):
@@ -398,6 +399,7 @@ def test_out_convert_without_splits_removes_the_old_splits(out_dataset, out_sour
     assert _out_snapshot(out.parent)["notes.txt"] == before["notes.txt"]
 
 
+@pytest.mark.slow
 def test_out_convert_second_writer_is_refused_and_the_first_finishes(
     out_dataset, out_sources, tmp_path, capsys
 ):
@@ -465,6 +467,7 @@ def test_out_evaluate_force_without_references_drops_the_old_plots(
     assert json.loads((out / "metrics.json").read_text())["data"] == [str(data)]
 
 
+@pytest.mark.slow
 def test_out_evaluate_second_writer_refused_and_a_killed_writer_blocks_nothing(
     out_evaluation, out_sources, tmp_path, monkeypatch, capsys
 ):

@@ -11,8 +11,10 @@
    shipped model's domain reference (``domain_reference.npz``: its training crystals' pooled
    features, calibrated on the validation split; :mod:`aniso_nequip.domain`).
 
-    python benchmarks/ship_model.py                                  # foundation config, 3 seeds
-    python benchmarks/ship_model.py --name foundation_frozen --members 3
+    python -m release.ship_model                                  # foundation config, 3 seeds
+    python -m release.ship_model --name foundation_frozen --members 3
+    python -m release.ship_model --config configs/tiny.yaml --name smoke --seeds 0 \
+        --runs /tmp/runs --shipped /tmp/pretrained                   # a smoke run elsewhere
 """
 
 import argparse
@@ -26,8 +28,6 @@ import sys
 import ase.data
 import ase.io
 import numpy as np
-from accuracy import KEYS, without_most_anisotropic
-from machine import describe
 
 from aniso_nequip.data.symmetry import crystal_system
 from aniso_nequip.data.validation import reference_tensor
@@ -35,6 +35,8 @@ from aniso_nequip.domain import build_reference, shipped_reference_path
 from aniso_nequip.inference import predict
 from aniso_nequip.io import atomic_file
 from aniso_nequip.metrics import derived, tensor_metrics
+from benchmarks.accuracy import KEYS, without_most_anisotropic
+from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "aniso_nequip" / "pretrained"
@@ -93,13 +95,21 @@ def main(argv=None):
     parser.add_argument("--members", default="auto",
                         help="models shipped: auto (the ensemble when it measurably helps), 1, or "
                         "the number of seeds")  # fmt: skip
+    parser.add_argument(
+        "--runs", default=str(ROOT / "benchmarks" / "runs"), help="accuracy.py's run folders"
+    )
+    parser.add_argument(
+        "--shipped", default=str(SHIPPED), help="folder of the shipped files (default: the package)"
+    )
     args = parser.parse_args(argv)
+    shipped = pathlib.Path(args.shipped).resolve()
+    shipped.mkdir(parents=True, exist_ok=True)
 
-    run = ROOT / "benchmarks" / "runs" / args.name
+    run = pathlib.Path(args.runs).resolve() / args.name
     summary = run / "accuracy.json"
     if not (summary.is_file() and json.loads(summary.read_text())["seeds"] == args.seeds):
-        _run([sys.executable, ROOT / "benchmarks" / "accuracy.py", args.config, "--name",
-              args.name, "--reuse", "--seeds", *args.seeds])  # fmt: skip
+        _run([sys.executable, "-m", "benchmarks.accuracy", args.config, "--name",
+              args.name, "--reuse", "--out", run.parent, "--seeds", *args.seeds])  # fmt: skip
     accuracy = json.loads(summary.read_text())
 
     staged = []
@@ -113,24 +123,24 @@ def main(argv=None):
     spread = {k: accuracy[f"{k}_std"] for k in KEYS[:2]}
     helps = all(ensemble[k] < accuracy[f"{k}_mean"] - spread[k] for k in KEYS[:2])
     members = {"auto": len(staged) if helps else 1, "1": 1}.get(args.members, len(staged))
-    shipped = staged[:members]
+    packages = staged[:members]
     metrics = ensemble if members > 1 else single
 
     names = [f"anisonet_foundation_seed{seed}.nequip.zip" for seed in args.seeds[:members]]
-    for old in SHIPPED.glob("*.nequip.zip"):
+    for old in shipped.glob("*.nequip.zip"):
         if old.name not in names:
             old.unlink()
-    for package, name in zip(shipped, names):
-        with atomic_file(SHIPPED / name, force=True) as tmp:
+    for package, name in zip(packages, names):
+        with atomic_file(shipped / name, force=True) as tmp:
             tmp.write_bytes(package.read_bytes())
-    reference = build_reference(SHIPPED / names[0], TRAIN_FILE, VAL_FILE)
-    with atomic_file(shipped_reference_path(), force=True) as tmp:
+    reference = build_reference(shipped / names[0], TRAIN_FILE, VAL_FILE)
+    with atomic_file(shipped / shipped_reference_path().name, force=True) as tmp:
         reference.save(tmp)
     train = ase.io.read(TRAIN_FILE, ":")
     card = {
         "name": "aniso-nequip ready model: AnisoNet head on SevenNet-0 (frozen backbone)",
         "files": names,
-        "sha256": {name: _sha256(SHIPPED / name) for name in names},
+        "sha256": {name: _sha256(shipped / name) for name in names},
         "ensemble": members > 1,
         "config": args.config,
         "overrides": accuracy["overrides"],
@@ -155,9 +165,9 @@ def main(argv=None):
         "built": datetime.date.today().isoformat(),
         "machine": describe(),
     }
-    with atomic_file(SHIPPED / "model_card.json", force=True) as tmp:
+    with atomic_file(shipped / "model_card.json", force=True) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n")
-    with atomic_file(SHIPPED / "MODEL_CARD.md", force=True) as tmp:
+    with atomic_file(shipped / "MODEL_CARD.md", force=True) as tmp:
         tmp.write_text(model_card_markdown(card))
     print(json.dumps({k: card[k] for k in ("files", "ensemble", "test_metrics")}, indent=2))
 
@@ -192,7 +202,7 @@ def _experiment_section(result) -> str:
     return f"""
 ## PBE vs experiment
 
-`python benchmarks/experiment.py` builds {result["n_crystals"]} well-known crystals from
+`python -m benchmarks.experiment` builds {result["n_crystals"]} well-known crystals from
 experimental lattice constants and compares the model's predictions with measured values (the
 script lists each value with its source; `n^2 at 589 nm` is the square of the sodium-D refractive
 index, a few per cent above `eps_inf` by dispersion). The optical sign is right for
@@ -255,7 +265,7 @@ no SevenNet install needed). Used by default by `aniso-nequip predict`, `aniso_n
 - **Functional**: {card["functional"]}.
 - **Elements trained on** ({len(elements)}): {", ".join(elements)}.
   The model accepts SevenNet-0's 89 elements; for the others it has seen no dielectric data.
-- **Built**: {card["built"]} by `python benchmarks/ship_model.py` (rebuilds it from scratch).
+- **Built**: {card["built"]} by `python -m release.ship_model` (rebuilds it from scratch).
 
 ## Test errors (bundled `mp_subset` test split, 111 crystals)
 

@@ -13,7 +13,8 @@ from aniso_nequip.data.symmetry import inversion_partners
 from aniso_nequip.model.sevennet_backbone import sevennet_backbone
 from helpers import bundled
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:sevenn")
+# SevenNet-0 as a backbone: slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:sevenn")]
 
 
 def test_inversion_partners_map_each_atom_to_its_inverse_image():

@@ -1,18 +1,10 @@
 """nequip's own model tests (``BasicModelTestsMixin``) for every builder: construction, forward
 on molecules and a bulk crystal, periodic images, batched vs single frames and O(3) equivariance
 of every Cartesian output, in float32 and float64. Our physics tests (point-group forms, sum rule,
-supercells, ...) are in test_model_symmetry.py, test_static.py and test_foundation.py."""
+supercells, ...) are in test_model_symmetry.py, test_static.py and test_foundation.py. The mixin's
+fixtures come from nequip's conftest, which tests/conftest.py executes."""
 
 import pytest
-from nequip.utils.unittests.conftest import (  # noqa: F401 (fixtures of the mixin)
-    Cu_bulk,
-    atomic_batch,
-    default_dtype,
-    diamond_carbon,
-    model_dtype,
-    molecules,
-    nequip_dataset,
-)
 from nequip.utils.unittests.model_tests_basic import BasicModelTestsMixin
 
 # the mixin's data: molecules of H, C, O and bulk C (diamond) and Cu (as type 0)
@@ -43,6 +35,7 @@ class TestAnisoNet(_DielectricModelTests):
         return {"_target_": "aniso_nequip.model.AnisoNetModel", "r_max": 4.0, **TINY}
 
 
+@pytest.mark.slow  # the quick subset runs the mixin on AnisoNet and the 6x0e ablation
 class TestAnisoNetLogReadout(_DielectricModelTests):
     """``readout: log``; ``local_field`` needs periodic cells, which the mixin's molecules lack
     (its tests are in test_local_field.py)."""
@@ -70,6 +63,7 @@ class TestScalarAnisoNet(_DielectricModelTests):
         pytest.skip("the 6x0e ablation is not rotation-equivariant by design")
 
 
+@pytest.mark.slow  # the quick subset runs the mixin on AnisoNet and the 6x0e ablation
 class TestAnisoNetStatic(_DielectricModelTests):
     @pytest.fixture(scope="class")
     @classmethod
@@ -77,6 +71,7 @@ class TestAnisoNetStatic(_DielectricModelTests):
         return {"_target_": "aniso_nequip.model.AnisoNetStaticModel", "r_max": 4.0, **TINY}
 
 
+@pytest.mark.slow  # SevenNet-0 as a backbone
 class TestFoundationAnisoNet(_DielectricModelTests):
     @pytest.fixture(scope="class")
     @classmethod

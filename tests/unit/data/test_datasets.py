@@ -34,6 +34,7 @@ def test_files_are_small_and_compressed():
     assert sum(f.stat().st_size for f in files) < 5 * 2**20
 
 
+@pytest.mark.slow
 def test_counts_keys_shapes(collection):
     name, splits = collection
     for split, frames in splits.items():
@@ -56,6 +57,7 @@ def test_counts_keys_shapes(collection):
                 np.testing.assert_allclose(ionic, ionic.T, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_structure_in_two_splits(collection):
     _, splits = collection
     ids = {split: {a.info["entry_id"] for a in frames} for split, frames in splits.items()}

@@ -1,14 +1,12 @@
-"""The discovery benchmark (benchmarks/discovery.py): grouped folds, its metrics, resuming."""
-
-import json
-import sys
+"""The discovery benchmark's grouped folds and metrics (its smoke run:
+tests/integration/test_benchmarks.py)."""
 
 import numpy as np
 import pytest
 
 from aniso_nequip.data.splits import chemical_system, grouped_folds
 from aniso_nequip.metrics import discovery_metrics
-from helpers import ROOT, bundled, run_command
+from helpers import bundled
 
 
 def test_grouped_folds_keep_each_chemical_system_in_one_fold():
@@ -64,35 +62,3 @@ def test_discovery_metrics_on_known_rankings():
     m = discovery_metrics(_uniaxial(a_ref), broken)
     assert m["top_recall"] == 0.0 and m["anisotropy_ratio_mae"] == 0.0
     assert discovery_metrics(_uniaxial(a_ref), _uniaxial(a_ref), top_fraction=0.1)["top_recall"]
-
-
-def test_ridge_row_smoke_run_writes_each_fold_and_resumes(tmp_path):
-    out = tmp_path / "out" / "ridge_b1_log"
-    command = [sys.executable, str(ROOT / "benchmarks" / "discovery.py"), "--rows",
-               "ridge_b1_log", "--slice", "24", "--work", str(tmp_path / "work"), "--out",
-               str(tmp_path / "out")]  # fmt: skip
-    first = run_command([*command, "--folds", "0", "1"]).stdout
-    assert "computing 7net-0 features of" in first
-    assert "| ridge_b1_log |" in first and "| 2 x 1 |" in first
-    done = [out / f"seed0_fold{k}.json" for k in (0, 1)]
-    assert all(f.is_file() for f in done) and not (out / "seed0_fold2.json").exists()
-    stamps = [f.stat().st_mtime_ns for f in done]
-
-    # the rest of the folds: the finished ones and the cached features are not computed again
-    second = run_command(command).stdout
-    assert "computing" not in second and "fold 0:" not in second and "fold 1:" not in second
-    assert all(f"fold {k}:" in second for k in (2, 3, 4)) and "| 5 x 1 |" in second
-    assert [f.stat().st_mtime_ns for f in done] == stamps
-
-    results = [json.loads((out / f"seed0_fold{k}.json").read_text()) for k in range(5)]
-    index = [i for r in results for i in r["test_index"]]
-    assert sorted(index) == list(range(24))  # out of fold: every crystal exactly once
-    predicted = np.concatenate([np.reshape(r["predicted"], (-1, 3, 3)) for r in results])
-    eigenvalues = np.linalg.eigvalsh(predicted)
-    assert (eigenvalues > 1).all()  # log space: eps = I + expm(L)
-    systems = [a.info["crystal_system"] for a in bundled("mp_subset_train", ":24")]
-    cubic = [n for n, i in enumerate(index) if systems[i] == "cubic"]
-    assert cubic and np.allclose(eigenvalues[cubic, 0], eigenvalues[cubic, 2], rtol=1e-4)
-    for r in results:
-        assert -1 <= r["mp"]["spearman_a_r"] <= 1 and r["mp"]["eps_poly_mae"] > 0
-        assert r["phonondb"]["n"] > 0 and set(r["l2_strength"]) == {"0e", "2e"}

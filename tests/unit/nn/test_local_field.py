@@ -191,6 +191,7 @@ def test_model_rotation_batching_and_supercell(local_field_model, small_frames):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_eigenvalues_above_one_on_every_bundled_crystal():
     """An untrained float32 model, weights pushed far from their start, on all 1,104 bundled
     mp_subset crystals (1 to 84 atoms): no polarisation catastrophe anywhere."""

@@ -69,6 +69,7 @@ def test_sweep_checks_before_the_first_trial(
     assert not (tmp_path / "s").exists(), "nothing written, no study created"
 
 
+@pytest.mark.slow
 def test_sweep_whose_trials_all_fail_exits_non_zero(split_overrides, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     spec = sweep_spec(

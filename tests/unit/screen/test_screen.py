@@ -441,6 +441,7 @@ def test_mp_candidates_queries_the_summary_endpoint(tmp_path, monkeypatch, capsy
     assert cli(["data", "mp-candidates", "--out", str(out)]) == 2  # exists: needs --force
 
 
+@pytest.mark.slow
 def test_report_and_layout_do_not_import_the_runner():
     code = (
         "import sys, aniso_nequip.screen.report, aniso_nequip.screen.layout; "
