@@ -181,8 +181,13 @@ class DomainScores:
     def values(self, i: int) -> Dict[str, object]:
         """Crystal ``i``'s values of :data:`COLUMNS` (a NaN score, ``False`` flags and empty
         names when unavailable)."""
-        values = (float(self.score[i]), bool(self.flagged[i]), self.nearest_id[i],
-                  self.nearest_formula[i], bool(self.same_structure[i]))  # fmt: skip
+        values = (
+            float(self.score[i]),
+            bool(self.flagged[i]),
+            self.nearest_id[i],
+            self.nearest_formula[i],
+            bool(self.same_structure[i]),
+        )
         return dict(zip(COLUMNS, values))
 
     def row(self, i: int) -> Dict[str, object]:
@@ -279,8 +284,9 @@ class DomainReference:
 
         if len(structures) == 0:
             return DomainScores(np.zeros(0), [], [], [], self.threshold)
-        structures = [s if isinstance(s, ase.Atoms) else AseAtomsAdaptor.get_atoms(s)
-                      for s in structures]  # fmt: skip
+        structures = [
+            s if isinstance(s, ase.Atoms) else AseAtomsAdaptor.get_atoms(s) for s in structures
+        ]
         index, distance = self.nearest(features)
         matcher, same = StructureMatcher(), []
         for atoms, i in zip(structures, index):
@@ -335,9 +341,15 @@ class DomainReference:
             raise DomainError(
                 f"`{path}` is not a domain reference ({type(err).__name__}: {err})"
             ) from err
-        return cls(arrays["features"], [str(i) for i in arrays["ids"]],
-                   [str(x) for x in arrays["formulas"]], structures, float(meta["scale"]),
-                   meta["calibration"], float(meta["threshold"]))  # fmt: skip
+        return cls(
+            arrays["features"],
+            [str(i) for i in arrays["ids"]],
+            [str(x) for x in arrays["formulas"]],
+            structures,
+            float(meta["scale"]),
+            meta["calibration"],
+            float(meta["threshold"]),
+        )
 
 
 def pooled_features(structures: Sequence, model, batch_size: int = 32, device="cpu") -> np.ndarray:
@@ -391,9 +403,13 @@ def build_reference(
     model = as_model(model, device)
     features = pooled_features(frames, model, batch_size, device)
     reference = DomainReference(
-        features, _crystal_ids(frames), [_formula(a) for a in frames],
-        [ase.Atoms(a.numbers, a.positions, cell=a.cell, pbc=True) for a in frames], 1.0, "",
-    )  # fmt: skip
+        features,
+        _crystal_ids(frames),
+        [_formula(a) for a in frames],
+        [ase.Atoms(a.numbers, a.positions, cell=a.cell, pbc=True) for a in frames],
+        1.0,
+        "",
+    )
     if calibration is None:
         _, distance = reference.nearest(features, exclude_self=True)
         reference.calibration = f"leave-one-out over {len(frames)} training crystals"
@@ -449,10 +465,13 @@ def resolve_reference(model, reference=None, batch_size: int = 32, device="cpu")
             path = shipped_reference_path()
             if path.is_file():
                 return DomainReference.load(path)
-            return NoReference("the ready model's domain reference is missing: rerun "
-                               "release/ship_model.py")  # fmt: skip
-        return NoReference("no domain reference for this model: pass one built from its training "
-                           "file (--domain-reference train.extxyz)")  # fmt: skip
+            return NoReference(
+                "the ready model's domain reference is missing: rerun release/ship_model.py"
+            )
+        return NoReference(
+            "no domain reference for this model: pass one built from its training "
+            "file (--domain-reference train.extxyz)"
+        )
     if isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(
         REFERENCE_SUFFIX
     ):
@@ -501,8 +520,10 @@ def metrics_note(metrics: Dict) -> str:
     """A line on :func:`domain_metrics` for a report."""
     if not metrics["available"]:
         return f"domain scores unavailable: {metrics['reason']}\n"
-    text = (f"{metrics['n_out_of_domain']} prediction(s) out of the applicability domain "
-            f"(domain score > {metrics['threshold']:g})")  # fmt: skip
+    text = (
+        f"{metrics['n_out_of_domain']} prediction(s) out of the applicability domain "
+        f"(domain score > {metrics['threshold']:g})"
+    )
     rho = [f"{k[9:]} {v:.2f}" for k, v in metrics.items() if k.startswith("spearman_")]
     if rho:
         text += f"; Spearman of the score vs the absolute error: {', '.join(rho)}"
@@ -541,8 +562,10 @@ def domain_lines(summary: Dict, listed: int) -> List[str]:
     """Markdown lines on :meth:`OutOfDomainTally.summary` for ``summary.md``."""
     lines = ["", "## Applicability domain", ""]
     if not summary["available"]:
-        return lines + ["Domain scores unavailable: no domain reference for these models "
-                        "(`--domain-reference train.extxyz`)."]  # fmt: skip
+        return lines + [
+            "Domain scores unavailable: no domain reference for these models "
+            "(`--domain-reference train.extxyz`)."
+        ]
     lines.append(
         f"{summary['count']} crystal(s) lie outside the models' applicability domain (domain "
         f"score > {summary['threshold']:g}: farther from every training crystal than "

@@ -334,8 +334,9 @@ def evaluate(
     leaves a previous ``out`` as it was.
     """
     with output_set(out, EVALUATION_FILES, force=force, whole_folder=True) as stage:
-        metrics, text = _evaluate(model_path, data_paths, stage, batch_size, device, quiet, strict,
-                                  domain_reference)  # fmt: skip
+        metrics, text = _evaluate(
+            model_path, data_paths, stage, batch_size, device, quiet, strict, domain_reference
+        )
     if not quiet:
         print(text, end="")
         print(f"wrote {pathlib.Path(out)}/")
@@ -415,8 +416,10 @@ def _evaluate(
             for (r, p), s in zip(optics, systems)
             if r
         ]
-        values = {key: (ref_d[key][has_ref], pred_d[key][has_ref], ref_systems)
-                  for key in ("eps_poly", "a_r")}  # fmt: skip
+        values = {
+            key: (ref_d[key][has_ref], pred_d[key][has_ref], ref_systems)
+            for key in ("eps_poly", "a_r")
+        }
         values["n"] = (
             np.concatenate([r for (r, _), _ in pairs]),
             np.concatenate([p for (_, p), _ in pairs]),

@@ -56,10 +56,23 @@ OPTICAL_CLASS = {
 MAX_INDEX = 12
 INDEX_TOLERANCE = 0.01
 CSV_COLUMNS = (
-    "optical_class", "point_group", "optical_sign", "n_1", "n_2", "n_3", "n_o", "n_e",
-    "eps_o", "eps_e", "birefringence", "optic_axis", "two_v_deg",
-    "axis_alpha", "axis_beta", "axis_gamma",
-)  # fmt: skip
+    "optical_class",
+    "point_group",
+    "optical_sign",
+    "n_1",
+    "n_2",
+    "n_3",
+    "n_o",
+    "n_e",
+    "eps_o",
+    "eps_e",
+    "birefringence",
+    "optic_axis",
+    "two_v_deg",
+    "axis_alpha",
+    "axis_beta",
+    "axis_gamma",
+)
 """Columns of :func:`csv_fields`, as ``predict``, ``screen`` and ``nequip-evaluate`` write them."""
 GREEK = ("alpha", "beta", "gamma")
 STRUCTURE_COLUMNS = ("optical_class", "point_group")
@@ -243,9 +256,16 @@ def describe(tensor, structure) -> Optional[OpticalDescription]:
         delta = n_e - n_o
         sign = None if not np.isfinite(delta) or delta == 0 else _SIGNS[delta > 0]
         return OpticalDescription(
-            "uniaxial", birefringence=delta, optical_sign=sign, eps_o=eps_o, eps_e=eps_e,
-            n_o=n_o, n_e=n_e, optic_axis=sym.unique_axis, **common,
-        )  # fmt: skip
+            "uniaxial",
+            birefringence=delta,
+            optical_sign=sign,
+            eps_o=eps_o,
+            eps_e=eps_e,
+            n_o=n_o,
+            n_e=n_e,
+            optic_axis=sym.unique_axis,
+            **common,
+        )
     alpha, beta, gamma = values
     n = common["refractive_indices"]
     two_vz = sign = two_v = None

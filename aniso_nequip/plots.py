@@ -17,8 +17,14 @@ from .io import atomic_file
 # up to this many points a parity plot is a scatter coloured by crystal system, above it a density
 MAX_SCATTER = 2000
 CRYSTAL_SYSTEMS = (
-    "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic",
-)  # fmt: skip
+    "triclinic",
+    "monoclinic",
+    "orthorhombic",
+    "tetragonal",
+    "trigonal",
+    "hexagonal",
+    "cubic",
+)
 # what the quantities of the parity plots are (all dimensionless); ``{method}`` names the method
 # of the reference tensors, e.g. "PBE, DFPT"
 QUANTITIES = {
@@ -228,8 +234,10 @@ def sweep_plots(study, out: pathlib.Path) -> Dict[str, pathlib.Path]:
     from optuna.visualization import matplotlib as ovm
 
     made = {}
-    for name, plot in (("history", ovm.plot_optimization_history),
-                       ("importance", ovm.plot_param_importances)):  # fmt: skip
+    for name, plot in (
+        ("history", ovm.plot_optimization_history),
+        ("importance", ovm.plot_param_importances),
+    ):
         path = out / f"{name}.png"
         try:
             with warnings.catch_warnings():

@@ -254,8 +254,11 @@ def prediction_table(result: Predictions) -> str:
         blocks.append(f"warning: {note}")
     for source, reason in result.failed:
         blocks.append(f"failed {source}: {reason}")
-    blocks += [] if result.domain.available else [f"note: domain scores unavailable: "
-                                                  f"{result.domain.reason}"]  # fmt: skip
+    blocks += (
+        []
+        if result.domain.available
+        else [f"note: domain scores unavailable: {result.domain.reason}"]
+    )
     for source, reason in result.skipped:
         blocks.append(f"skipped {source}: {reason}")
     return "\n\n".join(blocks) + "\n"

@@ -46,10 +46,15 @@ def _max_time(minutes: float) -> str:
 
 def _train_command(config, seed, run_dir, max_minutes, overrides):
     command = [
-        sys.executable, "-m", "nequip.scripts.train",
-        "-cn", os.path.relpath(config, ROOT), f"seed={seed}", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "nequip.scripts.train",
+        "-cn",
+        os.path.relpath(config, ROOT),
+        f"seed={seed}",
+        f"hydra.run.dir={run_dir}",
         *overrides,
-    ]  # fmt: skip
+    ]
     if max_minutes:
         command.append(f"+trainer.max_time={_max_time(max_minutes)}")
     return command
@@ -87,8 +92,11 @@ def _epochs(run_dir):
     """Validation epochs run and the best one (lowest validation loss, counted from 1)."""
     (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
     with open(metrics_csv) as f:
-        losses = [float(r["val0_epoch/weighted_sum"]) for r in csv.DictReader(f)
-                  if r.get("val0_epoch/weighted_sum")]  # fmt: skip
+        losses = [
+            float(r["val0_epoch/weighted_sum"])
+            for r in csv.DictReader(f)
+            if r.get("val0_epoch/weighted_sum")
+        ]
     return len(losses), int(np.argmin(losses)) + 1
 
 
@@ -113,8 +121,10 @@ def _without_most_anisotropic(eval_dir):
     reference = np.stack([reference_tensor(a) for a in frames])
     predicted = np.stack([np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in frames])
     drop, metrics = without_most_anisotropic(reference, predicted)
-    return {"left_out": f"{crystal_id(frames[drop])} ({frames[drop].get_chemical_formula()})",
-            **metrics}  # fmt: skip
+    return {
+        "left_out": f"{crystal_id(frames[drop])} ({frames[drop].get_chemical_formula()})",
+        **metrics,
+    }
 
 
 def _ood_file(out):
@@ -136,19 +146,24 @@ def _evaluate_seed(seed, run_dir, wall, ood_file):
     from aniso_nequip.inference import load_model
 
     ckpt = run_dir / "best.ckpt"
-    metrics = evaluate(str(ckpt), [str(ROOT / TEST_FILE)], run_dir / "eval", force=True,
-                       quiet=True)  # fmt: skip
+    metrics = evaluate(str(ckpt), [str(ROOT / TEST_FILE)], run_dir / "eval", force=True, quiet=True)
     ood = evaluate(str(ckpt), [str(ood_file)], run_dir / "eval_phonondb", force=True, quiet=True)
     epochs, best_epoch = _epochs(run_dir)
     params = sum(p.numel() for p in load_model(ckpt).parameters())
     trainable = sum(p.numel() for p in load_model(ckpt).parameters() if p.requires_grad)
     print(f"seed {seed}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS), flush=True)
-    return {"seed": seed, "wall_s": round(wall, 1), "epochs": epochs, "best_epoch": best_epoch,
-            "parameters": params, "trainable_parameters": trainable,
-            **{k: metrics[k] for k in KEYS},
-            "without_most_anisotropic": _without_most_anisotropic(run_dir / "eval"),
-            "phonondb_ood": {"n": ood["n"], **{k: ood[k] for k in KEYS}},
-            "per_crystal_system": metrics["per_crystal_system"]}  # fmt: skip
+    return {
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "epochs": epochs,
+        "best_epoch": best_epoch,
+        "parameters": params,
+        "trainable_parameters": trainable,
+        **{k: metrics[k] for k in KEYS},
+        "without_most_anisotropic": _without_most_anisotropic(run_dir / "eval"),
+        "phonondb_ood": {"n": ood["n"], **{k: ood[k] for k in KEYS}},
+        "per_crystal_system": metrics["per_crystal_system"],
+    }
 
 
 def _spread(runs, get):
@@ -186,8 +201,9 @@ def main(argv=None):
     parser.add_argument("--max-minutes", type=float, help="wall-time limit per training")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
     parser.add_argument("--name", help="name of the run (default: the config's)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep seeds whose training finished in an earlier run")  # fmt: skip
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep seeds whose training finished in an earlier run"
+    )
     parser.add_argument("--out", default="benchmarks/runs", help="run directories and JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. max_epochs=60")
     args = parser.parse_intermixed_args(argv)
@@ -200,8 +216,12 @@ def main(argv=None):
     for run_dir in run_dirs.values():
         run_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        walls = dict(zip(args.seeds, pool.map(
-            lambda seed: _train_seed(args, config, seed, run_dirs[seed]), args.seeds)))  # fmt: skip
+        walls = dict(
+            zip(
+                args.seeds,
+                pool.map(lambda seed: _train_seed(args, config, seed, run_dirs[seed]), args.seeds),
+            )
+        )
     ood_file = _ood_file(out)
     runs = [_evaluate_seed(seed, run_dirs[seed], walls[seed], ood_file) for seed in args.seeds]
     summary = {

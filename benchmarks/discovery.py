@@ -67,33 +67,50 @@ class Row:
 
 def _ridge_row(block, space):
     target = "tensor" if space == "linear" else "log-space L = logm(eps - I), eps = I + expm(L)"
-    return Row(f"ridge_b{block}_{space}", f"ridge on pooled frozen SevenNet-0 features after "
-               f"block {block}, {target}", ridge=(block, space))  # fmt: skip
+    return Row(
+        f"ridge_b{block}_{space}",
+        f"ridge on pooled frozen SevenNet-0 features after block {block}, {target}",
+        ridge=(block, space),
+    )
 
 
 ROWS = [
     Row("shipped", f"{FOUNDATION} as shipped: frozen 2 blocks, 1 gated convolution, MAE loss"),
     Row("backbone_1", "backbone depth 1 block", ("backbone_layers=1",)),
-    *(Row(f"readout_{r}", f"readout {r}", (f"readout={r}",))
-      for r in ("linear", "square", "log", "local_field")),  # fmt: skip
+    *(
+        Row(f"readout_{r}", f"readout {r}", (f"readout={r}",))
+        for r in ("linear", "square", "log", "local_field")
+    ),
     Row("loss_mse", "MSE loss on the 0e+2e coefficients", ("loss_metric=mse",)),
-    Row("loss_log_eigen", "loss on log-eigenvalues: MAE of the 0e+2e coefficients of "
-        "logm(eps - I)", ("loss_metric=log_mae",)),
+    Row(
+        "loss_log_eigen",
+        "loss on log-eigenvalues: MAE of the 0e+2e coefficients of logm(eps - I)",
+        ("loss_metric=log_mae",),
+    ),
     Row("weight_decay_0", "no weight decay (shipped 0.03)", ("weight_decay=0.0",)),
     Row("weight_decay_0.3", "weight decay 0.3 (shipped 0.03)", ("weight_decay=0.3",)),
     Row("head_16", "head of 16 features (shipped 32)", ("num_features=16",)),
     Row("head_64", "head of 64 features (shipped 32)", ("num_features=64",)),
-    Row("dropout_0.1", "head dropout 0.1 (whole irreps of the features the readout reads)",
-        ("head_dropout=0.1",)),
+    Row(
+        "dropout_0.1",
+        "head dropout 0.1 (whole irreps of the features the readout reads)",
+        ("head_dropout=0.1",),
+    ),
     Row("linear_probe", "no head convolution: per-atom linear readout", ("num_layers=0",)),
-    Row("select_a_r", "checkpoint and early stopping by validation MAE a_r",
-        tuple(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_mae" for i in (0, 1))),
-    Row("select_spearman", "checkpoint and early stopping by validation Spearman a_r",
+    Row(
+        "select_a_r",
+        "checkpoint and early stopping by validation MAE a_r",
+        tuple(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_mae" for i in (0, 1)),
+    ),
+    Row(
+        "select_spearman",
+        "checkpoint and early stopping by validation Spearman a_r",
         tuple(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_spearman" for i in (0, 1))
-        + tuple(f"+trainer.callbacks.{i}.mode=max" for i in (0, 1))),
+        + tuple(f"+trainer.callbacks.{i}.mode=max" for i in (0, 1)),
+    ),
     Row("finetune", "backbone fine-tuned at backbone_lr 3e-4", ("freeze_backbone=false",)),
     *(_ridge_row(block, space) for block in (1, 2) for space in ("linear", "log")),
-]  # fmt: skip
+]
 ROW_NAMES = {row.name: row for row in ROWS}
 # rows of issue 29 item 4 that no single override gives on this branch
 NOT_YET = {"best combination": "to be defined from the rows above"}
@@ -348,26 +365,33 @@ def ridge_fold(bench: Benchmark, row: Row, k: int) -> Dict:
     k0, k2 = _kernels(scalars, tensors)
     y = to_target(bench.eps, space)
     parts = {"0e": (k0, lambda idx: y[idx, 0]), "2e": (k2, lambda idx: y[idx, 1:].reshape(-1))}
-    inner = grouped_folds(bench.groups[train], min(INNER_FOLDS, len(set(bench.groups[train]))),
-                          bench.split_seed + 100 + k)  # fmt: skip
+    inner = grouped_folds(
+        bench.groups[train],
+        min(INNER_FOLDS, len(set(bench.groups[train]))),
+        bench.split_seed + 100 + k,
+    )
     predicted, chosen = {}, {}
     for part, (kernel, target) in parts.items():
         errors = 0.0
         for j in range(inner.max() + 1):
             fit, held = train[inner != j], train[inner == j]
-            (pred,) = _ridge_predictions(bench, (block, k, j, part), kernel, fit, target(fit),
-                                         [held], part == "0e")  # fmt: skip
+            (pred,) = _ridge_predictions(
+                bench, (block, k, j, part), kernel, fit, target(fit), [held], part == "0e"
+            )
             errors = errors + ((pred - target(held)) ** 2).mean(1)
         best = int(np.argmin(errors))
         chosen[part] = float(RIDGE_STRENGTHS[best])
-        preds = _ridge_predictions(bench, (block, k, None, part), kernel, train, target(train),
-                                   [test, ood], part == "0e")  # fmt: skip
+        preds = _ridge_predictions(
+            bench, (block, k, None, part), kernel, train, target(train), [test, ood], part == "0e"
+        )
         predicted[part] = [p[best] for p in preds]
     test_eps, ood_eps = (
-        from_target(np.concatenate([predicted["0e"][i][:, None],
-                                    predicted["2e"][i].reshape(-1, 5)], 1), space)
+        from_target(
+            np.concatenate([predicted["0e"][i][:, None], predicted["2e"][i].reshape(-1, 5)], 1),
+            space,
+        )
         for i in range(2)
-    )  # fmt: skip
+    )
     return {"test": test_eps, "ood": ood_eps, "extra": {"l2_strength": chosen}}
 
 
@@ -403,19 +427,29 @@ def neural_fold(
     if not (wall_file.is_file() and (run_dir / "best.ckpt").is_file()):
         run_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "nequip.scripts.train", "-cn", row.config, f"seed={seed}",
-            f"hydra.run.dir={run_dir}", "run=[train]", f"train_file={files['train']}",
-            f"val_file={files['val']}", f"test_file={files['test']}",
+            sys.executable,
+            "-m",
+            "nequip.scripts.train",
+            "-cn",
+            row.config,
+            f"seed={seed}",
+            f"hydra.run.dir={run_dir}",
+            "run=[train]",
+            f"train_file={files['train']}",
+            f"val_file={files['val']}",
+            f"test_file={files['test']}",
             *([f"max_epochs={max_epochs}"] if max_epochs else []),
             *([f"+trainer.max_time={_max_time(max_minutes)}"] if max_minutes else []),
             *row.overrides,
-        ]  # fmt: skip
+        ]
         start = time.time()
         with open(run_dir / "train.out", "w") as log:
             result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         if result.returncode:
-            raise RuntimeError(f"nequip-train failed ({_train_log_error(run_dir / 'train.out')}); "
-                               f"log: {run_dir / 'train.out'}")  # fmt: skip
+            raise RuntimeError(
+                f"nequip-train failed ({_train_log_error(run_dir / 'train.out')}); "
+                f"log: {run_dir / 'train.out'}"
+            )
         wall_file.write_text(f"{time.time() - start:.1f}")
     ckpt = str(run_dir / "best.ckpt")
     test = [bench.frames[i] for i in bench.split(k)["test"]]
@@ -427,7 +461,7 @@ def neural_fold(
             "max_epochs": max_epochs,
             "max_minutes": max_minutes,
             "epochs_run_best": _epochs_run_best(run_dir),
-        },  # fmt: skip
+        },
     }
 
 
@@ -455,23 +489,33 @@ def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, *
         return None
     test = bench.split(k)["test"]
     summary = {
-        "row": row.name, "what": row.what, "config": None if row.ridge else row.config,
-        "overrides": list(row.overrides), "seed": seed, "fold": k,
-        "split_seed": bench.split_seed, "n_crystals": len(bench.frames),
-        "wall_s": round(time.time() - start, 1), "machine": describe(), **result["extra"],
+        "row": row.name,
+        "what": row.what,
+        "config": None if row.ridge else row.config,
+        "overrides": list(row.overrides),
+        "seed": seed,
+        "fold": k,
+        "split_seed": bench.split_seed,
+        "n_crystals": len(bench.frames),
+        "wall_s": round(time.time() - start, 1),
+        "machine": describe(),
+        **result["extra"],
         "mp": discovery_metrics(bench.eps[test], result["test"]),
         "phonondb": discovery_metrics(bench.ood_eps, result["ood"]),
         "test_ids": [frame_label(bench.frames[i], int(i)) for i in test],
         "test_index": test.tolist(),
         "predicted": np.round(result["test"].reshape(-1, 9), 5).tolist(),
-    }  # fmt: skip
+    }
     _write_json(path, summary)
     if error_path.is_file():
         error_path.unlink()
     m = summary["mp"]
-    print(f"{row.name} seed {seed} fold {k}: Spearman a_r {m['spearman_a_r']:.3f}, top-5% "
-          f"recall {m['top_recall']:.2f}, tail MAE a_r {m['tail_a_r_mae']:.3f}, MAE eps_poly "
-          f"{m['eps_poly_mae']:.3f} ({summary['wall_s']:.0f} s)", flush=True)  # fmt: skip
+    print(
+        f"{row.name} seed {seed} fold {k}: Spearman a_r {m['spearman_a_r']:.3f}, top-5% "
+        f"recall {m['top_recall']:.2f}, tail MAE a_r {m['tail_a_r_mae']:.3f}, MAE eps_poly "
+        f"{m['eps_poly_mae']:.3f} ({summary['wall_s']:.0f} s)",
+        flush=True,
+    )
     return summary
 
 
@@ -486,9 +530,21 @@ def _cell(values, digits=3):
 def table(out: pathlib.Path = OUT) -> str:
     """Markdown table of every row's fold results under ``out`` (mean +- std over folds and
     seeds), the errors of rows that failed, and the rows not yet available."""
-    header = ("row", "what", "folds x seeds", "Spearman a_r", "top-5% recall",
-              "MAE a_r (a_r >= 1.5)", "MAE eps_poly", "phonondb: Spearman a_r", "top-5% recall",
-              "MAE a_r (a_r >= 1.5)", "MAE eps_poly", "wall per fold (min)", "machine")  # fmt: skip
+    header = (
+        "row",
+        "what",
+        "folds x seeds",
+        "Spearman a_r",
+        "top-5% recall",
+        "MAE a_r (a_r >= 1.5)",
+        "MAE eps_poly",
+        "phonondb: Spearman a_r",
+        "top-5% recall",
+        "MAE a_r (a_r >= 1.5)",
+        "MAE eps_poly",
+        "wall per fold (min)",
+        "machine",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in ROWS:
         runs = [
@@ -504,19 +560,30 @@ def table(out: pathlib.Path = OUT) -> str:
         epochs = [r["epochs_run_best"] for r in runs if "epochs_run_best" in r]
         limits = sorted({r["max_minutes"] for r in runs if r.get("max_minutes")})
         what = row.what + (
-            " (epochs run (best): " + ", ".join(f"{e} ({b})" for e, b in epochs)
-            + "".join(f"; time limit {m:g} min per training" for m in limits) + ")"
-            if epochs else ""
-        )  # fmt: skip
+            " (epochs run (best): "
+            + ", ".join(f"{e} ({b})" for e, b in epochs)
+            + "".join(f"; time limit {m:g} min per training" for m in limits)
+            + ")"
+            if epochs
+            else ""
+        )
         m = runs[0]["machine"]
-        cells = [row.name, what, f"{len(folds)} x {len(seeds)}",
-                 *(_cell([r["mp"][key] for r in runs]) for key in KEYS),
-                 *(_cell([r["phonondb"][key] for r in runs]) for key in KEYS),
-                 _cell([r["wall_s"] / 60 for r in runs], 1),
-                 m["gpu"] or f"{m['cpu']} ({m['cores']} cores)"]  # fmt: skip
+        cells = [
+            row.name,
+            what,
+            f"{len(folds)} x {len(seeds)}",
+            *(_cell([r["mp"][key] for r in runs]) for key in KEYS),
+            *(_cell([r["phonondb"][key] for r in runs]) for key in KEYS),
+            _cell([r["wall_s"] / 60 for r in runs], 1),
+            m["gpu"] or f"{m['cpu']} ({m['cores']} cores)",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Not yet available as one override: " + "; ".join(
-        f"{name} ({why})" for name, why in NOT_YET.items()) + "."]  # fmt: skip
+    lines += [
+        "",
+        "Not yet available as one override: "
+        + "; ".join(f"{name} ({why})" for name, why in NOT_YET.items())
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -524,31 +591,53 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", nargs="+", choices=list(ROW_NAMES), default=list(ROW_NAMES),
-                        help="rows to run (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=list(ROW_NAMES),
+        default=list(ROW_NAMES),
+        help="rows to run (default: all)",
+    )
     parser.add_argument("--folds", type=int, nargs="+", default=list(range(N_FOLDS)))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="model seeds (ridge rows are deterministic: seed 0 only)")  # fmt: skip
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="model seeds (ridge rows are deterministic: seed 0 only)",
+    )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the folds")
     parser.add_argument("--max-epochs", type=int, help="override the configs' max_epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-time limit of each training")
-    parser.add_argument("--slice", type=int, dest="slice_n",
-                        help="only the first N crystals of each collection (smoke)")  # fmt: skip
-    parser.add_argument("--out", help=f"result files (default {OUT.relative_to(ROOT)}; with "
-                        "--slice, a folder in the work folder)")  # fmt: skip
-    parser.add_argument("--work", default=str(WORK),
-                        help="fold files, trainings and feature cache")  # fmt: skip
+    parser.add_argument(
+        "--slice",
+        type=int,
+        dest="slice_n",
+        help="only the first N crystals of each collection (smoke)",
+    )
+    parser.add_argument(
+        "--out",
+        help=f"result files (default {OUT.relative_to(ROOT)}; with "
+        "--slice, a folder in the work folder)",
+    )
+    parser.add_argument("--work", default=str(WORK), help="fold files, trainings and feature cache")
     args = parser.parse_args(argv)
     if not all(0 <= k < N_FOLDS for k in args.folds):
         parser.error(f"--folds must be in 0..{N_FOLDS - 1}")
     work = pathlib.Path(args.work).resolve()
-    out = pathlib.Path(args.out).resolve() if args.out else (
-        work / f"slice{args.slice_n}" if args.slice_n else OUT)  # fmt: skip
+    out = (
+        pathlib.Path(args.out).resolve()
+        if args.out
+        else (work / f"slice{args.slice_n}" if args.slice_n else OUT)
+    )
     os.environ.setdefault("WANDB_MODE", "offline")
     bench = Benchmark(work, args.split_seed, args.slice_n)
     sizes = np.bincount(bench.fold, minlength=N_FOLDS).tolist()
-    print(f"{len(bench.frames)} crystals in {len(set(bench.groups))} chemical systems, folds of "
-          f"{sizes}; {len(bench.ood)} phonondb crystals not in mp_subset", flush=True)  # fmt: skip
+    print(
+        f"{len(bench.frames)} crystals in {len(set(bench.groups))} chemical systems, folds of "
+        f"{sizes}; {len(bench.ood)} phonondb crystals not in mp_subset",
+        flush=True,
+    )
     rows = [ROW_NAMES[name] for name in args.rows]
     if any(row.ridge for row in rows):
         bench.features()  # once, before the ridge rows' wall times
@@ -558,8 +647,15 @@ def main(argv=None):
     for row in (r for r in rows if not r.ridge):
         for seed in args.seeds:
             for k in args.folds:
-                run_fold(bench, row, k, seed, out, max_epochs=args.max_epochs,
-                         max_minutes=args.max_minutes)  # fmt: skip
+                run_fold(
+                    bench,
+                    row,
+                    k,
+                    seed,
+                    out,
+                    max_epochs=args.max_epochs,
+                    max_minutes=args.max_minutes,
+                )
     print(table(out), end="")
 
 

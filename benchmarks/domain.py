@@ -42,8 +42,11 @@ def datasets(slice_n=None):
     """``{name: frames}``: the MP test split and phonondb less the MP training crystals (the
     first ``slice_n`` crystals of each, when given)."""
     train = StructureIndex(ase.io.read(DATA / "mp_subset_train.extxyz.gz", ":"))
-    phonondb = [a for split in ("train", "val", "test")
-                for a in ase.io.read(DATA / f"phonondb_{split}.extxyz.gz", ":")]  # fmt: skip
+    phonondb = [
+        a
+        for split in ("train", "val", "test")
+        for a in ase.io.read(DATA / f"phonondb_{split}.extxyz.gz", ":")
+    ]
     return {
         "mp_subset_test": ase.io.read(DATA / "mp_subset_test.extxyz.gz", ":")[:slice_n],
         "phonondb_not_in_mp_train": [a for a in phonondb if a not in train][:slice_n],
@@ -99,8 +102,9 @@ def main(argv=None):
         score, errors = measure(frames, args.batch_size)
         per_set[name] = {
             "n": len(frames),
-            "score_quantiles": {f"{q:g}": float(np.quantile(score, q))
-                                for q in (0.1, 0.25, 0.5, 0.75, 0.9)},  # fmt: skip
+            "score_quantiles": {
+                f"{q:g}": float(np.quantile(score, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)
+            },
             **{f"spearman_{q}": float(spearmanr(score, errors[q])[0]) for q in QUANTITIES},
             **{f"{q}_mae": float(errors[q].mean()) for q in QUANTITIES},
             "thresholds": thresholds(score, errors),

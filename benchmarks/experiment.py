@@ -38,39 +38,144 @@ HEXAGONAL = [90, 90, 120]
 # (uniaxial) or along (a, b, c) (orthorhombic)), source
 CRYSTALS = [
     ("Si (diamond)", ["Si"], [(0, 0, 0)], 227, [5.431] * 3, CUBIC, ("eps", [11.7]), MADELUNG),
-    ("GaAs (zincblende)", ["Ga", "As"], [(0, 0, 0), (0.25, 0.25, 0.25)], 216, [5.653] * 3, CUBIC,
-     ("eps", [10.9]), MADELUNG),
-    ("ZnS (zincblende)", ["Zn", "S"], [(0, 0, 0), (0.25, 0.25, 0.25)], 216, [5.409] * 3, CUBIC,
-     ("eps", [5.1]), MADELUNG),
+    (
+        "GaAs (zincblende)",
+        ["Ga", "As"],
+        [(0, 0, 0), (0.25, 0.25, 0.25)],
+        216,
+        [5.653] * 3,
+        CUBIC,
+        ("eps", [10.9]),
+        MADELUNG,
+    ),
+    (
+        "ZnS (zincblende)",
+        ["Zn", "S"],
+        [(0, 0, 0), (0.25, 0.25, 0.25)],
+        216,
+        [5.409] * 3,
+        CUBIC,
+        ("eps", [5.1]),
+        MADELUNG,
+    ),
     ("C (diamond)", ["C"], [(0, 0, 0)], 227, [3.567] * 3, CUBIC, ("n", [2.417]), CRC),
-    ("NaCl (rock salt)", ["Na", "Cl"], [(0, 0, 0), (0.5, 0.5, 0.5)], 225, [5.640] * 3, CUBIC,
-     ("n", [1.544]), CRC),
-    ("MgO (periclase)", ["Mg", "O"], [(0, 0, 0), (0.5, 0.5, 0.5)], 225, [4.212] * 3, CUBIC,
-     ("n", [1.736]), CRC),
-    ("LiF", ["Li", "F"], [(0, 0, 0), (0.5, 0.5, 0.5)], 225, [4.027] * 3, CUBIC,
-     ("n", [1.392]), CRC),
-    ("ZnO (wurtzite)", ["Zn", "O"], [(1 / 3, 2 / 3, 0), (1 / 3, 2 / 3, 0.382)], 186,
-     [3.250, 3.250, 5.207], HEXAGONAL, ("eps", [3.70, 3.78]), MADELUNG),
-    ("TiO2 (rutile)", ["Ti", "O"], [(0, 0, 0), (0.3049, 0.3049, 0)], 136, [4.594, 4.594, 2.959],
-     CUBIC, ("n", [2.613, 2.909]), CRC),
-    ("SiO2 (alpha-quartz)", ["Si", "O"], [(0.4697, 0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
-     154, [4.913, 4.913, 5.405], HEXAGONAL, ("n", [1.544, 1.553]), CRC),
-    ("CaCO3 (calcite)", ["Ca", "C", "O"], [(0, 0, 0), (0, 0, 0.25), (0.2578, 0, 0.25)], 167,
-     [4.990, 4.990, 17.061], HEXAGONAL, ("n", [1.658, 1.486]), CRC),
-    ("Al2O3 (sapphire)", ["Al", "O"], [(0, 0, 0.3521), (0.3064, 0, 0.25)], 167,
-     [4.759, 4.759, 12.991], HEXAGONAL, ("n", [1.768, 1.760]), CRC),
-    ("BN (hexagonal)", ["B", "N"], [(1 / 3, 2 / 3, 0.25), (1 / 3, 2 / 3, 0.75)], 194,
-     [2.504, 2.504, 6.661], HEXAGONAL, ("eps", [4.95, 4.10]),
-     "R. Geick, C. H. Perry, G. Rupprecht, Phys. Rev. 146, 543 (1966)"),
-    ("MoS2 (2H)", ["Mo", "S"], [(1 / 3, 2 / 3, 0.25), (1 / 3, 2 / 3, 0.621)], 194,
-     [3.160, 3.160, 12.294], HEXAGONAL, ("eps", [15.2, 6.2]),
-     "T. J. Wieting, J. L. Verble, Phys. Rev. B 3, 4286 (1971)"),
-    ("CaCO3 (aragonite, Pnma)", ["Ca", "C", "O", "O"],
-     [(0.75985, 0.25, 0.41502), (-0.0823, 0.25, 0.76211), (-0.0961, 0.25, 0.9222),
-      (-0.0862, 0.4736, 0.68065)], 62, [5.7407, 4.9611, 7.9672], CUBIC,
-     ("n", [1.530, 1.680, 1.685]),
-     "W. A. Deer, R. A. Howie, J. Zussman, An Introduction to the Rock-Forming Minerals (589 nm)"),
-]  # fmt: skip
+    (
+        "NaCl (rock salt)",
+        ["Na", "Cl"],
+        [(0, 0, 0), (0.5, 0.5, 0.5)],
+        225,
+        [5.640] * 3,
+        CUBIC,
+        ("n", [1.544]),
+        CRC,
+    ),
+    (
+        "MgO (periclase)",
+        ["Mg", "O"],
+        [(0, 0, 0), (0.5, 0.5, 0.5)],
+        225,
+        [4.212] * 3,
+        CUBIC,
+        ("n", [1.736]),
+        CRC,
+    ),
+    (
+        "LiF",
+        ["Li", "F"],
+        [(0, 0, 0), (0.5, 0.5, 0.5)],
+        225,
+        [4.027] * 3,
+        CUBIC,
+        ("n", [1.392]),
+        CRC,
+    ),
+    (
+        "ZnO (wurtzite)",
+        ["Zn", "O"],
+        [(1 / 3, 2 / 3, 0), (1 / 3, 2 / 3, 0.382)],
+        186,
+        [3.250, 3.250, 5.207],
+        HEXAGONAL,
+        ("eps", [3.70, 3.78]),
+        MADELUNG,
+    ),
+    (
+        "TiO2 (rutile)",
+        ["Ti", "O"],
+        [(0, 0, 0), (0.3049, 0.3049, 0)],
+        136,
+        [4.594, 4.594, 2.959],
+        CUBIC,
+        ("n", [2.613, 2.909]),
+        CRC,
+    ),
+    (
+        "SiO2 (alpha-quartz)",
+        ["Si", "O"],
+        [(0.4697, 0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
+        154,
+        [4.913, 4.913, 5.405],
+        HEXAGONAL,
+        ("n", [1.544, 1.553]),
+        CRC,
+    ),
+    (
+        "CaCO3 (calcite)",
+        ["Ca", "C", "O"],
+        [(0, 0, 0), (0, 0, 0.25), (0.2578, 0, 0.25)],
+        167,
+        [4.990, 4.990, 17.061],
+        HEXAGONAL,
+        ("n", [1.658, 1.486]),
+        CRC,
+    ),
+    (
+        "Al2O3 (sapphire)",
+        ["Al", "O"],
+        [(0, 0, 0.3521), (0.3064, 0, 0.25)],
+        167,
+        [4.759, 4.759, 12.991],
+        HEXAGONAL,
+        ("n", [1.768, 1.760]),
+        CRC,
+    ),
+    (
+        "BN (hexagonal)",
+        ["B", "N"],
+        [(1 / 3, 2 / 3, 0.25), (1 / 3, 2 / 3, 0.75)],
+        194,
+        [2.504, 2.504, 6.661],
+        HEXAGONAL,
+        ("eps", [4.95, 4.10]),
+        "R. Geick, C. H. Perry, G. Rupprecht, Phys. Rev. 146, 543 (1966)",
+    ),
+    (
+        "MoS2 (2H)",
+        ["Mo", "S"],
+        [(1 / 3, 2 / 3, 0.25), (1 / 3, 2 / 3, 0.621)],
+        194,
+        [3.160, 3.160, 12.294],
+        HEXAGONAL,
+        ("eps", [15.2, 6.2]),
+        "T. J. Wieting, J. L. Verble, Phys. Rev. B 3, 4286 (1971)",
+    ),
+    (
+        "CaCO3 (aragonite, Pnma)",
+        ["Ca", "C", "O", "O"],
+        [
+            (0.75985, 0.25, 0.41502),
+            (-0.0823, 0.25, 0.76211),
+            (-0.0961, 0.25, 0.9222),
+            (-0.0862, 0.4736, 0.68065),
+        ],
+        62,
+        [5.7407, 4.9611, 7.9672],
+        CUBIC,
+        ("n", [1.530, 1.680, 1.685]),
+        "W. A. Deer, R. A. Howie, J. Zussman, "
+        "An Introduction to the Rock-Forming Minerals (589 nm)",
+    ),
+]
 
 
 def experimental_tensor(values, n_axes: int) -> np.ndarray:
@@ -95,22 +200,24 @@ def compare():
     for atoms, (exp_eps, kind, source, name), pred in zip(structures, experiments, predicted):
         exp, model = describe(exp_eps, atoms), describe(pred, atoms)
         exp_poly, pred_poly = np.trace(exp_eps) / 3, np.trace(pred) / 3
-        rows.append({
-            "crystal": name,
-            "formula": reduced_formula(atoms),
-            "optical_class": exp.optical_class,
-            "experiment_kind": "n^2 at 589 nm" if kind == "n" else "eps_inf",
-            "source": source,
-            "sign_experiment": exp.optical_sign,
-            "sign_predicted": model.optical_sign,
-            "eps_poly_experiment": float(exp_poly),
-            "eps_poly_predicted": float(pred_poly),
-            "eps_poly_relative_error": float(pred_poly / exp_poly - 1),
-            "n_experiment": [float(v) for v in exp.refractive_indices],
-            "n_predicted": [float(v) for v in model.refractive_indices],
-            "birefringence_experiment": float(exp.birefringence),
-            "birefringence_predicted": float(model.birefringence),
-        })  # fmt: skip
+        rows.append(
+            {
+                "crystal": name,
+                "formula": reduced_formula(atoms),
+                "optical_class": exp.optical_class,
+                "experiment_kind": "n^2 at 589 nm" if kind == "n" else "eps_inf",
+                "source": source,
+                "sign_experiment": exp.optical_sign,
+                "sign_predicted": model.optical_sign,
+                "eps_poly_experiment": float(exp_poly),
+                "eps_poly_predicted": float(pred_poly),
+                "eps_poly_relative_error": float(pred_poly / exp_poly - 1),
+                "n_experiment": [float(v) for v in exp.refractive_indices],
+                "n_predicted": [float(v) for v in model.refractive_indices],
+                "birefringence_experiment": float(exp.birefringence),
+                "birefringence_predicted": float(model.birefringence),
+            }
+        )
     anisotropic = [r for r in rows if r["optical_class"] != "isotropic"]
     errors = np.array([r["eps_poly_relative_error"] for r in rows])
     return {
@@ -144,9 +251,11 @@ def main(argv=None) -> None:
         tmp.write_text(model_card_markdown(card))
     print(json.dumps({k: v for k, v in result.items() if k != "crystals"}, indent=1))
     for r in result["crystals"]:
-        print(f"{r['crystal']:<26} eps_poly exp {r['eps_poly_experiment']:6.2f} "
-              f"pred {r['eps_poly_predicted']:6.2f} ({100 * r['eps_poly_relative_error']:+.0f}%)  "
-              f"sign exp {r['sign_experiment']} pred {r['sign_predicted']}")  # fmt: skip
+        print(
+            f"{r['crystal']:<26} eps_poly exp {r['eps_poly_experiment']:6.2f} "
+            f"pred {r['eps_poly_predicted']:6.2f} ({100 * r['eps_poly_relative_error']:+.0f}%)  "
+            f"sign exp {r['sign_experiment']} pred {r['sign_predicted']}"
+        )
 
 
 if __name__ == "__main__":

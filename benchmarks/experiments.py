@@ -39,44 +39,137 @@ def _only(*extra, **idea):
 
 # name: (group, description, config, overrides, seeds, pre-training config)
 EXPERIMENTS = {
-    "paper": ("ablation", "paper settings: l_max 3, 0e+2e readout", "configs/anisonet.yaml",
-              [], [0], None),
-    "scalar_6x0e": ("ablation", "non-equivariant 6x0e readout", "configs/anisonet_scalar.yaml",
-                    [], [0], None),
-    **{f"l_max_{lmax}": ("ablation", f"l_max {lmax}", "configs/anisonet.yaml", [f"l_max={lmax}"],
-                         [0], None) for lmax in (0, 1, 2, 4)},
+    "paper": (
+        "ablation",
+        "paper settings: l_max 3, 0e+2e readout",
+        "configs/anisonet.yaml",
+        [],
+        [0],
+        None,
+    ),
+    "scalar_6x0e": (
+        "ablation",
+        "non-equivariant 6x0e readout",
+        "configs/anisonet_scalar.yaml",
+        [],
+        [0],
+        None,
+    ),
+    **{
+        f"l_max_{lmax}": (
+            "ablation",
+            f"l_max {lmax}",
+            "configs/anisonet.yaml",
+            [f"l_max={lmax}"],
+            [0],
+            None,
+        )
+        for lmax in (0, 1, 2, 4)
+    },
     "ema": ("idea", "EMA of the weights (decay 0.999)", BEST, _only(*EMA), [0], None),
-    "lr_decay": ("idea", "learning-rate decay 0.95 per epoch (60 epochs)", BEST,
-                 _only(lr_decay=0.95, max_epochs=60), [0], None),
-    "anisotropic_loss": ("idea", "loss + MSE of the 2e part (weight 1)", BEST,
-                         _only(anisotropic_loss_weight=1.0), [0], None),
-    "r_max_6": ("idea", "cutoff 6 A instead of 5 A", "configs/anisonet.yaml", ["r_max=6.0"], [0],
-                None),
-    "l1_loss": ("idea", "L1 (MAE) loss on the 0e+2e coefficients instead of MSE", BEST,
-                _only(loss_metric="mae"), [0], None),
-    "pretrain": ("idea", "pre-train on phonondb, fine-tune on mp_subset (half the time each)",
-                 FINETUNE, _only(), [0], PRETRAIN),
-    "best_long": ("idea", "configs/anisonet_best.yaml with 60 instead of 30 fine-tuning epochs",
-                  FINETUNE, ["max_epochs=60"], [0], PRETRAIN),
-    "best": ("best", "configs/anisonet_best.yaml: L1 loss + pre-training on phonondb",
-             FINETUNE, [], [0, 1, 2], PRETRAIN),
-    "foundation_frozen": ("foundation", "configs/anisonet_foundation.yaml: frozen SevenNet-0 "
-                          "(2 blocks) + 1 head convolution", FOUNDATION, [], [0, 1, 2], None),
-    "foundation_physical": ("foundation", "the same with the I + PSD readout (eigenvalues >= 1), "
-                            "15 epochs", FOUNDATION, ["readout=square", "max_epochs=15"],
-                            [0, 1, 2], None),
-    "foundation_finetune": ("foundation", "the same, backbone fine-tuned at lr 3e-4, 6 epochs",
-                            FOUNDATION, ["freeze_backbone=false", "max_epochs=6"], [0, 1, 2],
-                            None),
-}  # fmt: skip
+    "lr_decay": (
+        "idea",
+        "learning-rate decay 0.95 per epoch (60 epochs)",
+        BEST,
+        _only(lr_decay=0.95, max_epochs=60),
+        [0],
+        None,
+    ),
+    "anisotropic_loss": (
+        "idea",
+        "loss + MSE of the 2e part (weight 1)",
+        BEST,
+        _only(anisotropic_loss_weight=1.0),
+        [0],
+        None,
+    ),
+    "r_max_6": (
+        "idea",
+        "cutoff 6 A instead of 5 A",
+        "configs/anisonet.yaml",
+        ["r_max=6.0"],
+        [0],
+        None,
+    ),
+    "l1_loss": (
+        "idea",
+        "L1 (MAE) loss on the 0e+2e coefficients instead of MSE",
+        BEST,
+        _only(loss_metric="mae"),
+        [0],
+        None,
+    ),
+    "pretrain": (
+        "idea",
+        "pre-train on phonondb, fine-tune on mp_subset (half the time each)",
+        FINETUNE,
+        _only(),
+        [0],
+        PRETRAIN,
+    ),
+    "best_long": (
+        "idea",
+        "configs/anisonet_best.yaml with 60 instead of 30 fine-tuning epochs",
+        FINETUNE,
+        ["max_epochs=60"],
+        [0],
+        PRETRAIN,
+    ),
+    "best": (
+        "best",
+        "configs/anisonet_best.yaml: L1 loss + pre-training on phonondb",
+        FINETUNE,
+        [],
+        [0, 1, 2],
+        PRETRAIN,
+    ),
+    "foundation_frozen": (
+        "foundation",
+        "configs/anisonet_foundation.yaml: frozen SevenNet-0 (2 blocks) + 1 head convolution",
+        FOUNDATION,
+        [],
+        [0, 1, 2],
+        None,
+    ),
+    "foundation_physical": (
+        "foundation",
+        "the same with the I + PSD readout (eigenvalues >= 1), 15 epochs",
+        FOUNDATION,
+        ["readout=square", "max_epochs=15"],
+        [0, 1, 2],
+        None,
+    ),
+    "foundation_finetune": (
+        "foundation",
+        "the same, backbone fine-tuned at lr 3e-4, 6 epochs",
+        FOUNDATION,
+        ["freeze_backbone=false", "max_epochs=6"],
+        [0, 1, 2],
+        None,
+    ),
+}
 
 
 def _command(name, max_minutes, out, parallel_seeds, extra=()):
     _, _, config, overrides, seeds, pretrain = EXPERIMENTS[name]
     jobs = len(seeds) if parallel_seeds else 1
     # the overrides before the options: after `--seeds` they would be read as seeds
-    command = [sys.executable, "-m", "benchmarks.accuracy", config, *overrides, *extra, "--name",
-               name, "--out", out, "--jobs", str(jobs), "--seeds", *map(str, seeds)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.accuracy",
+        config,
+        *overrides,
+        *extra,
+        "--name",
+        name,
+        "--out",
+        out,
+        "--jobs",
+        str(jobs),
+        "--seeds",
+        *map(str, seeds),
+    ]
     if max_minutes:
         # pre-training and fine-tuning share the budget
         command += ["--max-minutes", str(max_minutes / (2 if pretrain else 1))]
@@ -89,8 +182,12 @@ def _run(name, max_minutes, out, parallel_seeds, extra=()):
     log = ROOT / out / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        code = subprocess.run(_command(name, max_minutes, out, parallel_seeds, extra), cwd=ROOT,
-                              stdout=f, stderr=subprocess.STDOUT).returncode  # fmt: skip
+        code = subprocess.run(
+            _command(name, max_minutes, out, parallel_seeds, extra),
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        ).returncode
     print(f"{name}: {'done' if code == 0 else f'FAILED (exit {code}), see {log}'}", flush=True)
     return code
 
@@ -102,8 +199,11 @@ def main(argv=None):
     parser.add_argument("names", nargs="*", help=f"experiments (default: all): {list(EXPERIMENTS)}")
     parser.add_argument("--max-minutes", type=float, help="wall-time budget per experiment")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at the same time")
-    parser.add_argument("--parallel-seeds", action="store_true",
-                        help="train an experiment's seeds at the same time (GPU)")  # fmt: skip
+    parser.add_argument(
+        "--parallel-seeds",
+        action="store_true",
+        help="train an experiment's seeds at the same time (GPU)",
+    )
     parser.add_argument("--out", default="benchmarks/runs")
     parser.add_argument(
         "--overrides",

@@ -31,15 +31,22 @@ from aniso_nequip.data.graphs import INVERSION_PARTNER_KEY
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = "aniso_nequip/pretrained/anisonet_foundation_seed0.nequip.zip"
 BASELINE_COMMIT = "78c9cd9"  # the last commit before the feature cache and inference levers
-LEVERS = ("today", "radial weights once", "shared first block", "centrosymmetric skip",
-          "aotinductor", "aotinductor + centrosymmetric skip")  # fmt: skip
+LEVERS = (
+    "today",
+    "radial weights once",
+    "shared first block",
+    "centrosymmetric skip",
+    "aotinductor",
+    "aotinductor + centrosymmetric skip",
+)
 
 
 def baseline_package(directory: pathlib.Path) -> pathlib.Path:
     """The shipped package as it was at ``BASELINE_COMMIT`` (today's code path)."""
     path = directory / "baseline.nequip.zip"
-    blob = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:{SHIPPED}"], cwd=ROOT,
-                          capture_output=True, check=True).stdout  # fmt: skip
+    blob = subprocess.run(
+        ["git", "show", f"{BASELINE_COMMIT}:{SHIPPED}"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     path.write_bytes(blob)
     return path
 
@@ -108,13 +115,15 @@ def measure_levers(batch_size: int, num_structures: int, warmup: int = 2, levers
             if reference is None:
                 reference = predicted
             scale = np.abs(reference).max(axis=(1, 2), keepdims=True)
-            rows.append({
-                "lever": lever,
-                "batch_size": batch_size,
-                "structures": len(frames),
-                "structures_per_s": round(len(frames) / seconds, 2),
-                "max_rel_diff": float(np.max(np.abs(predicted - reference) / scale)),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "lever": lever,
+                    "batch_size": batch_size,
+                    "structures": len(frames),
+                    "structures_per_s": round(len(frames) / seconds, 2),
+                    "max_rel_diff": float(np.max(np.abs(predicted - reference) / scale)),
+                }
+            )
     centrosymmetric = sum(
         bool((atoms_to_graphs([a], new.type_names, 5.0)[INVERSION_PARTNER_KEY] >= 0).all())
         for a in frames

@@ -27,13 +27,23 @@ from aniso_nequip.variables import READOUTS
 from benchmarks.machine import describe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(l_max=2, num_features=8, num_layers=1, num_basis=6, r_max=5.0, avg_num_neighbors=20.0,
-            isotropic_shift=5.0, isotropic_scale=2.0, anisotropic_scale=1.0)  # fmt: skip
+TINY = dict(
+    l_max=2,
+    num_features=8,
+    num_layers=1,
+    num_basis=6,
+    r_max=5.0,
+    avg_num_neighbors=20.0,
+    isotropic_shift=5.0,
+    isotropic_scale=2.0,
+    anisotropic_scale=1.0,
+)
 
 
 def _model(readout, type_names):
-    return AnisoNetModel(seed=0, model_dtype="float32", type_names=type_names, readout=readout,
-                         **TINY)  # fmt: skip
+    return AnisoNetModel(
+        seed=0, model_dtype="float32", type_names=type_names, readout=readout, **TINY
+    )
 
 
 def _time(model, data, backward):
@@ -46,8 +56,10 @@ def _time(model, data, backward):
 
 def per_structure(frames, type_names, batch_size=8, repeats=2):
     """Seconds per structure of each readout, forward and forward+backward (best of repeats)."""
-    batches = [atoms_to_graphs(frames[i : i + batch_size], type_names, TINY["r_max"])
-               for i in range(0, len(frames), batch_size)]  # fmt: skip
+    batches = [
+        atoms_to_graphs(frames[i : i + batch_size], type_names, TINY["r_max"])
+        for i in range(0, len(frames), batch_size)
+    ]
     result = {}
     for readout in READOUTS:
         model = _model(readout, type_names)

@@ -29,26 +29,35 @@ KEYS = ("eps_poly_mae", "anisotropy_ratio_mae")
 REFERENCES = [
     {
         "model": "original AnisoNet code, paper settings (10.4 M parameters)",
-        "eps_poly_mae": None, "a_r_mae": None, "speed": "2.8", "epoch": "320 s",
+        "eps_poly_mae": None,
+        "a_r_mae": None,
+        "speed": "2.8",
+        "epoch": "320 s",
         # issue 14: "about 2.8 structures/s (320 s per epoch: its 120 epochs take ~11 hours)"
         "source": "measured on the 2-core CPU before this package (training speed only)",
     },
     {
         "model": "plain re-implementation on nequip blocks, paper settings, 1 seed",
-        "eps_poly_mae": 0.83, "a_r_mae": 0.24, "speed": "38.7", "epoch": "24.5 s",
+        "eps_poly_mae": 0.83,
+        "a_r_mae": 0.24,
+        "speed": "38.7",
+        "epoch": "24.5 s",
         # issue 14: "120 epochs in 49 min, 38.7 structures/s training ... test MAE eps_poly 0.83,
         # a_r 0.24"; 24.5 s per epoch = 49 min / 120 epochs
         "source": "measured on the 2-core CPU before this package (time/epoch: 49 min / 120 "
-                  "epochs)",
+        "epochs)",
     },
     {
         "model": "paper (Lou & Ganose 2025), 6x more training data",
-        "eps_poly_mae": 0.31, "a_r_mae": 0.078, "speed": "", "epoch": "",
+        "eps_poly_mae": 0.31,
+        "a_r_mae": 0.078,
+        "speed": "",
+        "epoch": "",
         # Lou & Ganose, Faraday Discuss. (2025), doi:10.1039/D4FD00096J: test MAE of the
         # equivariant model on the full MP set (6,706 crystals, 80/10/10), 0.311 / 0.078
         "source": "the paper's reported test MAEs (full MP, doi:10.1039/D4FD00096J)",
     },
-]  # fmt: skip
+]
 
 
 def _pm(summary, key):
@@ -61,8 +70,17 @@ def _machine(m):
 
 
 def _accuracy_rows(runs, names):
-    header = ("experiment", "what", "seeds", "epochs run (best)", "wall (min)", "MAE eps_poly",
-              "MAE a_r", "component MAE", "machine")  # fmt: skip
+    header = (
+        "experiment",
+        "what",
+        "seeds",
+        "epochs run (best)",
+        "wall (min)",
+        "MAE eps_poly",
+        "MAE a_r",
+        "component MAE",
+        "machine",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in names:
         if name not in runs:
@@ -71,29 +89,47 @@ def _accuracy_rows(runs, names):
         epochs = "/".join(str(r["epochs"]) for r in s["runs"])
         best = "/".join(str(r["best_epoch"]) for r in s["runs"])
         wall = max(r["wall_s"] for r in s["runs"]) / 60
-        cells = [name, EXPERIMENTS[name][1], str(len(s["seeds"])), f"{epochs} ({best})",
-                 f"{wall:.1f}", _pm(s, "eps_poly_mae"), _pm(s, "anisotropy_ratio_mae"),
-                 _pm(s, "component_mae"), _machine(s["machine"])]  # fmt: skip
+        cells = [
+            name,
+            EXPERIMENTS[name][1],
+            str(len(s["seeds"])),
+            f"{epochs} ({best})",
+            f"{wall:.1f}",
+            _pm(s, "eps_poly_mae"),
+            _pm(s, "anisotropy_ratio_mae"),
+            _pm(s, "component_mae"),
+            _machine(s["machine"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
         if s.get("ensemble"):
             e = s["ensemble"]
-            figures = [f"{e[k]:.3f}" for k in ("eps_poly_mae", "anisotropy_ratio_mae",
-                                                "component_mae")]  # fmt: skip
+            figures = [
+                f"{e[k]:.3f}" for k in ("eps_poly_mae", "anisotropy_ratio_mae", "component_mae")
+            ]
             what = f"mean prediction of the {len(s['seeds'])} seeds' models"
             lines.append(f"| {name} (ensemble) | {what} | | | | " + " | ".join(figures) + " | |")
     return "\n".join(lines) + "\n"
 
 
 def _robustness_rows(runs, names):
-    header = ("experiment", "MAE eps_poly without graphite", "MAE a_r without graphite",
-              "phonondb crystals", "phonondb MAE eps_poly", "phonondb MAE a_r")  # fmt: skip
+    header = (
+        "experiment",
+        "MAE eps_poly without graphite",
+        "MAE a_r without graphite",
+        "phonondb crystals",
+        "phonondb MAE eps_poly",
+        "phonondb MAE a_r",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in names:
         s = runs[name]
         w, ood = s["without_most_anisotropic"], s["phonondb_ood"]
-        cells = [name, *(f"{w[k]['mean']:.3f} ± {w[k]['std']:.3f}" for k in KEYS[:2]),
-                 str(s["runs"][0]["phonondb_ood"]["n"]),
-                 *(f"{ood[k]['mean']:.3f} ± {ood[k]['std']:.3f}" for k in KEYS[:2])]  # fmt: skip
+        cells = [
+            name,
+            *(f"{w[k]['mean']:.3f} ± {w[k]['std']:.3f}" for k in KEYS[:2]),
+            str(s["runs"][0]["phonondb_ood"]["n"]),
+            *(f"{ood[k]['mean']:.3f} ± {ood[k]['std']:.3f}" for k in KEYS[:2]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -111,8 +147,10 @@ def _per_system(summary):
 
 def _domain_section(result) -> list:
     """The applicability-domain section from ``benchmarks/domain.py``'s JSON."""
-    names = {"mp_subset_test": "`mp_subset` test split",
-             "phonondb_not_in_mp_train": "`phonondb` (all splits) less the MP training crystals"}
+    names = {
+        "mp_subset_test": "`mp_subset` test split",
+        "phonondb_not_in_mp_train": "`phonondb` (all splits) less the MP training crystals",
+    }
     lines = [
         "## Applicability domain: does the domain score rank the errors?\n",
         "The ready model's domain score (`aniso_nequip.domain`: distance of a crystal's pooled "
@@ -126,10 +164,15 @@ def _domain_section(result) -> list:
     ]
     for name, s in result["sets"].items():
         median = s["score_quantiles"]["0.5"]
-        lines.append(f"| {names.get(name, name)} | {s['n']} | {s['spearman_eps_poly']:.2f} "
-                     f"| {s['spearman_a_r']:.2f} | {median:.2f} |")  # fmt: skip
-    lines += ["", "| threshold | set | flagged | MAE eps_poly in / out (ratio) "
-              "| MAE a_r in / out (ratio) |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {names.get(name, name)} | {s['n']} | {s['spearman_eps_poly']:.2f} "
+            f"| {s['spearman_a_r']:.2f} | {median:.2f} |"
+        )
+    lines += [
+        "",
+        "| threshold | set | flagged | MAE eps_poly in / out (ratio) | MAE a_r in / out (ratio) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, s in result["sets"].items():
         for r in s["thresholds"]:
             lines.append(
@@ -176,42 +219,54 @@ def render(runs_dir: pathlib.Path) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in REFERENCES:
-        out.append(f"| {r['model']} | {r['eps_poly_mae'] or ''} | {r['a_r_mae'] or ''} "
-                   f"| {r['speed']} | {r['epoch']} | {r['source']} |")  # fmt: skip
+        out.append(
+            f"| {r['model']} | {r['eps_poly_mae'] or ''} | {r['a_r_mae'] or ''} "
+            f"| {r['speed']} | {r['epoch']} | {r['source']} |"
+        )
     out.append("")
-    out += ["## Discovery benchmark (`benchmarks/discovery.py`)\n",
-            "5-fold cross-validation over all 1,104 bundled `mp_subset` crystals, folds grouped "
-            "by chemical system (no set of elements in two folds), out-of-fold predictions; each "
-            "fold's training part keeps a grouped tenth for validation. Per fold: Spearman of "
-            "`a_r`, the fraction of the 5% most anisotropic crystals found in the predicted top "
-            "5%, MAE `a_r` over the crystals with `a_r >= 1.5`, MAE `eps_poly`; the same on the "
-            "bundled `phonondb` crystals (PBEsol) that match no `mp_subset` crystal (each fold's "
-            "model predicts all of them). Mean ± std over folds (and seeds). Ridge rows: closed "
-            "form on mean-pooled frozen SevenNet-0 features (L2 strength by inner grouped CV); "
-            "their wall time leaves out the one-off feature computation (cached), and a "
-            "log-space row run after the linear one of its block reuses that row's kernel "
-            "decompositions (its time is the fit alone). Wall times on the 2-core CPU were "
-            "measured while other jobs shared it (load average 15-20).\n",
-            discovery_table(runs_dir / "discovery")]  # fmt: skip
+    out += [
+        "## Discovery benchmark (`benchmarks/discovery.py`)\n",
+        "5-fold cross-validation over all 1,104 bundled `mp_subset` crystals, folds grouped "
+        "by chemical system (no set of elements in two folds), out-of-fold predictions; each "
+        "fold's training part keeps a grouped tenth for validation. Per fold: Spearman of "
+        "`a_r`, the fraction of the 5% most anisotropic crystals found in the predicted top "
+        "5%, MAE `a_r` over the crystals with `a_r >= 1.5`, MAE `eps_poly`; the same on the "
+        "bundled `phonondb` crystals (PBEsol) that match no `mp_subset` crystal (each fold's "
+        "model predicts all of them). Mean ± std over folds (and seeds). Ridge rows: closed "
+        "form on mean-pooled frozen SevenNet-0 features (L2 strength by inner grouped CV); "
+        "their wall time leaves out the one-off feature computation (cached), and a "
+        "log-space row run after the linear one of its block reuses that row's kernel "
+        "decompositions (its time is the fit alone). Wall times on the 2-core CPU were "
+        "measured while other jobs shared it (load average 15-20).\n",
+        discovery_table(runs_dir / "discovery"),
+    ]
     if "best" in runs:
-        out += ["## Best configuration (`configs/anisonet_best.yaml`), mean ± std over seeds\n",
-                _accuracy_rows(runs, ["best", "paper"]),
-                "Per crystal system (mean over seeds):\n", _per_system(runs["best"])]  # fmt: skip
+        out += [
+            "## Best configuration (`configs/anisonet_best.yaml`), mean ± std over seeds\n",
+            _accuracy_rows(runs, ["best", "paper"]),
+            "Per crystal system (mean over seeds):\n",
+            _per_system(runs["best"]),
+        ]
     foundation = [n for n in groups["foundation"] if n in runs]
     if foundation:
-        out += ["## Foundation backbones (`configs/anisonet_foundation.yaml`), mean ± std over "
-                "seeds\n", _accuracy_rows(runs, [*foundation, "best", "paper"]),
-                "Without the most anisotropic test crystal (graphite, `a_r` 12), and on the "
-                "`phonondb` test split (PBEsol) less the crystals in the `mp_subset` training "
-                "split (out of distribution):\n", _robustness_rows(runs, foundation),
-                f"Per crystal system (`{foundation[0]}`, mean over seeds):\n",
-                _per_system(runs[foundation[0]])]  # fmt: skip
-    out += ["## Accuracy ideas, one at a time, equal wall-time budget\n",
-            "Each row is the paper's training with one change (`configs/anisonet_best.yaml` with "
-            "the other ideas off; see `benchmarks/experiments.py`).\n",
-            _accuracy_rows(runs, ["paper", *groups["idea"]]),
-            "## The paper's ablations on our data (its Table 2: readout and l_max)\n",
-            _accuracy_rows(runs, groups["ablation"])]  # fmt: skip
+        out += [
+            "## Foundation backbones (`configs/anisonet_foundation.yaml`), mean ± std over seeds\n",
+            _accuracy_rows(runs, [*foundation, "best", "paper"]),
+            "Without the most anisotropic test crystal (graphite, `a_r` 12), and on the "
+            "`phonondb` test split (PBEsol) less the crystals in the `mp_subset` training "
+            "split (out of distribution):\n",
+            _robustness_rows(runs, foundation),
+            f"Per crystal system (`{foundation[0]}`, mean over seeds):\n",
+            _per_system(runs[foundation[0]]),
+        ]
+    out += [
+        "## Accuracy ideas, one at a time, equal wall-time budget\n",
+        "Each row is the paper's training with one change (`configs/anisonet_best.yaml` with "
+        "the other ideas off; see `benchmarks/experiments.py`).\n",
+        _accuracy_rows(runs, ["paper", *groups["idea"]]),
+        "## The paper's ablations on our data (its Table 2: readout and l_max)\n",
+        _accuracy_rows(runs, groups["ablation"]),
+    ]
     domain = runs_dir / "domain" / "domain.json"
     if domain.is_file():
         out += _domain_section(json.loads(domain.read_text()))
@@ -220,21 +275,29 @@ def render(runs_dir: pathlib.Path) -> str:
         m = speed["machine"]
         if "foundation" in speed:  # speed.py --foundation: today's path and the new one
             f = speed["foundation"]
-            out += [f"## Frozen foundation config and shipped model, today's path and the new "
-                    f"one: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
-                    *([f"**{speed['note']}**\n"] if speed.get("note") else []),
-                    "Training (`configs/anisonet_foundation.yaml`), without and with the "
-                    "backbone feature cache:\n", training_table(f["training"]),
-                    "Inference of the shipped model, one lever added per row "
-                    "(`benchmarks/levers.py`):\n", levers_table(f["inference"])]  # fmt: skip
+            out += [
+                f"## Frozen foundation config and shipped model, today's path and the new "
+                f"one: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
+                *([f"**{speed['note']}**\n"] if speed.get("note") else []),
+                "Training (`configs/anisonet_foundation.yaml`), without and with the "
+                "backbone feature cache:\n",
+                training_table(f["training"]),
+                "Inference of the shipped model, one lever added per row "
+                "(`benchmarks/levers.py`):\n",
+                levers_table(f["inference"]),
+            ]
             continue
-        out += [f"## Speed: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
-                speed_table(speed["results"])]  # fmt: skip
+        out += [
+            f"## Speed: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
+            speed_table(speed["results"]),
+        ]
     for path in sorted(runs_dir.glob("screen_*.json")):
         screen = json.loads(path.read_text())
         m = screen["machine"]
-        out += [f"## Screening a large pool: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
-                screen_table(screen["results"])]  # fmt: skip
+        out += [
+            f"## Screening a large pool: {_machine(m)}, torch {m['torch']}, {m['date']}\n",
+            screen_table(screen["results"]),
+        ]
     return "\n".join(out)
 
 

@@ -89,9 +89,17 @@ def compiled_model(cache: pathlib.Path, threads: int) -> pathlib.Path:
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         print(f"compiling the ready model into {path}", file=sys.stderr)
-        command = [str(pathlib.Path(sys.executable).parent / "nequip-compile"), str(package),
-                   str(path), "--mode", "aotinductor", "--device", "cpu", "--target",
-                   "batch_dielectric"]  # fmt: skip
+        command = [
+            str(pathlib.Path(sys.executable).parent / "nequip-compile"),
+            str(package),
+            str(path),
+            "--mode",
+            "aotinductor",
+            "--device",
+            "cpu",
+            "--target",
+            "batch_dielectric",
+        ]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return path
@@ -104,9 +112,19 @@ def _children_cpu_s() -> float:
 
 def run_screen(structures, out, args) -> dict:
     """Run ``aniso-nequip screen`` in its own process; its figures from ``summary.json``."""
-    command = [str(pathlib.Path(sys.executable).parent / "aniso-nequip"), "screen",
-               "--structures", str(structures), "--out", str(out), "--quiet",
-               "--device", args.device, "--batch-size", str(args.batch_size)]  # fmt: skip
+    command = [
+        str(pathlib.Path(sys.executable).parent / "aniso-nequip"),
+        "screen",
+        "--structures",
+        str(structures),
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+    ]
     command += ["--model", args.model] if args.model else []
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -161,28 +179,40 @@ def measure(args) -> dict:
 
 def table(result: dict) -> str:
     """Markdown table of one :func:`measure` result (for ``benchmarks/results.py``)."""
-    lines = ["| run | structures | wall (s) | CPU (s) | structures/s | peak RSS (MB) |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| run | structures | wall (s) | CPU (s) | structures/s | peak RSS (MB) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     runs = [("small_pool", "small pool"), ("whole_pool", "whole pool")]
     if "dimensionality_sample" in result:  # runs from before the top-only dimensionality step
-        runs = [("small_pool", "small pool, no dimensionality"),
-                ("whole_pool", "whole pool, no dimensionality"),
-                ("dimensionality_sample", "sample with dimensionality")]  # fmt: skip
+        runs = [
+            ("small_pool", "small pool, no dimensionality"),
+            ("whole_pool", "whole pool, no dimensionality"),
+            ("dimensionality_sample", "sample with dimensionality"),
+        ]
     for name, what in runs:
         r = result[name]
-        lines.append(f"| {what} | {r['structures']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
-                     f"| {r['structures_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {what} | {r['structures']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
+            f"| {r['structures_per_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
     old = "dimensionality_sample" in result
-    with_dims = (f", {result['extrapolated_150k_min_with_dimensionality']:.0f} min with it"
-                 if old else "")  # fmt: skip
-    cpu_dims = (f", {result['extrapolated_150k_min_from_cpu_time_with_dimensionality']:.0f} "
-                "min with the dimensionality step" if old else "")  # fmt: skip
-    dims = ("without the dimensionality step" if old
-            else "dimensionality of the top 50 included")  # fmt: skip
-    steady = ("not measurable (the small pool ran slower than the whole one: contention)"
-              if result["steady_structures_per_s"] is None
-              else f"{result['steady_structures_per_s']:.1f} structures/s; 150,000 crystals: "
-              f"**{result['extrapolated_150k_min']:.0f} min** {dims}{with_dims}")  # fmt: skip
+    with_dims = (
+        f", {result['extrapolated_150k_min_with_dimensionality']:.0f} min with it" if old else ""
+    )
+    cpu_dims = (
+        f", {result['extrapolated_150k_min_from_cpu_time_with_dimensionality']:.0f} "
+        "min with the dimensionality step"
+        if old
+        else ""
+    )
+    dims = "without the dimensionality step" if old else "dimensionality of the top 50 included"
+    steady = (
+        "not measurable (the small pool ran slower than the whole one: contention)"
+        if result["steady_structures_per_s"] is None
+        else f"{result['steady_structures_per_s']:.1f} structures/s; 150,000 crystals: "
+        f"**{result['extrapolated_150k_min']:.0f} min** {dims}{with_dims}"
+    )
     lines += [
         "",
         f"Model: {result['model']}; {result['threads']} threads, batch {result['batch_size']}, "
@@ -207,11 +237,17 @@ def main(argv=None):
     parser.add_argument("--small", type=int, default=2_000, help="small pool size (2,000)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--compiled", action="store_true",
-                        help="the ready model compiled with AOTInductor (no domain score)")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="the ready model compiled with AOTInductor (no domain score)",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cache", default=str(CACHE / "aniso-nequip" / "screen-benchmark"),
-                        help="where the synthetic pools are written and reused")  # fmt: skip
+    parser.add_argument(
+        "--cache",
+        default=str(CACHE / "aniso-nequip" / "screen-benchmark"),
+        help="where the synthetic pools are written and reused",
+    )
     parser.add_argument("--out", help="folder for screen_<device><tag>.json (benchmarks/runs/)")
     parser.add_argument("--tag", default="", help="ends the JSON file's name, e.g. _top_dims")
     args = parser.parse_args(argv)

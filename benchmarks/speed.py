@@ -143,8 +143,16 @@ def _aot_compiled(model, datamodule, device, path):
     return load_model(path, device)
 
 
-def measure(config, device, compile_mode, overrides, train_batches=40, infer_batches=15,
-            warmup=3, infer_batch_size=32):  # fmt: skip
+def measure(
+    config,
+    device,
+    compile_mode,
+    overrides,
+    train_batches=40,
+    infer_batches=15,
+    warmup=3,
+    infer_batch_size=32,
+):
     """Figures of one config/device/compile mode, measured in this process."""
     set_global_state()
     device = torch.device(device)
@@ -215,23 +223,42 @@ def measure(config, device, compile_mode, overrides, train_batches=40, infer_bat
 
 
 def _measure_in_subprocess(args, config, device, mode):
-    command = [sys.executable, "-m", "benchmarks.speed", "--one", config, device, mode,
-               "--train-batches", str(args.train_batches), "--infer-batches",
-               str(args.infer_batches), "--warmup", str(args.warmup), "--infer-batch-size",
-               str(args.infer_batch_size), *args.overrides]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.speed",
+        "--one",
+        config,
+        device,
+        mode,
+        "--train-batches",
+        str(args.train_batches),
+        "--infer-batches",
+        str(args.infer_batches),
+        "--warmup",
+        str(args.warmup),
+        "--infer-batch-size",
+        str(args.infer_batch_size),
+        *args.overrides,
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        return {"config": os.path.relpath(config, ROOT), "device": device, "compile_mode": mode,
-                "error": tail}  # fmt: skip
+        return {
+            "config": os.path.relpath(config, ROOT),
+            "device": device,
+            "compile_mode": mode,
+            "error": tail,
+        }
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _levers_in_subprocess(batch_size, num_structures, levers):
-    code = ("import json; from benchmarks import levers; print(json.dumps(levers.measure_levers("
-            f"{batch_size}, {num_structures}, levers={levers!r})))")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
+    code = (
+        "import json; from benchmarks import levers; print(json.dumps(levers.measure_levers("
+        f"{batch_size}, {num_structures}, levers={levers!r})))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
         return [{"lever": "all", "batch_size": batch_size, "error": tail}]
@@ -247,9 +274,8 @@ def foundation(args):
             ("no cache", ["backbone_cache=null", "data.keep_in_memory=false"], "eager"),
             ("feature cache", [f"backbone_cache={cache}", "data.keep_in_memory=false"], "eager"),
             ("feature cache + frames in memory", [f"backbone_cache={cache}"], "eager"),
-            ("feature cache + frames in memory + compile", [f"backbone_cache={cache}"],
-             "compile"),
-        )  # fmt: skip
+            ("feature cache + frames in memory + compile", [f"backbone_cache={cache}"], "compile"),
+        )
         # the compile row with --modes compile (the default)
         for label, path_overrides, mode in paths:
             if mode != "eager" and mode not in args.modes:
@@ -257,8 +283,10 @@ def foundation(args):
             args.overrides = [*overrides, *path_overrides]
             result = _measure_in_subprocess(args, config, "cpu", mode)
             training.append({"path": label, **result})
-            print(f"training, {label}: {result.get('train_structures_per_s')} structures/s",
-                  flush=True)  # fmt: skip
+            print(
+                f"training, {label}: {result.get('train_structures_per_s')} structures/s",
+                flush=True,
+            )
     # the aotinductor lever with --modes aotinductor (the default)
     aot = "aotinductor" in args.modes
     levers = [lever for lever in LEVERS if aot or "aotinductor" not in lever]
@@ -271,8 +299,7 @@ def foundation(args):
 
 def levers_table(rows):
     """Markdown table of the shipped model's inference, lever by lever."""
-    lines = ["| batch | path | structures/s | speed-up | max relative change |",
-             "|" + " --- |" * 5]  # fmt: skip
+    lines = ["| batch | path | structures/s | speed-up | max relative change |", "|" + " --- |" * 5]
     base = {}
     for r in rows:
         if "error" in r:
@@ -280,28 +307,38 @@ def levers_table(rows):
             continue
         base.setdefault(r["batch_size"], r["structures_per_s"])
         speedup = r["structures_per_s"] / base[r["batch_size"]]
-        lines.append(f"| {r['batch_size']} | {r['lever']} | {r['structures_per_s']:.1f} "
-                     f"| {speedup:.2f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
+        lines.append(
+            f"| {r['batch_size']} | {r['lever']} | {r['structures_per_s']:.1f} "
+            f"| {speedup:.2f}x | {r['max_rel_diff']:.1e} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def training_table(rows):
     """Markdown table of the frozen foundation config's training, without and with the cache."""
-    lines = ["| path | train structures/s | setup (s, cache filled for the training split) |",
-             "|" + " --- |" * 3]  # fmt: skip
+    lines = [
+        "| path | train structures/s | setup (s, cache filled for the training split) |",
+        "|" + " --- |" * 3,
+    ]
     for r in rows:
         figure = r.get("train_structures_per_s")
         failed = f"failed: {r['error'][-80:]}" if "error" in r else "not measured"
-        cells = [r["path"], failed if figure is None else f"{figure:.1f}",
-                 str(r.get("setup_s", ""))]  # fmt: skip
+        cells = [
+            r["path"],
+            failed if figure is None else f"{figure:.1f}",
+            str(r.get("setup_s", "")),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def table(results):
     """Markdown table of speed results."""
-    lines = ["| config | device | mode | parameters | train structures/s | inference structures/s "
-             "| peak RSS (MB) | peak GPU memory (MB) |", "|" + " --- |" * 8]  # fmt: skip
+    lines = [
+        "| config | device | mode | parameters | train structures/s | inference structures/s "
+        "| peak RSS (MB) | peak GPU memory (MB) |",
+        "|" + " --- |" * 8,
+    ]
     for r in results:
         if "error" in r:
             cells = [r["config"], r["device"], r["compile_mode"], f"failed: {r['error'][-80:]}"]
@@ -313,13 +350,17 @@ def table(results):
             params = f"{r['parameters']:,}" + (
                 f" ({trainable:,} trained)" if trainable != r["parameters"] else ""
             )
-            cells = [config, r["device"], r["compile_mode"], params,
-                     "" if r["train_structures_per_s"] is None
-                     else f"{r['train_structures_per_s']:.1f}",
-                     f"{r['inference_structures_per_s']:.1f}" + ("" if batch == 32
-                                                                  else f" (batch {batch})"),
-                     f"{r['peak_rss_mb']:.0f}", "" if r["peak_gpu_memory_mb"] is None
-                     else f"{r['peak_gpu_memory_mb']:.0f}"]  # fmt: skip
+            cells = [
+                config,
+                r["device"],
+                r["compile_mode"],
+                params,
+                "" if r["train_structures_per_s"] is None else f"{r['train_structures_per_s']:.1f}",
+                f"{r['inference_structures_per_s']:.1f}"
+                + ("" if batch == 32 else f" (batch {batch})"),
+                f"{r['peak_rss_mb']:.0f}",
+                "" if r["peak_gpu_memory_mb"] is None else f"{r['peak_gpu_memory_mb']:.0f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -329,27 +370,47 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
-    parser.add_argument("--modes", nargs="+", default=["eager", "compile", "aotinductor"],
-                        choices=["eager", "compile", "aotinductor"])  # fmt: skip
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["eager", "compile", "aotinductor"],
+        choices=["eager", "compile", "aotinductor"],
+    )
     parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda when present")
     parser.add_argument("--train-batches", type=int, default=40, help="timed training steps")
     parser.add_argument("--infer-batches", type=int, default=15, help="timed inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
-    parser.add_argument("--infer-batch-size", type=int, default=32,
-                        help="structures per inference batch (1: one at a time)")  # fmt: skip
+    parser.add_argument(
+        "--infer-batch-size",
+        type=int,
+        default=32,
+        help="structures per inference batch (1: one at a time)",
+    )
     parser.add_argument("--out", help="JSON file for the figures (and the machine)")
-    parser.add_argument("--foundation", action="store_true",
-                        help="issue 25's side-by-side figures of the frozen foundation config "
-                        "and the shipped model (today's path and the new one)")  # fmt: skip
-    parser.add_argument("--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--foundation",
+        action="store_true",
+        help="issue 25's side-by-side figures of the frozen foundation config "
+        "and the shipped model (today's path and the new one)",
+    )
+    parser.add_argument(
+        "--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"), help=argparse.SUPPRESS
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. l_max=2")
     args = parser.parse_intermixed_args(argv)
 
     if args.one:
         config, device, mode = args.one
-        figures = measure(config, device, mode, args.overrides, args.train_batches,
-                          args.infer_batches, args.warmup, args.infer_batch_size)  # fmt: skip
+        figures = measure(
+            config,
+            device,
+            mode,
+            args.overrides,
+            args.train_batches,
+            args.infer_batches,
+            args.warmup,
+            args.infer_batch_size,
+        )
         print(json.dumps(figures))
         return
     if args.foundation:

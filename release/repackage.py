@@ -58,18 +58,31 @@ def checkpoint_from_package(package: pathlib.Path, path: pathlib.Path) -> None:
     info_dict = training_info(package)
     info_dict["versions"] = get_current_code_versions(verbose=False)
     datasets = {"train": 1, "val": 1, "test": 1}
-    module = instantiate(info_dict["training_module"], _recursive_=False, _convert_="all",
-                         num_datasets=datasets, info_dict=info_dict)  # fmt: skip
+    module = instantiate(
+        info_dict["training_module"],
+        _recursive_=False,
+        _convert_="all",
+        num_datasets=datasets,
+        info_dict=info_dict,
+    )
     load_package_weights(module.model["sole_model"], package)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "pytorch-lightning_version": lightning.__version__}, path)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
 
 
 def _predict(package: pathlib.Path, out: pathlib.Path) -> np.ndarray:
     # each package in its own process: two packages of one name do not share an importer
-    script = ("import numpy as np, aniso_nequip, ase.io\n"
-              f"frames = ase.io.read('{TEST_FILE}', ':')\n"
-              f"np.save('{out}', aniso_nequip.predict(frames, '{package}'))\n")  # fmt: skip
+    script = (
+        "import numpy as np, aniso_nequip, ase.io\n"
+        f"frames = ase.io.read('{TEST_FILE}', ':')\n"
+        f"np.save('{out}', aniso_nequip.predict(frames, '{package}'))\n"
+    )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
     return np.load(out)
 

@@ -64,7 +64,7 @@ def test_metrics(paths):
                 "anisotropy_ratio_mae": m["anisotropy_ratio_mae"],
             }
             for s, m in metrics["per_crystal_system"].items()
-        },  # fmt: skip
+        },
         "largest_a_r_errors": _largest_errors(frames, reference, predicted),
     }
 
@@ -72,8 +72,14 @@ def test_metrics(paths):
 def _largest_errors(frames, reference, predicted, n=5):
     ref, pred = derived(reference)["a_r"], derived(predicted)["a_r"]
     order = np.argsort(-np.abs(pred - ref))[:n]
-    return [{"formula": frames[i].get_chemical_formula(), "a_r": float(ref[i]),
-             "a_r_pred": float(pred[i])} for i in order]  # fmt: skip
+    return [
+        {
+            "formula": frames[i].get_chemical_formula(),
+            "a_r": float(ref[i]),
+            "a_r_pred": float(pred[i]),
+        }
+        for i in order
+    ]
 
 
 def _sha256(path):
@@ -92,9 +98,12 @@ def main(argv=None):
     parser.add_argument("--config", default="configs/anisonet_foundation.yaml")
     parser.add_argument("--name", default="foundation_frozen", help="accuracy.py run name")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--members", default="auto",
-                        help="models shipped: auto (the ensemble when it measurably helps), 1, or "
-                        "the number of seeds")  # fmt: skip
+    parser.add_argument(
+        "--members",
+        default="auto",
+        help="models shipped: auto (the ensemble when it measurably helps), 1, or "
+        "the number of seeds",
+    )
     parser.add_argument(
         "--runs", default=str(ROOT / "benchmarks" / "runs"), help="accuracy.py's run folders"
     )
@@ -108,8 +117,21 @@ def main(argv=None):
     run = pathlib.Path(args.runs).resolve() / args.name
     summary = run / "accuracy.json"
     if not (summary.is_file() and json.loads(summary.read_text())["seeds"] == args.seeds):
-        _run([sys.executable, "-m", "benchmarks.accuracy", args.config, "--name",
-              args.name, "--reuse", "--out", run.parent, "--seeds", *args.seeds])  # fmt: skip
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.accuracy",
+                args.config,
+                "--name",
+                args.name,
+                "--reuse",
+                "--out",
+                run.parent,
+                "--seeds",
+                *args.seeds,
+            ]
+        )
     accuracy = json.loads(summary.read_text())
 
     staged = []
@@ -152,7 +174,7 @@ def main(argv=None):
         "(PBE/PBE+U)",
         "elements_trained_on": sorted(
             {s for a in train for s in a.get_chemical_symbols()}, key=ase.data.atomic_numbers.get
-        ),  # fmt: skip
+        ),
         "test_split": "datasets/mp_subset_test.extxyz.gz (111 crystals)",
         "test_metrics": metrics,
         "test_metrics_single_model": single,
@@ -161,7 +183,7 @@ def main(argv=None):
             "seeds": args.seeds,
             "std": spread,
             "mean": {k: accuracy[f"{k}_mean"] for k in KEYS[:2]},
-        },  # fmt: skip
+        },
         "built": datetime.date.today().isoformat(),
         "machine": describe(),
     }

@@ -188,36 +188,61 @@ def _val_unknown(atoms):
 # (id, structure maker taking a name, expected problem)
 VAL_STRUCTURES = [
     ("no-atoms", _val_no_atoms, "structure has no atoms"),
-    ("nan-position", lambda n: _val_with(lambda a: a.positions.__setitem__((0, 0), np.nan), n),
-     "atom positions are not finite"),
-    ("inf-cell", lambda n: _val_with(lambda a: a.cell.array.__setitem__((0, 0), np.inf), n),
-     "cell is not finite"),
+    (
+        "nan-position",
+        lambda n: _val_with(lambda a: a.positions.__setitem__((0, 0), np.nan), n),
+        "atom positions are not finite",
+    ),
+    (
+        "inf-cell",
+        lambda n: _val_with(lambda a: a.cell.array.__setitem__((0, 0), np.inf), n),
+        "cell is not finite",
+    ),
     ("no-cell", _val_molecule, "no periodic 3D cell"),
-    ("singular-cell", lambda n: _val_with(
-        lambda a: a.set_cell([[4, 0, 0], [0, 4, 0], [4, 4, 0]]), n), "cell is singular"),
-    ("not-periodic", lambda n: _val_with(lambda a: a.set_pbc(False), n),
-     "not periodic in all three directions"),
-    ("overlapping", lambda n: _val_with(
-        lambda a: _val_set_positions(a, [[0, 0, 0], [0.1, 0, 0]]), n), "atoms 0 and 1 are 0.100 A"),
-    ("image-overlap", lambda n: _val_with(lambda a: a.set_cell([0.3, 4, 4], scale_atoms=True), n),
-     "and its periodic image"),
+    (
+        "singular-cell",
+        lambda n: _val_with(lambda a: a.set_cell([[4, 0, 0], [0, 4, 0], [4, 4, 0]]), n),
+        "cell is singular",
+    ),
+    (
+        "not-periodic",
+        lambda n: _val_with(lambda a: a.set_pbc(False), n),
+        "not periodic in all three directions",
+    ),
+    (
+        "overlapping",
+        lambda n: _val_with(lambda a: _val_set_positions(a, [[0, 0, 0], [0.1, 0, 0]]), n),
+        "atoms 0 and 1 are 0.100 A",
+    ),
+    (
+        "image-overlap",
+        lambda n: _val_with(lambda a: a.set_cell([0.3, 4, 4], scale_atoms=True), n),
+        "and its periodic image",
+    ),
     ("disordered", lambda n: _val_with(_val_disordered, n), "disordered sites (partial occupancy)"),
     ("unknown-element", lambda n: _val_with(_val_unknown, n), "element(s) Pu unknown to the model"),
-]  # fmt: skip
+]
 VAL_STRUCTURE_IDS = [case[0] for case in VAL_STRUCTURES]
 
 # (id, field, tensor, expected problem)
 VAL_TENSORS = [
     ("shape", "dielectric_tensor", np.ones((2, 2)) + np.eye(2), "has shape (2, 2), expected 3x3"),
     ("non-finite", "dielectric_tensor", np.diag([2.0, np.nan, 3.0]), "non-finite values"),
-    ("asymmetric", "dielectric_tensor", VAL_EPS + np.triu(np.ones((3, 3)), 1),
-     "is not symmetric"),
-    ("not-positive-definite", "dielectric_tensor", np.diag([2.0, -0.5, 3.0]),
-     "not positive definite (smallest eigenvalue -0.5)"),
-    ("ionic-negative", "dielectric_ionic_tensor", np.diag([1.0, -0.8, 2.0]),
-     "not positive semi-definite"),
+    ("asymmetric", "dielectric_tensor", VAL_EPS + np.triu(np.ones((3, 3)), 1), "is not symmetric"),
+    (
+        "not-positive-definite",
+        "dielectric_tensor",
+        np.diag([2.0, -0.5, 3.0]),
+        "not positive definite (smallest eigenvalue -0.5)",
+    ),
+    (
+        "ionic-negative",
+        "dielectric_ionic_tensor",
+        np.diag([1.0, -0.8, 2.0]),
+        "not positive semi-definite",
+    ),
     ("born-shape", "born_effective_charges", np.ones((3, 3, 3)), "expected (2, 3, 3)"),
-]  # fmt: skip
+]
 
 
 def bad_frame(case):

@@ -201,5 +201,3 @@ def output_fields(model) -> List[str]:
 
     available = model.output_keys if isinstance(model, DictInputOutputWrapper) else model.irreps_out
     return [k for k in PREDICTED_FIELDS if k in available]
-
-

@@ -157,28 +157,49 @@ def _trunk(
     range raises :class:`~aniso_nequip.errors.InputError`.
     """
     check_variables(
-        r_max=r_max, l_max=l_max, num_features=num_features, num_basis=num_basis,
-        type_embed_num_features=type_embed_num_features, radial_basis=radial_basis,
-        polynomial_cutoff_p=polynomial_cutoff_p, radial_mlp_depth=radial_mlp_depth,
-        radial_mlp_width=radial_mlp_width, head_dropout=head_dropout,
-    )  # fmt: skip
+        r_max=r_max,
+        l_max=l_max,
+        num_features=num_features,
+        num_basis=num_basis,
+        type_embed_num_features=type_embed_num_features,
+        radial_basis=radial_basis,
+        polynomial_cutoff_p=polynomial_cutoff_p,
+        radial_mlp_depth=radial_mlp_depth,
+        radial_mlp_width=radial_mlp_width,
+        head_dropout=head_dropout,
+    )
     check_variable("num_layers", num_layers, num_layers_rule(backbone is not None))
     modules = {}
     if num_layers:
         modules = _embeddings(
-            r_max, type_names, l_max, num_features, type_embed_num_features, radial_basis,
-            num_basis, polynomial_cutoff_p,
-        )  # fmt: skip
+            r_max,
+            type_names,
+            l_max,
+            num_features,
+            type_embed_num_features,
+            radial_basis,
+            num_basis,
+            polynomial_cutoff_p,
+        )
     prev_irreps = modules["radial_basis"].irreps_out if modules else None
     if backbone is not None:
         modules["backbone"] = backbone(prev_irreps)
         prev_irreps = modules["backbone"].irreps_out
     if num_layers:
         convolutions, prev_irreps = _convolutions(
-            prev_irreps, last_layer, type_names, avg_num_neighbors, l_max, num_layers,
-            num_features, parity, radial_mlp_depth, radial_mlp_width,
-            prefix="head" if backbone else "layer", reads_embedding=backbone is None,
-        )  # fmt: skip
+            prev_irreps,
+            last_layer,
+            type_names,
+            avg_num_neighbors,
+            l_max,
+            num_layers,
+            num_features,
+            parity,
+            radial_mlp_depth,
+            radial_mlp_width,
+            prefix="head" if backbone else "layer",
+            reads_embedding=backbone is None,
+        )
         modules.update(convolutions)
     if head_dropout:
         modules["head_dropout"] = IrrepsDropout(head_dropout, irreps_in=prev_irreps)

@@ -137,9 +137,13 @@ def FoundationAnisoNetModel(
         return module.requires_grad_(True)
 
     modules, prev_irreps = _trunk(
-        last_layer=("0e", "2e"), num_layers=num_layers, l_max=l_max, num_features=num_features,
-        backbone=build_backbone, **kwargs,
-    )  # fmt: skip
+        last_layer=("0e", "2e"),
+        num_layers=num_layers,
+        l_max=l_max,
+        num_features=num_features,
+        backbone=build_backbone,
+        **kwargs,
+    )
     node_irreps = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
     if o3.Irrep("2e") not in [ir for _, ir in node_irreps]:
         raise ValueError(

@@ -44,8 +44,10 @@ def nequip_backbone(
     with fresh_model_builder_context():
         source = loader(backbone)["sole_model"]
     if float(source.metadata["r_max"]) != float(r_max):
-        raise ValueError(f"backbone `{backbone}` has r_max {source.metadata['r_max']} A: set "
-                         f"r_max to it (got {r_max})")  # fmt: skip
+        raise ValueError(
+            f"backbone `{backbone}` has r_max {source.metadata['r_max']} A: set "
+            f"r_max to it (got {r_max})"
+        )
     missing = [name for name in type_names if name not in source.type_names]
     if missing:
         raise missing_element_error(backbone, missing)

@@ -83,11 +83,14 @@ def sevennet_backbone(
         and not config.get("use_modal_node_embedding")
     )
     if not supported:
-        raise ValueError(f"backbone `{backbone}`: only single-modal NequIP-type SevenNet models "
-                         "with linear self-connections are supported")  # fmt: skip
+        raise ValueError(
+            f"backbone `{backbone}`: only single-modal NequIP-type SevenNet models "
+            "with linear self-connections are supported"
+        )
     if float(config["cutoff"]) != float(r_max):
-        raise ValueError(f"backbone `{backbone}` has cutoff {config['cutoff']} A: set r_max to it "
-                         f"(got {r_max})")  # fmt: skip
+        raise ValueError(
+            f"backbone `{backbone}` has cutoff {config['cutoff']} A: set r_max to it (got {r_max})"
+        )
 
     type_map = config["_type_map"]
     numbers = [ase.data.atomic_numbers.get(name) for name in type_names]

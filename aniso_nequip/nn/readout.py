@@ -14,7 +14,13 @@ FORMS = ("linear", "square", "exp")
 
 
 def _init_coefficient_head(
-    module, field, out_field, irreps_in, change_of_basis, isotropic_shift, isotropic_scale,
+    module,
+    field,
+    out_field,
+    irreps_in,
+    change_of_basis,
+    isotropic_shift,
+    isotropic_scale,
     anisotropic_scale,
 ) -> None:
     """Set up a head reading the 6 coefficients ``field`` into the 3x3 tensor ``out_field``: its
@@ -124,8 +130,16 @@ class SymmetricTensorReadout(GraphModuleMixin, torch.nn.Module):
         assert form in FORMS, f"`form` must be one of {FORMS}, got {form!r}"
         self.form = form
         self.floor = float(floor)
-        _init_coefficient_head(self, field, out_field, irreps_in, change_of_basis,
-                               isotropic_shift, isotropic_scale, anisotropic_scale)  # fmt: skip
+        _init_coefficient_head(
+            self,
+            field,
+            out_field,
+            irreps_in,
+            change_of_basis,
+            isotropic_shift,
+            isotropic_scale,
+            anisotropic_scale,
+        )
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         y = data[self.field]
@@ -193,8 +207,16 @@ class LocalFieldReadout(GraphModuleMixin, torch.nn.Module):
         super().__init__()
         self.damping = damping
         self.accuracy = float(accuracy)
-        _init_coefficient_head(self, field, out_field, irreps_in, change_of_basis,
-                               isotropic_shift, isotropic_scale, anisotropic_scale)  # fmt: skip
+        _init_coefficient_head(
+            self,
+            field,
+            out_field,
+            irreps_in,
+            change_of_basis,
+            isotropic_shift,
+            isotropic_scale,
+            anisotropic_scale,
+        )
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
         if torch.compiler.is_compiling() or get_proxy_mode() is not None:  # nequip-compile traces

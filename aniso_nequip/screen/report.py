@@ -431,35 +431,47 @@ def console_summary(summary: Dict, out) -> str:
         f"{summary['read']} structures read, {summary['predicted']} screened, "
         f"{len(summary['invalid'])} skipped as unusable"
     ]
-    lines += [f"  skipped {name}: {problem}"
-              for name, problem in list(summary["invalid"].items())[:CONSOLE_LISTED]]  # fmt: skip
+    lines += [
+        f"  skipped {name}: {problem}"
+        for name, problem in list(summary["invalid"].items())[:CONSOLE_LISTED]
+    ]
     if len(summary["invalid"]) > CONSOLE_LISTED:
         lines.append(f"  ... and {len(summary['invalid']) - CONSOLE_LISTED} more: see summary.md")
-    lines += [f"  {name:>18}: {len(rule['removed'])} removed"
-              for name, rule in summary["rules"].items()]  # fmt: skip
+    lines += [
+        f"  {name:>18}: {len(rule['removed'])} removed" for name, rule in summary["rules"].items()
+    ]
     duplicates = summary["duplicates"]
     if duplicates["count"]:
         groups = duplicates["groups"]
         shown = ", ".join(f"{g['dropped'][0]['id']} = {g['kept']['id']}" for g in groups[:3])
         more = ", ..." if len(groups) > 3 else ""
-        lines.append(f"  {duplicates['count']} duplicate(s) ranked once, as the first copy "
-                     f"({shown}{more}): see summary.md")  # fmt: skip
+        lines.append(
+            f"  {duplicates['count']} duplicate(s) ranked once, as the first copy "
+            f"({shown}{more}): see summary.md"
+        )
     for name, sources in list(summary["id_clashes"].items())[:CONSOLE_LISTED]:
         lines.append(f"  id {name} names {len(sources)} different crystals: {', '.join(sources)}")
     unphysical = summary["unphysical"]
     if unphysical["count"]:
         where = "ranked last" if unphysical["ranked_last"] else "kept in the ranking"
-        lines.append(f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
-                     f"{where}: see summary.md")  # fmt: skip
+        lines.append(
+            f"  {unphysical['count']} unphysical prediction(s) (smallest eigenvalue < 1), "
+            f"{where}: see summary.md"
+        )
     if summary["failed"]["count"]:
-        lines.append(f"  {summary['failed']['count']} failed prediction(s), not ranked: see "
-                     "summary.md")  # fmt: skip
+        lines.append(
+            f"  {summary['failed']['count']} failed prediction(s), not ranked: see summary.md"
+        )
     if summary["out_of_domain"]["count"]:
-        lines.append(f"  {summary['out_of_domain']['count']} crystal(s) out of the applicability "
-                     "domain, ranked after the others: see summary.md")  # fmt: skip
+        lines.append(
+            f"  {summary['out_of_domain']['count']} crystal(s) out of the applicability "
+            "domain, ranked after the others: see summary.md"
+        )
     score = summary["ranked_by"]
-    lines += [f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
-              for row in summary["top"][:5]]  # fmt: skip
+    lines += [
+        f"  #{row['rank']} {row['id']} {row['formula']}: {score} {float(row[score]):.3f}"
+        for row in summary["top"][:5]
+    ]
     if not summary["ranked"]:
         lines.append(f"  {_nothing_ranked(summary)}")
     lines.append(f"  peak memory {summary['peak_rss_mb']:.0f} MB")

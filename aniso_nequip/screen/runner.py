@@ -395,8 +395,16 @@ def _run_shard(out, settings: Settings, shard: int, device: str, batch_size: int
     entries = iter_structures(settings.structures, shard, n, known, start=shard + done * size * n)
     total = shard_size(count_structures(settings.structures), shard, n)
     desc = f"screening shard {shard}/{n}" if n > 1 else "screening"
-    bar = tqdm(entries, desc=desc, total=total, initial=done * size, unit="structure",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        entries,
+        desc=desc,
+        total=total,
+        initial=done * size,
+        unit="structure",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     for index, source, atoms, problem in bar:
         chunk.read += 1
         if problem:
@@ -423,8 +431,9 @@ def _finish_shard(out, settings: Settings, shard: int, n_chunks: int) -> None:
     remove them; refuse (:class:`~aniso_nequip.errors.InputError`) a shard in which no structure
     can be screened."""
     n = settings.shards
-    reports = [json.loads(chunk_path(out, shard, n, c, ".json").read_text())
-               for c in range(n_chunks)]  # fmt: skip
+    reports = [
+        json.loads(chunk_path(out, shard, n, c, ".json").read_text()) for c in range(n_chunks)
+    ]
     report = {
         "shard": shard,
         "n_shards": n,

@@ -22,15 +22,21 @@ def add_parser(commands) -> None:
         _run,
     )
     parser.add_argument("structures", nargs="+", help="files, folders or glob patterns")
-    parser.add_argument("--model", nargs="+",
-                        help="checkpoint(s) or package(s); several: an ensemble (default: the "
-                        "ready model shipped with aniso-nequip)")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        help="checkpoint(s) or package(s); several: an ensemble (default: the "
+        "ready model shipped with aniso-nequip)",
+    )
     parser.add_argument("--out", help="write predictions.csv and predictions.extxyz here")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--strict", action="store_true",
-                        help="exit non-zero, writing nothing, if an input is skipped")  # fmt: skip
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit non-zero, writing nothing, if an input is skipped",
+    )
     parser.add_argument("--domain-reference", help=REFERENCE_HELP)
 
 
@@ -40,6 +46,12 @@ def _run(args) -> None:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     predict_and_write(
-        args.structures, args.model, args.out, args.device, args.batch_size, args.force,
-        args.strict, domain_reference=args.domain_reference,
-    )  # fmt: skip
+        args.structures,
+        args.model,
+        args.out,
+        args.device,
+        args.batch_size,
+        args.force,
+        args.strict,
+        domain_reference=args.domain_reference,
+    )

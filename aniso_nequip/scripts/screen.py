@@ -122,9 +122,12 @@ def add_parser(commands) -> None:
         _run,
     )
     many = dict(action="extend", nargs="+", default=[])
-    screen.add_argument("--model", **many,
-                        help="checkpoint or package; several: an ensemble (default: the ready "
-                        "model shipped with aniso-nequip)")  # fmt: skip
+    screen.add_argument(
+        "--model",
+        **many,
+        help="checkpoint or package; several: an ensemble (default: the ready "
+        "model shipped with aniso-nequip)",
+    )
     screen.add_argument("--structures", **many, help="extxyz(.gz), CIF/POSCAR folder, JSON(.gz)")
     screen.add_argument("--out", help="output folder (also holds the shards; resumable)")
     screen.add_argument("--exclude", **many, help="training set: extxyz files or id lists")
@@ -165,8 +168,11 @@ def add_parser(commands) -> None:
         help="rank by score alone (default: predictions with an eigenvalue < 1 rank last and "
         "stay out of candidates.extxyz)",
     )
-    screen.add_argument("--no-dimensionality", action="store_true",
-                        help="do not classify the --top crystals' structural dimensionality")
+    screen.add_argument(
+        "--no-dimensionality",
+        action="store_true",
+        help="do not classify the --top crystals' structural dimensionality",
+    )
     screen.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     screen.add_argument(
         "--batch-size",

@@ -93,10 +93,12 @@ class Objective:
         OmegaConf.save(cfg, trial_dir / TRIAL_CONFIG)
         command = [
             os.path.join(os.path.dirname(sys.executable), "nequip-train"),
-            "--config-path", str(trial_dir),
-            "--config-name", TRIAL_CONFIG,
+            "--config-path",
+            str(trial_dir),
+            "--config-name",
+            TRIAL_CONFIG,
             f"hydra.run.dir={trial_dir}",
-        ]  # fmt: skip
+        ]
         if not self.quiet:
             print(f"[trial {trial.number}] {params} -> {trial_dir}", flush=True)
         start = time.time()

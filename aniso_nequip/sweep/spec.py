@@ -30,9 +30,18 @@ from .pruners import PRUNERS
 
 SAMPLERS = ("tpe", "random", "grid")
 _KEYS = {
-    "study_name", "base_config", "overrides", "metric", "direction", "sampler", "n_trials",
-    "pruner", "storage", "output_dir", "parameters",
-}  # fmt: skip
+    "study_name",
+    "base_config",
+    "overrides",
+    "metric",
+    "direction",
+    "sampler",
+    "n_trials",
+    "pruner",
+    "storage",
+    "output_dir",
+    "parameters",
+}
 
 
 class SpecError(InputError):
@@ -202,8 +211,16 @@ def load_spec(path, root: Optional[pathlib.Path] = None) -> SweepSpec:
     storage = raw.get("storage") or f"sqlite:///{(output_dir / 'study.db').resolve()}"
     overrides = list(raw.get("overrides") or [])
     return SweepSpec(
-        path=path, study_name=str(raw["study_name"]), base_config=base, metric=raw["metric"],
-        direction=direction, sampler=sampler, parameters=parameters, n_trials=n_trials,
+        path=path,
+        study_name=str(raw["study_name"]),
+        base_config=base,
+        metric=raw["metric"],
+        direction=direction,
+        sampler=sampler,
+        parameters=parameters,
+        n_trials=n_trials,
         pruner=None if pruner is None or pruner.get("name") == "none" else dict(pruner),
-        storage=storage, output_dir=output_dir, overrides=overrides,
-    )  # fmt: skip
+        storage=storage,
+        output_dir=output_dir,
+        overrides=overrides,
+    )

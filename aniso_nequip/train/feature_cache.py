@@ -32,8 +32,12 @@ _FORMAT = "aniso-nequip backbone features 1"
 def structure_key(numbers: np.ndarray, positions, cell, pbc) -> str:
     """Hex digest of a structure's exact atomic numbers, positions, cell and periodicity."""
     digest = hashlib.sha256()
-    for array, dtype in ((numbers, np.int64), (positions, np.float64), (cell, np.float64),
-                         (pbc, np.bool_)):  # fmt: skip
+    for array, dtype in (
+        (numbers, np.int64),
+        (positions, np.float64),
+        (cell, np.float64),
+        (pbc, np.bool_),
+    ):
         array = array.detach().cpu().numpy() if torch.is_tensor(array) else np.asarray(array)
         digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
     return digest.hexdigest()
@@ -75,8 +79,9 @@ class FeatureStore:
                     for key, dataset in file.items():
                         entries[key] = dataset[()]
             except (OSError, ValueError, KeyError) as err:
-                warnings.warn(f"backbone feature cache `{self.path}` is unusable ({err}): "
-                              "rebuilding it")  # fmt: skip
+                warnings.warn(
+                    f"backbone feature cache `{self.path}` is unusable ({err}): rebuilding it"
+                )
                 self.path.unlink()
                 entries = {}
         return entries

@@ -84,8 +84,11 @@ class TrainingProgress(lightning.Callback):
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         train = sum(self._losses) / len(self._losses) if self._losses else math.nan
         parts = [f"epoch {trainer.current_epoch + 1:>{width}}{total}", f"train loss {train:.4f}"]
-        parts += [f"{label} {float(logged[key]):.4f}"
-                  for label, key in self.metrics.items() if key in logged]  # fmt: skip
+        parts += [
+            f"{label} {float(logged[key]):.4f}"
+            for label, key in self.metrics.items()
+            if key in logged
+        ]
         if trainer.optimizers:
             parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.2e}")
         parts.append(f"{seconds:.1f} s")

@@ -60,8 +60,21 @@ def shipped_before():
 def accuracy_run(data_slice, shipped_before, tmp_path_factory):
     """``benchmarks.accuracy`` of the tiny config, seeds 0 and 1, one epoch each."""
     runs = tmp_path_factory.mktemp("runs")
-    _module("benchmarks.accuracy", "configs/tiny.yaml", "--name", "smoke", "--seeds", 0, 1,
-            "--jobs", 2, "--out", runs, "max_epochs=1", *data_slice)
+    _module(
+        "benchmarks.accuracy",
+        "configs/tiny.yaml",
+        "--name",
+        "smoke",
+        "--seeds",
+        0,
+        1,
+        "--jobs",
+        2,
+        "--out",
+        runs,
+        "max_epochs=1",
+        *data_slice,
+    )
     return runs
 
 
@@ -83,8 +96,22 @@ def test_accuracy_writes_per_seed_and_ensemble_metrics(accuracy_run):
 
 def test_ship_model_rebuilds_the_ready_model_elsewhere(accuracy_run, tmp_path):
     shipped = tmp_path / "pretrained"
-    out = _module("release.ship_model", "--config", "configs/tiny.yaml", "--name", "smoke",
-                  "--seeds", 0, 1, "--members", 2, "--runs", accuracy_run, "--shipped", shipped)
+    out = _module(
+        "release.ship_model",
+        "--config",
+        "configs/tiny.yaml",
+        "--name",
+        "smoke",
+        "--seeds",
+        0,
+        1,
+        "--members",
+        2,
+        "--runs",
+        accuracy_run,
+        "--shipped",
+        shipped,
+    )
     assert "benchmarks.accuracy" not in out.stdout  # the finished run of the seeds is reused
     card = json.loads((shipped / "model_card.json").read_text())
     assert card["files"] == [f"anisonet_foundation_seed{s}.nequip.zip" for s in (0, 1)]
@@ -101,8 +128,16 @@ def test_ship_model_rebuilds_the_ready_model_elsewhere(accuracy_run, tmp_path):
 
 
 def test_experiments_pass_their_overrides_to_accuracy(data_slice, shipped_before, tmp_path):
-    _module("benchmarks.experiments", "l_max_0", "--out", tmp_path, "--overrides",
-            "max_epochs=1", "num_features=4", *data_slice)
+    _module(
+        "benchmarks.experiments",
+        "l_max_0",
+        "--out",
+        tmp_path,
+        "--overrides",
+        "max_epochs=1",
+        "num_features=4",
+        *data_slice,
+    )
     summary = json.loads((tmp_path / "l_max_0" / "accuracy.json").read_text())
     assert summary["config"] == "configs/anisonet.yaml" and summary["seeds"] == [0]
     assert summary["overrides"][:2] == ["l_max=0", "max_epochs=1"]
@@ -111,9 +146,24 @@ def test_experiments_pass_their_overrides_to_accuracy(data_slice, shipped_before
 
 def test_speed_measures_training_and_inference(data_slice, tmp_path):
     out = tmp_path / "speed.json"
-    _module("benchmarks.speed", "--configs", "configs/tiny.yaml", "--modes", "eager",
-            "--train-batches", 2, "--infer-batches", 2, "--warmup", 1, "--infer-batch-size", 4,
-            "--out", out, *data_slice)
+    _module(
+        "benchmarks.speed",
+        "--configs",
+        "configs/tiny.yaml",
+        "--modes",
+        "eager",
+        "--train-batches",
+        2,
+        "--infer-batches",
+        2,
+        "--warmup",
+        1,
+        "--infer-batch-size",
+        4,
+        "--out",
+        out,
+        *data_slice,
+    )
     (row,) = json.loads(out.read_text())["results"]
     assert "error" not in row, row.get("error")
     assert row["config"] == "configs/tiny.yaml" and row["compile_mode"] == "eager"
@@ -126,11 +176,26 @@ def test_speed_foundation_levers_agree_with_todays_predictions(data_slice, tmp_p
     if not (ROOT / ".git").exists():
         pytest.skip("the levers' baseline is a package of the git history")
     out = tmp_path / "levers.json"
-    _module("benchmarks.speed", "--foundation", "--modes", "eager", "--train-batches", 1,
-            "--infer-batches", 1, "--warmup", 1, "--out", out, *data_slice)
+    _module(
+        "benchmarks.speed",
+        "--foundation",
+        "--modes",
+        "eager",
+        "--train-batches",
+        1,
+        "--infer-batches",
+        1,
+        "--warmup",
+        1,
+        "--out",
+        out,
+        *data_slice,
+    )
     figures = json.loads(out.read_text())["foundation"]
     assert [r["path"] for r in figures["training"]] == [
-        "no cache", "feature cache", "feature cache + frames in memory"
+        "no cache",
+        "feature cache",
+        "feature cache + frames in memory",
     ]
     for row in figures["training"]:
         assert "error" not in row, row.get("error")
@@ -144,8 +209,19 @@ def test_speed_foundation_levers_agree_with_todays_predictions(data_slice, tmp_p
 
 
 def test_screen_benchmark_extrapolates_from_a_tiny_pool(shipped_before, tmp_path):
-    _module("benchmarks.screen", "--n", 24, "--small", 12, "--batch-size", 8,
-            "--cache", tmp_path / "cache", "--out", tmp_path)
+    _module(
+        "benchmarks.screen",
+        "--n",
+        24,
+        "--small",
+        12,
+        "--batch-size",
+        8,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path,
+    )
     result = json.loads((tmp_path / "screen_cpu.json").read_text())["results"]
     assert result["whole_pool"]["structures"] == 24 and result["small_pool"]["structures"] == 12
     assert result["dimensionality"] == "top 50 only, at the merge"
@@ -191,8 +267,9 @@ def test_repackage_rebuilds_a_copy_of_the_shipped_packages(shipped_before, tmp_p
 def test_readouts_benchmark_times_every_readout(tmp_path):
     out = tmp_path / "readouts.json"
     # the first 18 test crystals: the 18th is the first small cubic one (the scaling's cell)
-    _module("benchmarks.readouts", "--structures", 18, "--max-atoms", 16, "--threads", 1,
-            "--out", out)
+    _module(
+        "benchmarks.readouts", "--structures", 18, "--max-atoms", 16, "--threads", 1, "--out", out
+    )
     report = json.loads(out.read_text())
     assert report["structures"] == 18 and report["threads"] == 1
     assert set(report["per_structure"]) == {"linear", "square", "log", "local_field"}
@@ -219,9 +296,19 @@ def test_results_renders_the_committed_figures(tmp_path):
 
 def test_discovery_ridge_row_writes_each_fold_and_resumes(tmp_path):
     out = tmp_path / "out" / "ridge_b1_log"
-    command = [sys.executable, "-m", "benchmarks.discovery", "--rows",
-               "ridge_b1_log", "--slice", "24", "--work", str(tmp_path / "work"), "--out",
-               str(tmp_path / "out")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.discovery",
+        "--rows",
+        "ridge_b1_log",
+        "--slice",
+        "24",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     first = run_command([*command, "--folds", "0", "1"]).stdout
     assert "computing 7net-0 features of" in first
     assert "| ridge_b1_log |" in first and "| 2 x 1 |" in first

@@ -39,8 +39,18 @@ def _compile(model, data, path, target) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(nequip_compile, "load_saved_model", lambda *_, **__: (model, data))
-        nequip_compile.main(["unused.ckpt", str(path), "--mode", "aotinductor", "--device", "cpu",
-                             "--target", target])  # fmt: skip
+        nequip_compile.main(
+            [
+                "unused.ckpt",
+                str(path),
+                "--mode",
+                "aotinductor",
+                "--device",
+                "cpu",
+                "--target",
+                target,
+            ]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +81,16 @@ def test_compiled_models_predict_what_eager_ones_do(models, compiled, crystals):
         )
     static = predict(crystals, compiled["static"], batch_size=4, device="cpu", field="all")
     expected = predict(crystals, models["static"], device="cpu", field="all")
-    assert set(static) == set(expected) == {
-        "dielectric_tensor", "dielectric_ionic_tensor", "born_effective_charges"
-    }  # fmt: skip
+    assert (
+        set(static)
+        == set(expected)
+        == {"dielectric_tensor", "dielectric_ionic_tensor", "born_effective_charges"}
+    )
     for field in ("dielectric_tensor", "dielectric_ionic_tensor"):
         np.testing.assert_allclose(static[field], expected[field], atol=1e-5)
-    for atoms, z, z_eager in zip(crystals, static["born_effective_charges"],
-                                 expected["born_effective_charges"]):  # fmt: skip
+    for atoms, z, z_eager in zip(
+        crystals, static["born_effective_charges"], expected["born_effective_charges"]
+    ):
         assert z.shape == (len(atoms), 3, 3)
         np.testing.assert_allclose(z, z_eager, atol=1e-5)
 
@@ -111,8 +124,9 @@ def test_calculator_on_compiled_models(models, compiled, crystals):
         for atoms, eps in zip(crystals[:3], eager):
             atoms = atoms.copy()
             atoms.calc = calc
-            np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor", atoms), eps,
-                                       atol=1e-5)  # fmt: skip
+            np.testing.assert_allclose(
+                atoms.calc.get_property("dielectric_tensor", atoms), eps, atol=1e-5
+            )
     static = predict(crystals[:1], models["static"], device="cpu", field="all")
     atoms = crystals[0].copy()
     atoms.calc = aniso_nequip.DielectricCalculator(compiled["static"])
@@ -134,11 +148,19 @@ def test_compiled_foundation_model_skips_the_inverted_pass_of_centrosymmetric_cr
     from aniso_nequip.model import FoundationAnisoNetModel
     from helpers import build_tiny
 
-    model = build_tiny(FoundationAnisoNetModel, type_names=type_names, r_max=5.0,
-                       backbone_layers=1, num_layers=1, model_dtype="float32")  # fmt: skip
+    model = build_tiny(
+        FoundationAnisoNetModel,
+        type_names=type_names,
+        r_max=5.0,
+        backbone_layers=1,
+        num_layers=1,
+        model_dtype="float32",
+    )
     graphs = atoms_to_graphs(crystals, type_names, 5.0, with_references=False)
-    centrosymmetric = [bool((atoms_to_graphs([a], type_names, 5.0)[_keys.INVERSION_PARTNER_KEY]
-                             >= 0).all()) for a in crystals]  # fmt: skip
+    centrosymmetric = [
+        bool((atoms_to_graphs([a], type_names, 5.0)[_keys.INVERSION_PARTNER_KEY] >= 0).all())
+        for a in crystals
+    ]
     assert 0 < sum(centrosymmetric) < len(crystals)
     plain = dict(graphs)
     plain.pop(_keys.INVERSION_PARTNER_KEY)

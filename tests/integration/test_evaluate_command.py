@@ -19,12 +19,16 @@ def evaluated(trained, tmp_path_factory):
     proc = run_command(
         [
             str(BIN / "nequip-evaluate"),
-            "--model", str(trained["dir"] / "best.ckpt"),
-            "--data", str(trained["files"]["test"]),
-            "--out", str(out),
-            "--batch-size", "5",
+            "--model",
+            str(trained["dir"] / "best.ckpt"),
+            "--data",
+            str(trained["files"]["test"]),
+            "--out",
+            str(out),
+            "--batch-size",
+            "5",
         ]
-    )  # fmt: skip
+    )
     return out, proc.stdout
 
 

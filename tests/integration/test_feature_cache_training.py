@@ -14,14 +14,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:
 
 def _train(tmp, files, cache):
     run_dir = tmp / f"run_{cache is not None}"
-    run_command([
-        str(BIN / "nequip-train"), "-cn", "configs/anisonet_foundation.yaml",
-        *(f"{split}_file={path}" for split, path in files.items()),
-        "max_epochs=3", "backbone_layers=1", "num_features=8", "batch_size=6",
-        f"backbone_cache={cache or 'null'}", f"hydra.run.dir={run_dir}",
-        # today's path (recomputed every epoch) against the new one (cache, frames in memory)
-        f"data.keep_in_memory={cache is not None}",
-    ])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/anisonet_foundation.yaml",
+            *(f"{split}_file={path}" for split, path in files.items()),
+            "max_epochs=3",
+            "backbone_layers=1",
+            "num_features=8",
+            "batch_size=6",
+            f"backbone_cache={cache or 'null'}",
+            f"hydra.run.dir={run_dir}",
+            # today's path (recomputed every epoch) against the new one (cache, frames in memory)
+            f"data.keep_in_memory={cache is not None}",
+        ]
+    )
     (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
     return run_dir, metrics_csv
 

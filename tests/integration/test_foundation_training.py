@@ -22,12 +22,20 @@ def foundation_run(tmp_path_factory):
         files[split] = tmp / f"{split}.extxyz"
         ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
     run_dir = tmp / "run"
-    run_command([
-        str(BIN / "nequip-train"), "-cn", "configs/anisonet_foundation.yaml",
-        *(f"{split}_file={path}" for split, path in files.items()),
-        "max_epochs=2", "backbone_layers=1", "num_features=8", "batch_size=6",
-        f"backbone_cache={tmp / 'cache'}", f"hydra.run.dir={run_dir}",
-    ])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/anisonet_foundation.yaml",
+            *(f"{split}_file={path}" for split, path in files.items()),
+            "max_epochs=2",
+            "backbone_layers=1",
+            "num_features=8",
+            "batch_size=6",
+            f"backbone_cache={tmp / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     return run_dir, files
 
 
@@ -68,19 +76,41 @@ def test_downstream_commands_take_the_foundation_model(foundation_run, tmp_path)
     ckpt = str(run_dir / "best.ckpt")
     frames = ase.io.read(files["test"], ":")
     eps = aniso_nequip.predict(frames, ckpt)
-    run_command([str(BIN / "nequip-evaluate"), "--model", ckpt, "--data", str(files["test"]),
-                 "--out", str(tmp_path / "eval")])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "nequip-evaluate"),
+            "--model",
+            ckpt,
+            "--data",
+            str(files["test"]),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     evaluated = ase.io.read(tmp_path / "eval" / "predictions.extxyz", ":")
     np.testing.assert_allclose(
         [np.reshape(a.info["dielectric_tensor_pred"], (3, 3)) for a in evaluated], eps, atol=1e-5
     )
     atoms = frames[1].copy()
     atoms.calc = aniso_nequip.DielectricCalculator(ckpt)
-    np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor", atoms), eps[1],
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        atoms.calc.get_property("dielectric_tensor", atoms), eps[1], atol=1e-5
+    )
     screen = tmp_path / "screen"
-    run_command([str(BIN / "aniso-nequip"), "screen", "--quiet", "--model", ckpt, "--structures",
-                 str(files["test"]), "--no-dimensionality", "--out", str(screen)])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "aniso-nequip"),
+            "screen",
+            "--quiet",
+            "--model",
+            ckpt,
+            "--structures",
+            str(files["test"]),
+            "--no-dimensionality",
+            "--out",
+            str(screen),
+        ]
+    )
     from aniso_nequip.metrics import derived
 
     summary = json.loads((screen / "summary.json").read_text())

@@ -19,9 +19,16 @@ def _train(tmp_path, *overrides):
         files[split] = tmp_path / f"{split}.extxyz"
         ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
     run_dir = tmp_path / "run"
-    run_command([str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml",
-                 *(f"{split}_file={path}" for split, path in files.items()),
-                 f"hydra.run.dir={run_dir}", *overrides])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/tiny.yaml",
+            *(f"{split}_file={path}" for split, path in files.items()),
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ]
+    )
     (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
     return run_dir, metrics_csv, files
 
@@ -39,10 +46,12 @@ def test_head_dropout_trains_packages_and_spearman_selects_the_checkpoint(tmp_pa
     from nequip.model import ModelFromCheckpoint, ModelFromPackage
 
     run_dir, metrics_csv, files = _train(
-        tmp_path, "head_dropout=0.1", "max_epochs=2",
+        tmp_path,
+        "head_dropout=0.1",
+        "max_epochs=2",
         *(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_spearman" for i in (0, 1)),
         *(f"+trainer.callbacks.{i}.mode=max" for i in (0, 1)),
-    )  # fmt: skip
+    )
     checkpoint = torch.load(run_dir / "best.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["model"]["head_dropout"] == 0.1
     model = ModelFromCheckpoint(str(run_dir / "best.ckpt"))["sole_model"].eval()

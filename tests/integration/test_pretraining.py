@@ -24,11 +24,20 @@ def finetuned(trained, tmp_path_factory):
     model = torch.load(source, weights_only=False)["hyper_parameters"]["model"]
     files = trained["files"]
     run_command(
-        [str(BIN / "nequip-train"), "-cn", "configs/anisonet_finetune.yaml",
-         f"pretrained={source}", f"model_type_names=[{','.join(model['type_names'])}]",
-         f"r_max={model['r_max']}", f"train_file={files['train']}", f"val_file={files['val']}",
-         f"test_file={files['test']}", "max_epochs=2", f"hydra.run.dir={tmp / 'run'}"]
-    )  # fmt: skip
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/anisonet_finetune.yaml",
+            f"pretrained={source}",
+            f"model_type_names=[{','.join(model['type_names'])}]",
+            f"r_max={model['r_max']}",
+            f"train_file={files['train']}",
+            f"val_file={files['val']}",
+            f"test_file={files['test']}",
+            "max_epochs=2",
+            f"hydra.run.dir={tmp / 'run'}",
+        ]
+    )
     return {"source": source, "dir": tmp / "run", "type_names": model["type_names"]}
 
 
@@ -56,9 +65,13 @@ def test_finetuning_refuses_other_elements_or_cutoff(trained, tmp_path):
     shutil.copy(trained["dir"] / "best.ckpt", source)
     names = torch.load(source, weights_only=False)["hyper_parameters"]["model"]["type_names"]
     module = SimpleNamespace(
-        hparams={"model": {"_target_": "nequip.model.saved_models.load_saved_model",
-                           "input_path": str(source)}}
-    )  # fmt: skip
+        hparams={
+            "model": {
+                "_target_": "nequip.model.saved_models.load_saved_model",
+                "input_path": str(source),
+            }
+        }
+    )
     SelfContainedCheckpoints(names, 5.0).setup(None, module, "fit")
     with pytest.raises(ValueError, match=r"type_names \['H', 'Li'.*model_type_names \['Li', 'H'"):
         SelfContainedCheckpoints([names[1], names[0], *names[2:]], 5.0).setup(None, module, "fit")
@@ -67,12 +80,22 @@ def test_finetuning_refuses_other_elements_or_cutoff(trained, tmp_path):
 
     files = trained["files"]
     proc = subprocess.run(
-        [str(BIN / "nequip-train"), "-cn", "configs/anisonet_finetune.yaml",
-         f"pretrained={source}", f"model_type_names=[{','.join([names[1], names[0], *names[2:]])}]",
-         f"train_file={files['train']}", f"val_file={files['val']}", f"test_file={files['test']}",
-         "max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/anisonet_finetune.yaml",
+            f"pretrained={source}",
+            f"model_type_names=[{','.join([names[1], names[0], *names[2:]])}]",
+            f"train_file={files['train']}",
+            f"val_file={files['val']}",
+            f"test_file={files['test']}",
+            "max_epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "model_type_names ['Li', 'H'" in proc.stderr
     assert not (tmp_path / "run" / "best.ckpt").exists()

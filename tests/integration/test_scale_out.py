@@ -26,16 +26,24 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_in_step(tmp_path):
     callback = f"{{_target_:rank_weights.SaveRankWeights,dirpath:{tmp_path}}}"
     run_command(
         [
-            str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml", "run=[train]",
-            f"train_file={files['train']}", f"val_file={files['val']}",
-            f"test_file={files['val']}", "max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
-            "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp",
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/tiny.yaml",
+            "run=[train]",
+            f"train_file={files['train']}",
+            f"val_file={files['val']}",
+            f"test_file={files['val']}",
+            "max_epochs=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "+trainer.strategy=ddp",
             f"trainer.callbacks=[{callback}]",
         ],
         PYTHONPATH=str(pathlib.Path(__file__).parent),  # for rank_weights.SaveRankWeights
         MASTER_PORT=str(_free_port()),
         OMP_NUM_THREADS="1",
-    )  # fmt: skip
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     # 16 crystals, batches of 4, split over 2 ranks: 2 steps per epoch on each

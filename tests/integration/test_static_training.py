@@ -22,11 +22,22 @@ def static_run(tmp_path_factory):
         ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
     run_dir = tmp / "run"
     run_command(
-        [str(BIN / "nequip-train"), "-cn", "configs/anisonet_static.yaml", "l_max=2",
-         "num_features=8", "num_layers=2", "max_epochs=6", "batch_size=4", "lr=0.01",
-         f"train_file={files['train']}", f"val_file={files['val']}", f"test_file={files['test']}",
-         f"hydra.run.dir={run_dir}"]
-    )  # fmt: skip
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/anisonet_static.yaml",
+            "l_max=2",
+            "num_features=8",
+            "num_layers=2",
+            "max_epochs=6",
+            "batch_size=4",
+            "lr=0.01",
+            f"train_file={files['train']}",
+            f"val_file={files['val']}",
+            f"test_file={files['test']}",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     return run_dir, files
 
 
@@ -51,8 +62,12 @@ def test_evaluate_and_predict_return_every_head(static_run, tmp_path):
 
     run_dir, files = static_run
     out = tmp_path / "eval"
-    assert evaluate_main(["--model", str(run_dir / "best.ckpt"), "--data", str(files["test"]),
-                          "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        evaluate_main(
+            ["--model", str(run_dir / "best.ckpt"), "--data", str(files["test"]), "--out", str(out)]
+        )
+        == 0
+    )
     frames = ase.io.read(out / "predictions.extxyz", ":")
     assert all(np.shape(a.info["dielectric_ionic_tensor_pred"]) == (9,) for a in frames)
     assert all(a.arrays["born_effective_charges_pred"].shape == (len(a), 9) for a in frames)

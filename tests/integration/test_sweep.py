@@ -67,8 +67,15 @@ def test_tpe_sweep_outputs_resume_and_best_config(tmp_path, data_overrides, in_r
     assert best["lr"] == pytest.approx(float(best_row["param_lr"]))
     assert "OptunaPruning" not in (out / "best.yaml").read_text()
     run_dir = tmp_path / "best_run"
-    run_command([str(BIN / "nequip-train"), "-cn", str(os.path.relpath(out / "best.yaml", ROOT)),
-                 "max_epochs=1", f"hydra.run.dir={run_dir}"])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            str(os.path.relpath(out / "best.yaml", ROOT)),
+            "max_epochs=1",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert (run_dir / "best.ckpt").is_file()
 
 
@@ -79,9 +86,11 @@ def test_grid_sweep_visits_every_point(tmp_path, data_overrides, in_root):
         sampler={"name": "grid", "seed": 0},
         n_trials=None,
         pruner=None,
-        parameters={"radial_basis": {"choices": ["gaussian", "bessel"]},
-                    "num_features": {"choices": [4, 6]}},
-    )  # fmt: skip
+        parameters={
+            "radial_basis": {"choices": ["gaussian", "bessel"]},
+            "num_features": {"choices": [4, 6]},
+        },
+    )
     # a choice outside a variable's rule is refused before the first trial and failing trials
     # are recorded and reported: test_bad_inputs_sweep
     assert load_spec(spec).n_trials == 4
@@ -101,9 +110,17 @@ def test_wandb_offline_run_logs_validation_metric(tmp_path, data_overrides, monk
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials
     run_dir = tmp_path / "run"
     run_command(
-        [str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml", "max_epochs=1", "wandb=true",
-         "wandb_group=my_study", f"hydra.run.dir={run_dir}", *data_overrides]
-    )  # fmt: skip
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/tiny.yaml",
+            "max_epochs=1",
+            "wandb=true",
+            "wandb_group=my_study",
+            f"hydra.run.dir={run_dir}",
+            *data_overrides,
+        ]
+    )
     (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     content = run_file.read_bytes()
     assert b"val0_epoch/eps_poly_mae" in content and b"my_study" in content

@@ -69,9 +69,17 @@ def test_positive_readouts_train_and_package(readout, tmp_path):
         files[split] = tmp_path / f"{split}.extxyz"
         ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
     run_dir = tmp_path / "run"
-    run_command([str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml", f"readout={readout}",
-                 *(f"{split}_file={path}" for split, path in files.items()), "max_epochs=2",
-                 f"hydra.run.dir={run_dir}"])  # fmt: skip
+    run_command(
+        [
+            str(BIN / "nequip-train"),
+            "-cn",
+            "configs/tiny.yaml",
+            f"readout={readout}",
+            *(f"{split}_file={path}" for split, path in files.items()),
+            "max_epochs=2",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     (metrics_csv,) = run_dir.glob("csv/version_*/metrics.csv")
     assert len(epoch_values(metrics_csv, "train_loss_epoch/weighted_sum")) == 2
     assert np.isfinite(epoch_values(metrics_csv, "test0_epoch/eps_poly_mae")).all()

@@ -167,8 +167,9 @@ def test_predict_skips_and_lists_bad_structures(equivariant_model, tmp_path):
 def test_predict_command_strict(strict, packaged, tmp_path, capsys):
     inputs = [str(p) for p in _val_predict_inputs(tmp_path)]
     out = tmp_path / "out"
-    code = cli(["predict", *inputs, "--model", str(packaged), "--out", str(out)]
-               + ["--strict"] * strict)  # fmt: skip
+    code = cli(
+        ["predict", *inputs, "--model", str(packaged), "--out", str(out)] + ["--strict"] * strict
+    )
     printed = capsys.readouterr()
     assert f"skipped {inputs[1]}: disordered sites" in printed.out
     if strict:
@@ -212,12 +213,19 @@ def test_untrained_elements_warn(trained, packaged, tmp_path):
 
 def _absurd_model(shift):
     """A tiny NaCl model whose tensors are ``shift * I`` (almost): -10 or 500 is no material's."""
-    return build_tiny(AnisoNetModel, type_names=["Na", "Cl"], isotropic_shift=shift,
-                      isotropic_scale=0.01, anisotropic_scale=0.01)  # fmt: skip
+    return build_tiny(
+        AnisoNetModel,
+        type_names=["Na", "Cl"],
+        isotropic_shift=shift,
+        isotropic_scale=0.01,
+        anisotropic_scale=0.01,
+    )
 
 
-FAILED_CASES = [(-10.0, "eigenvalues -10 -10 -10 outside [0.5, 100]"),
-                (500.0, "eigenvalues 500 500 500 outside [0.5, 100]")]  # fmt: skip
+FAILED_CASES = [
+    (-10.0, "eigenvalues -10 -10 -10 outside [0.5, 100]"),
+    (500.0, "eigenvalues 500 500 500 outside [0.5, 100]"),
+]
 
 
 @pytest.mark.parametrize("shift, problem", FAILED_CASES, ids=["negative", "absurd"])
@@ -293,8 +301,21 @@ def test_cuda_without_cuda_is_one_line_in_the_api_and_the_commands(packaged, tmp
     cif = tmp_path / "nacl.cif"
     ase.io.write(cif, nacl_crystal())
     assert cli(["predict", str(cif), "--model", str(packaged), "--device", "cuda"]) == 2
-    assert evaluate_main(["--model", str(packaged), "--data", str(cif), "--out",
-                          str(tmp_path / "eval"), "--device", "cuda"]) == 2  # fmt: skip
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(packaged),
+                "--data",
+                str(cif),
+                "--out",
+                str(tmp_path / "eval"),
+                "--device",
+                "cuda",
+            ]
+        )
+        == 2
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(lines) == 2 and all(message in line for line in lines), lines
     assert not (tmp_path / "eval").exists()

@@ -85,8 +85,9 @@ def test_api_without_domain_returns_the_tensors_only(train3):
 def test_predict_csv_and_report_carry_the_score(tmp_path, capsys, train3):
     ase.io.write(tmp_path / "ne.cif", NEON)
     ase.io.write(tmp_path / "train0.cif", train3[0])
-    predict_and_write([str(tmp_path / "ne.cif"), str(tmp_path / "train0.cif")],
-                      out=tmp_path / "out")  # fmt: skip
+    predict_and_write(
+        [str(tmp_path / "ne.cif"), str(tmp_path / "train0.cif")], out=tmp_path / "out"
+    )
     printed = capsys.readouterr().out
     assert "OUT OF DOMAIN" in printed and "same structure" in printed
     with open(tmp_path / "out" / "predictions.csv") as f:
@@ -168,8 +169,9 @@ def test_screen_ranks_out_of_domain_crystals_after_the_others(tmp_path):
     ase.io.write(tmp_path / "pool.extxyz", pool)
     from aniso_nequip.pretrained import model_paths
 
-    settings = Settings(models=model_paths(), structures=[str(tmp_path / "pool.extxyz")],
-                        dimensionality=False)  # fmt: skip
+    settings = Settings(
+        models=model_paths(), structures=[str(tmp_path / "pool.extxyz")], dimensionality=False
+    )
     summary = screen(tmp_path / "out", settings, device="cpu", progress=False).summary
     with open(tmp_path / "out" / "ranking.csv") as f:
         rows = list(csv.DictReader(f))

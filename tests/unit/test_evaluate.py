@@ -63,8 +63,7 @@ def test_predict_api_and_ase_calculator(trained, packaged):
         calculator([ckpt, packaged]),
     ):
         atoms.calc = calc
-        np.testing.assert_allclose(calc.get_property("dielectric_tensor", atoms), eps[2],
-                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(calc.get_property("dielectric_tensor", atoms), eps[2], atol=1e-5)
 
 
 def _fails(argv, capsys, match):
@@ -77,23 +76,35 @@ def test_errors_are_clear_and_leave_nothing(trained, tmp_path, capsys):
     ckpt = str(trained["dir"] / "best.ckpt")
     data = str(trained["files"]["test"])
     out = tmp_path / "out"
-    _fails(["--model", ckpt, "--data", str(tmp_path / "nope.extxyz"), "--out", str(out)],
-           capsys, "nope.extxyz` does not exist")  # fmt: skip
+    _fails(
+        ["--model", ckpt, "--data", str(tmp_path / "nope.extxyz"), "--out", str(out)],
+        capsys,
+        "nope.extxyz` does not exist",
+    )
     empty = tmp_path / "empty.extxyz"
     empty.write_text("")
     _fails(["--model", ckpt, "--data", str(empty), "--out", str(out)], capsys, "no frames")
     bad_model = tmp_path / "bad.ckpt"
     bad_model.write_bytes(b"not a checkpoint")
-    _fails(["--model", str(bad_model), "--data", data, "--out", str(out)], capsys,
-           "is not a readable nequip checkpoint")  # fmt: skip
-    _fails(["--model", str(tmp_path / "missing.ckpt"), "--data", data, "--out", str(out)],
-           capsys, "does not exist")  # fmt: skip
+    _fails(
+        ["--model", str(bad_model), "--data", data, "--out", str(out)],
+        capsys,
+        "is not a readable nequip checkpoint",
+    )
+    _fails(
+        ["--model", str(tmp_path / "missing.ckpt"), "--data", data, "--out", str(out)],
+        capsys,
+        "does not exist",
+    )
     francium = ase.build.bulk("NaCl", "rocksalt", a=5.6)
     francium.symbols[0] = "Fr"
     unknown = tmp_path / "unknown.extxyz"
     ase.io.write(unknown, [ase.io.read(data, 0), francium])
-    _fails(["--model", ckpt, "--data", str(unknown), "--out", str(out), "--strict"], capsys,
-           f"{unknown} frame 1 (FrCl): element(s) Fr unknown to the model")  # fmt: skip
+    _fails(
+        ["--model", ckpt, "--data", str(unknown), "--out", str(out), "--strict"],
+        capsys,
+        f"{unknown} frame 1 (FrCl): element(s) Fr unknown to the model",
+    )
     assert not out.exists()
     assert not list(tmp_path.glob(".out.partial-*"))
 
@@ -102,8 +113,14 @@ def test_existing_output_is_not_overwritten(trained, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "metrics.json").write_text("keep me")
-    argv = ["--model", str(trained["dir"] / "best.ckpt"), "--data",
-            str(trained["files"]["test"]), "--out", str(out)]  # fmt: skip
+    argv = [
+        "--model",
+        str(trained["dir"] / "best.ckpt"),
+        "--data",
+        str(trained["files"]["test"]),
+        "--out",
+        str(out),
+    ]
     _fails(argv, capsys, "not empty")
     assert (out / "metrics.json").read_text() == "keep me"
     assert evaluate_main(argv + ["--force"]) == 0

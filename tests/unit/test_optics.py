@@ -20,28 +20,45 @@ from helpers import rotation
 
 def calcite():
     """CaCO3, R-3c, hexagonal setting (Maslen et al. 1993)."""
-    return crystal(["Ca", "C", "O"], [(0, 0, 0), (0, 0, 0.25), (0.2578, 0, 0.25)],
-                   spacegroup=167, cellpar=[4.99, 4.99, 17.06, 90, 90, 120])  # fmt: skip
+    return crystal(
+        ["Ca", "C", "O"],
+        [(0, 0, 0), (0, 0, 0.25), (0.2578, 0, 0.25)],
+        spacegroup=167,
+        cellpar=[4.99, 4.99, 17.06, 90, 90, 120],
+    )
 
 
 def rutile():
     """TiO2, P4_2/mnm."""
-    return crystal(["Ti", "O"], [(0, 0, 0), (0.3049, 0.3049, 0)],
-                   spacegroup=136, cellpar=[4.594, 4.594, 2.959, 90, 90, 90])  # fmt: skip
+    return crystal(
+        ["Ti", "O"],
+        [(0, 0, 0), (0.3049, 0.3049, 0)],
+        spacegroup=136,
+        cellpar=[4.594, 4.594, 2.959, 90, 90, 90],
+    )
 
 
 def quartz():
     """alpha-SiO2, P3_221."""
-    return crystal(["Si", "O"], [(0.4697, 0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
-                   spacegroup=154, cellpar=[4.913, 4.913, 5.405, 90, 90, 120])  # fmt: skip
+    return crystal(
+        ["Si", "O"],
+        [(0.4697, 0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
+        spacegroup=154,
+        cellpar=[4.913, 4.913, 5.405, 90, 90, 120],
+    )
 
 
 def aragonite():
     """CaCO3, Pnma (a = c, b = a, c = b of the usual Pmcn setting; Antao & Hassan 2009)."""
-    basis = [(0.75985, 0.25, 0.41502), (-0.0823, 0.25, 0.76211), (-0.0961, 0.25, 0.9222),
-             (-0.0862, 0.4736, 0.68065)]  # fmt: skip
-    return crystal(["Ca", "C", "O", "O"], basis, spacegroup=62,
-                   cellpar=[5.7407, 4.9611, 7.9672, 90, 90, 90])  # fmt: skip
+    basis = [
+        (0.75985, 0.25, 0.41502),
+        (-0.0823, 0.25, 0.76211),
+        (-0.0961, 0.25, 0.9222),
+        (-0.0862, 0.4736, 0.68065),
+    ]
+    return crystal(
+        ["Ca", "C", "O", "O"], basis, spacegroup=62, cellpar=[5.7407, 4.9611, 7.9672, 90, 90, 90]
+    )
 
 
 def eps(*n):
@@ -114,8 +131,9 @@ def test_the_class_comes_from_the_structure_not_from_coinciding_eigenvalues():
     crystal's float-noise anisotropy is averaged away by its point group."""
     d = describe(eps(2.0, 2.0, 2.0), rutile())
     assert (d.optical_class, d.optical_sign, d.birefringence) == ("uniaxial", None, 0.0)
-    rocksalt = crystal(["Na", "Cl"], [(0, 0, 0), (0.5, 0.5, 0.5)], spacegroup=225,
-                       cellpar=[5.64] * 3 + [90] * 3)  # fmt: skip
+    rocksalt = crystal(
+        ["Na", "Cl"], [(0, 0, 0), (0.5, 0.5, 0.5)], spacegroup=225, cellpar=[5.64] * 3 + [90] * 3
+    )
     noisy = np.eye(3) * 2.3 + 1e-7 * np.random.default_rng(0).normal(size=(3, 3))
     d = describe(noisy, rocksalt)
     assert (d.optical_class, d.point_group, d.optical_sign) == ("isotropic", "m-3m", None)

@@ -54,8 +54,9 @@ def test_default_model_everywhere(symmetric_cells):
     assert abs(wurtzite[0, 0] - wurtzite[1, 1]) < 1e-5 and abs(wurtzite[0, 1]) < 1e-5
     atoms = symmetric_cells["wurtzite"].copy()
     atoms.calc = aniso_nequip.DielectricCalculator()
-    np.testing.assert_allclose(atoms.calc.get_property("dielectric_tensor", atoms), wurtzite,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        atoms.calc.get_property("dielectric_tensor", atoms), wurtzite, atol=1e-6
+    )
 
 
 def test_predict_command_on_the_example_cifs(tmp_path, capsys):
@@ -79,8 +80,9 @@ def test_predict_command_on_the_example_cifs(tmp_path, capsys):
     frames = ase.io.read(out / "predictions.extxyz", ":")
     expected = aniso_nequip.predict([ase.io.read(e) for e in EXAMPLES], device="cpu")
     for row, atoms, eps in zip(rows, frames, expected):
-        np.testing.assert_allclose(np.reshape(atoms.info["dielectric_tensor_pred"], (3, 3)), eps,
-                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            np.reshape(atoms.info["dielectric_tensor_pred"], (3, 3)), eps, atol=1e-5
+        )
         assert float(row["eps_poly"]) == pytest.approx(np.trace(eps) / 3, abs=1e-5)
     nacl = next(r for r in rows if "NaCl" in r["source"])
     assert nacl["crystal_system"] == "cubic" and float(nacl["a_r"]) == pytest.approx(1.0, abs=1e-5)
@@ -113,8 +115,11 @@ def test_load_model_and_evaluate_default_to_the_ready_model(symmetric_cells, tmp
     model = aniso_nequip.load_model()
     assert model.training_elements == model_card()["elements_trained_on"]
     cells = [symmetric_cells["rocksalt"], symmetric_cells["wurtzite"]]
-    np.testing.assert_allclose(aniso_nequip.predict(cells, model, device="cpu"),
-                               aniso_nequip.predict(cells, device="cpu"), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        aniso_nequip.predict(cells, model, device="cpu"),
+        aniso_nequip.predict(cells, device="cpu"),
+        atol=1e-6,
+    )
     rocksalt, wurtzite = aniso_nequip.predict(cells, model, device="cpu", field="optics")
     assert (rocksalt.optical_class, wurtzite.optical_class) == ("isotropic", "uniaxial")
     assert wurtzite.optic_axis == (0, 0, 1) and wurtzite.n_e == pytest.approx(
@@ -144,8 +149,15 @@ def test_predict_command_skips_and_reports_bad_inputs(tmp_path, capsys):
     ase.io.write(unknown, ase.build.bulk("Am", "fcc", a=4.9))
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    inputs = [EXAMPLES[0], str(garbage), str(broken), str(unknown), str(tmp_path / "missing.cif"),
-              str(empty_dir), str(tmp_path / "*.vasp")]  # fmt: skip
+    inputs = [
+        EXAMPLES[0],
+        str(garbage),
+        str(broken),
+        str(unknown),
+        str(tmp_path / "missing.cif"),
+        str(empty_dir),
+        str(tmp_path / "*.vasp"),
+    ]
     assert cli(["predict", *inputs]) == 0
     printed = capsys.readouterr().out
     assert f"skipped {garbage}: contains no structure" in printed

@@ -74,9 +74,16 @@ def test_valid_inputs_pass():
 
 
 VAL_DATASET_CASES = [
-    "nan-position", "no-cell", "overlapping", "unknown-element", "non-finite", "asymmetric",
-    "not-positive-definite", "ionic-negative", "singular-cell",
-]  # fmt: skip
+    "nan-position",
+    "no-cell",
+    "overlapping",
+    "unknown-element",
+    "non-finite",
+    "asymmetric",
+    "not-positive-definite",
+    "ionic-negative",
+    "singular-cell",
+]
 
 
 def _val_transforms(type_names):
@@ -144,14 +151,22 @@ def _val_overlapping_doc(material_id):
 VAL_DOCUMENTS = [
     ("disordered", disordered_doc, "disordered sites (partial occupancy) 0 (Mg:0.5 Ca:0.5)"),
     ("overlapping", _val_overlapping_doc, "atoms 0 and 1 are 0.200 A apart"),
-    ("asymmetric",
-     lambda m: dielectric_doc(m, electronic=3 * np.eye(3) + np.triu(np.ones((3, 3)), 1)),
-     "`electronic` tensor is not symmetric"),
-    ("not-positive-definite", lambda m: dielectric_doc(m, electronic=np.diag([2.0, -1.0, 2.0])),
-     "`electronic` tensor is not positive definite"),
-    ("ionic-negative", lambda m: dielectric_doc(m, ionic=np.diag([1.0, -2.0, 1.0])),
-     "`ionic` tensor is not positive semi-definite"),
-]  # fmt: skip
+    (
+        "asymmetric",
+        lambda m: dielectric_doc(m, electronic=3 * np.eye(3) + np.triu(np.ones((3, 3)), 1)),
+        "`electronic` tensor is not symmetric",
+    ),
+    (
+        "not-positive-definite",
+        lambda m: dielectric_doc(m, electronic=np.diag([2.0, -1.0, 2.0])),
+        "`electronic` tensor is not positive definite",
+    ),
+    (
+        "ionic-negative",
+        lambda m: dielectric_doc(m, ionic=np.diag([1.0, -2.0, 1.0])),
+        "`ionic` tensor is not positive semi-definite",
+    ),
+]
 
 
 def _val_docs(tmp_path, bad):
@@ -167,8 +182,12 @@ def _val_docs(tmp_path, bad):
 
 @pytest.mark.parametrize("case, make, problem", VAL_DOCUMENTS, ids=[c[0] for c in VAL_DOCUMENTS])
 def test_convert_skips_and_reports_bad_documents(case, make, problem, tmp_path):
-    report = build_dataset([dielectric_doc("mp-good-1"), make("mp-bad")], tmp_path / "out.extxyz",
-                           split=None, drop_duplicates=False)  # fmt: skip
+    report = build_dataset(
+        [dielectric_doc("mp-good-1"), make("mp-bad")],
+        tmp_path / "out.extxyz",
+        split=None,
+        drop_duplicates=False,
+    )
     assert report["kept"] == 1 and list(report["skipped"]) == ["mp-bad"]
     assert problem in report["skipped"]["mp-bad"]
 
@@ -177,8 +196,9 @@ def test_convert_skips_and_reports_bad_documents(case, make, problem, tmp_path):
 def test_convert_command_with_a_disordered_document(strict, tmp_path, capsys):
     src = _val_docs(tmp_path, disordered_doc("mp-disordered"))
     out = tmp_path / "mp.extxyz"
-    code = cli(["data", "convert", str(src), "--out", str(out), "--no-split"]
-               + ["--strict"] * strict)  # fmt: skip
+    code = cli(
+        ["data", "convert", str(src), "--out", str(out), "--no-split"] + ["--strict"] * strict
+    )
     printed = capsys.readouterr()
     if strict:
         assert code == 2 and not out.exists() and not (tmp_path / "mp_report.json").exists()
@@ -254,8 +274,14 @@ def _si_at_ratio(ratio):
 
 # (ratio, refused, warned): both sides of REFUSED_DISTANCE_RATIO (0.5) and
 # WARNED_DISTANCE_RATIO (0.65); real silicon is at 1.06, the closest bundled pair at 0.683
-PHYS_DISTANCE_CASES = [(0.2, True, True), (0.49, True, True), (0.51, False, True),
-                       (0.64, False, True), (0.66, False, False), (1.06, False, False)]  # fmt: skip
+PHYS_DISTANCE_CASES = [
+    (0.2, True, True),
+    (0.49, True, True),
+    (0.51, False, True),
+    (0.64, False, True),
+    (0.66, False, False),
+    (1.06, False, False),
+]
 
 
 @pytest.mark.parametrize("ratio, refused, warned", PHYS_DISTANCE_CASES)
@@ -306,17 +332,26 @@ def _graphite():
 
 # (id, structure, refused: fragment kind and vacuum in the message, or None for bulk)
 PHYS_VACUUM_CASES = [
-    ("slab-20A-vacuum", _slab,
-     "layers (a slab) separated by 22.8 A of vacuum across lattice vector c"),
-    ("water-in-a-box", lambda: _in_box(ase.build.molecule("H2O"), 12.0),
-     "molecules or lone atoms separated by 12.0 A of vacuum"),
-    ("lone-atom-8.1A", lambda: ase.Atoms("Ne", cell=[8.1] * 3, pbc=True),
-     "molecules or lone atoms separated by 8.1 A of vacuum"),
+    (
+        "slab-20A-vacuum",
+        _slab,
+        "layers (a slab) separated by 22.8 A of vacuum across lattice vector c",
+    ),
+    (
+        "water-in-a-box",
+        lambda: _in_box(ase.build.molecule("H2O"), 12.0),
+        "molecules or lone atoms separated by 12.0 A of vacuum",
+    ),
+    (
+        "lone-atom-8.1A",
+        lambda: ase.Atoms("Ne", cell=[8.1] * 3, pbc=True),
+        "molecules or lone atoms separated by 8.1 A of vacuum",
+    ),
     ("lone-atom-7.9A", lambda: ase.Atoms("Ne", cell=[7.9] * 3, pbc=True), None),
     ("graphite", _graphite, None),
     ("MoS2-2H", lambda: ase.io.read(ROOT / "examples" / "MoS2_2H_layered.cif"), None),
     ("solid-neon", lambda: ase.build.bulk("Ne", "fcc", a=4.46), None),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -392,17 +427,33 @@ def _folder(path, frames):
 
 # (id, file name, writer, message)
 FILE_CASES = [
-    ("cut-inside-a-frame", "data.extxyz", _cut_inside_frame,
-     "frame 2 (line {line}) is cut short: 8 atoms announced, 1 row(s) present"),
-    ("missing-row", "data.extxyz", _missing_row,
-     "frame 1 (line {line}) has 13 atom row(s) where 14 are announced"),
+    (
+        "cut-inside-a-frame",
+        "data.extxyz",
+        _cut_inside_frame,
+        "frame 2 (line {line}) is cut short: 8 atoms announced, 1 row(s) present",
+    ),
+    (
+        "missing-row",
+        "data.extxyz",
+        _missing_row,
+        "frame 1 (line {line}) has 13 atom row(s) where 14 are announced",
+    ),
     ("cut-row", "data.extxyz", _cut_row, "frame 0, atom 2 (line 5) has 3 values instead of 13"),
-    ("cut-last-line", "data.extxyz", _cut_last_line,
-     "its last line (frame 3) ends without an end of line: the file is cut"),
-    ("extxyz-named-cif", "data.cif", _extxyz_as_cif,
-     "its name says CIF but it holds extxyz: rename it `.extxyz`"),
+    (
+        "cut-last-line",
+        "data.extxyz",
+        _cut_last_line,
+        "its last line (frame 3) ends without an end of line: the file is cut",
+    ),
+    (
+        "extxyz-named-cif",
+        "data.cif",
+        _extxyz_as_cif,
+        "its name says CIF but it holds extxyz: rename it `.extxyz`",
+    ),
     ("folder", "data.extxyz", _folder, "it is a folder, not a file"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("case, name, write, message", FILE_CASES, ids=[c[0] for c in FILE_CASES])
@@ -433,10 +484,12 @@ def _poscar(path, counts):
 
 @pytest.mark.parametrize(
     "counts, message",
-    [("4 5", "the atom counts (line 7: 4 5) sum to 9 but 2 coordinate row(s) follow"),
-     ("1", "2 species (Na Cl, line 6) but 1 atom count(s) (1, line 7)")],
+    [
+        ("4 5", "the atom counts (line 7: 4 5) sum to 9 but 2 coordinate row(s) follow"),
+        ("1", "2 species (Na Cl, line 6) but 1 atom count(s) (1, line 7)"),
+    ],
     ids=["counts-too-large", "fewer-counts-than-species"],
-)  # fmt: skip
+)
 def test_poscar_with_wrong_atom_counts(counts, message, tmp_path):
     path = tmp_path / "POSCAR"
     _poscar(path, counts)
@@ -449,8 +502,15 @@ def test_poscar_with_wrong_atom_counts(counts, message, tmp_path):
 
 # ---- the frame check: a tensor rotated away from its crystal's frame --------------------------
 
-FRAME_SYSTEMS = ["triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal",
-                 "cubic"]  # fmt: skip
+FRAME_SYSTEMS = [
+    "triclinic",
+    "monoclinic",
+    "orthorhombic",
+    "tetragonal",
+    "trigonal",
+    "hexagonal",
+    "cubic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -497,8 +557,7 @@ def test_convert_reports_a_rotated_trigonal_tensor(frame_crystals, tmp_path):
     good, bad = mp_document(atoms, "mp-good"), mp_document(atoms, "mp-rotated")
     bad["electronic"] = _rotated_tensor(atoms).tolist()
     bad["total"] = (np.asarray(bad["electronic"]) + np.asarray(bad["ionic"])).tolist()
-    report = build_dataset([good, bad], tmp_path / "out.extxyz", split=None,
-                           drop_duplicates=False)  # fmt: skip
+    report = build_dataset([good, bad], tmp_path / "out.extxyz", split=None, drop_duplicates=False)
     failed = dict(report["frame_check_failed"])
     assert list(failed) == ["mp-rotated"] and failed["mp-rotated"] > FRAME_TOLERANCE
     assert report["kept"] == 1

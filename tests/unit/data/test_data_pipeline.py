@@ -180,12 +180,21 @@ def test_build_dataset_writes_its_report_and_refuses_existing_outputs(docs, tmp_
     report = build_dataset(docs[:12], out, split=(0.5, 0.25, 0.25), seed=3)
     paths = dataset_paths(out)
     assert {p.name for p in paths.values()} == {
-        "mp.extxyz.gz", "mp_report.json", "mp_train.extxyz.gz", "mp_val.extxyz.gz",
+        "mp.extxyz.gz",
+        "mp_report.json",
+        "mp_train.extxyz.gz",
+        "mp_val.extxyz.gz",
         "mp_test.extxyz.gz",
-    }  # fmt: skip
+    }
     assert json.loads(paths["report"].read_text()) == json.loads(json.dumps(report))
-    assert report["split"] == {"fractions": [0.5, 0.25, 0.25], "seed": 3, "stratify": False,
-                               "train": 6, "val": 3, "test": 3}  # fmt: skip
+    assert report["split"] == {
+        "fractions": [0.5, 0.25, 0.25],
+        "seed": 3,
+        "stratify": False,
+        "train": 6,
+        "val": 3,
+        "test": 3,
+    }
     assert [len(read_frames(paths[s])) for s in ("all", "train", "val", "test")] == [12, 6, 3, 3]
     with pytest.raises(OutputExistsError, match="outputs exist"):
         build_dataset(docs[:12], out)
@@ -238,9 +247,13 @@ def test_each_cleaning_rule(frames):
     }
     assert report["input"] == 11 and report["kept"] == 6
     kept, report = clean(
-        candidates, frame_tolerance=None, min_diagonal=None, max_eps_poly=None,
-        drop_duplicate_ids=False, drop_duplicate_structures=False,
-    )  # fmt: skip
+        candidates,
+        frame_tolerance=None,
+        min_diagonal=None,
+        max_eps_poly=None,
+        drop_duplicate_ids=False,
+        drop_duplicate_structures=False,
+    )
     assert len(kept) == 11 and report["removed"] == {}
 
 

@@ -28,8 +28,10 @@ def test_frames_are_transformed_once_and_kept(tmp_path):
     ase.io.write(path, frames)
     names = sorted({s for f in frames for s in f.symbols})
     counting = Counting()
-    transforms = [ChemicalSpeciesToAtomTypeMapper(model_type_names=names),
-                  NeighborListTransform(r_max=5.0)]  # fmt: skip
+    transforms = [
+        ChemicalSpeciesToAtomTypeMapper(model_type_names=names),
+        NeighborListTransform(r_max=5.0),
+    ]
     plain = dataset_from_file(str(path), transforms=transforms)
     kept = TransformedInMemory(dataset_from_file(str(path), transforms=[*transforms, counting]))
     assert len(kept) == 5 and kept.frame_elements == plain.frame_elements

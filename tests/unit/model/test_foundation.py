@@ -101,8 +101,9 @@ def test_sevennet_features_equal_the_source_models_own_forward(frames, names, la
         half = ours.shape[1] // 2
         assert ours.shape == (len(atoms), 2 * captured["x"].shape[1])
         scale = captured["x"].abs().max()
-        torch.testing.assert_close(ours[:, :half] + ours[:, half:], captured["x"], rtol=0,
-                                   atol=1e-5 * scale)  # fmt: skip
+        torch.testing.assert_close(
+            ours[:, :half] + ours[:, half:], captured["x"], rtol=0, atol=1e-5 * scale
+        )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -247,10 +248,16 @@ def test_nequip_backbone_equals_the_source_models_own_features(trained, packaged
     # another element order than the source's: atom types are mapped to the source's
     names = sorted(original.type_names, reverse=True)
     model = FoundationAnisoNetModel(
-        seed=0, model_dtype="float32", r_max=float(original.metadata["r_max"]),
-        type_names=names, avg_num_neighbors=10.0, backbone=path, backbone_layers=1,
-        num_layers=1, num_features=4,
-    ).eval()  # fmt: skip
+        seed=0,
+        model_dtype="float32",
+        r_max=float(original.metadata["r_max"]),
+        type_names=names,
+        avg_num_neighbors=10.0,
+        backbone=path,
+        backbone_layers=1,
+        num_layers=1,
+        num_features=4,
+    ).eval()
     captured = {}
     original.model.layer0_convnet.register_forward_hook(
         lambda module, inputs, out: captured.update(x=out["node_features"].detach().clone())
@@ -259,5 +266,11 @@ def test_nequip_backbone_equals_the_source_models_own_features(trained, packaged
         predict(original, [atoms])
         torch.testing.assert_close(_node_features(model, atoms), captured["x"])
     with pytest.raises(ValueError, match="r_max"):
-        FoundationAnisoNetModel(seed=0, model_dtype="float32", r_max=6.0, type_names=names,
-                                avg_num_neighbors=10.0, backbone=path)  # fmt: skip
+        FoundationAnisoNetModel(
+            seed=0,
+            model_dtype="float32",
+            r_max=6.0,
+            type_names=names,
+            avg_num_neighbors=10.0,
+            backbone=path,
+        )

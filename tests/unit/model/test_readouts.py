@@ -37,8 +37,9 @@ def test_saved_physical_readout_builds_its_readout(physical, readout, type_names
 
 
 def test_readout_errors(type_names):
-    with pytest.raises(InputError, match="`readout` must be one of linear, square, log, "
-                                         "local_field, got 'exp'"):  # fmt: skip
+    with pytest.raises(
+        InputError, match="`readout` must be one of linear, square, log, local_field, got 'exp'"
+    ):
         build_tiny(AnisoNetModel, type_names=type_names, readout="exp")
     with pytest.raises(InputError, match="give `readout` alone"):
         build_tiny(AnisoNetModel, type_names=type_names, readout="log", physical_readout=True)
@@ -52,9 +53,12 @@ def test_readout_standardisation(form):
     ``eps`` by the given scales (first order) in every form."""
     options = readout_scales(5.0, 2.0, 0.7, form, floor=1.0)
     module = SymmetricTensorReadout(
-        field="y", out_field="eps", change_of_basis=change_of_basis(), irreps_in={"y": "1x0e+1x2e"},
+        field="y",
+        out_field="eps",
+        change_of_basis=change_of_basis(),
+        irreps_in={"y": "1x0e+1x2e"},
         **options,
-    )  # fmt: skip
+    )
     q = change_of_basis()
     h = 1e-6
     y = torch.zeros(3, 6, dtype=torch.float64)
@@ -69,9 +73,13 @@ def test_local_field_standardisation():
     """Zero coefficients on a simple cubic crystal of point dipoles give ``eps = shift * I``
     (Clausius-Mossotti with the volume per atom as unit of alpha)."""
     module = LocalFieldReadout(
-        field="y", out_field="eps", change_of_basis=change_of_basis(), damping=False,
-        irreps_in={"y": "1x0e+1x2e"}, **local_field_scales(5.0, 2.0, 1.0),
-    )  # fmt: skip
+        field="y",
+        out_field="eps",
+        change_of_basis=change_of_basis(),
+        damping=False,
+        irreps_in={"y": "1x0e+1x2e"},
+        **local_field_scales(5.0, 2.0, 1.0),
+    )
     data = atoms_to_graphs([ase.Atoms("C", cell=np.eye(3) * 2.7, pbc=True)], ["C"], 3.0)
     data["y"] = torch.zeros(1, 6, dtype=torch.float64)
     np.testing.assert_allclose(module(data)["eps"][0], 5.0 * np.eye(3), atol=1e-6)
@@ -85,8 +93,11 @@ def log_model(type_names):
 
 
 def test_log_readout_eigenvalues_above_one(log_model, type_names):
-    frames = [f for f in bundled("mp_subset_test", ":60")
-              if set(f.get_chemical_symbols()) <= set(type_names)]  # fmt: skip
+    frames = [
+        f
+        for f in bundled("mp_subset_test", ":60")
+        if set(f.get_chemical_symbols()) <= set(type_names)
+    ]
     values = np.linalg.eigvalsh(predict(log_model, frames))
     assert values.min() > 1.0 and values.max() - values.min() > 0.1
 
@@ -97,8 +108,9 @@ def test_log_readout_symmetry(log_model, small_frames, symmetric_cells):
     np.testing.assert_allclose(
         predict(log_model, [rotated(f, rot) for f in small_frames]), rot @ eps @ rot.T, atol=1e-8
     )
-    rocksalt, wurtzite = predict(log_model, [symmetric_cells["rocksalt"],
-                                             symmetric_cells["wurtzite"]])  # fmt: skip
+    rocksalt, wurtzite = predict(
+        log_model, [symmetric_cells["rocksalt"], symmetric_cells["wurtzite"]]
+    )
     np.testing.assert_allclose(rocksalt, np.trace(rocksalt) / 3 * np.eye(3), atol=1e-10)
     values, vectors = np.linalg.eigh(wurtzite)
     c_axis = symmetric_cells["wurtzite"].cell.array[2] / np.linalg.norm(
@@ -114,8 +126,9 @@ def test_log_readout_symmetry(log_model, small_frames, symmetric_cells):
 def test_gradients_are_finite_on_degenerate_cubic_tensors(readout, type_names, symmetric_cells):
     """expm is differentiated at exactly degenerate eigenvalues (cubic crystals)."""
     model = build_tiny(AnisoNetModel, type_names=type_names, readout=readout, **SCALES).train()
-    data = atoms_to_graphs([symmetric_cells["rocksalt"], symmetric_cells["diamond"]],
-                           model.type_names, 4.0)  # fmt: skip
+    data = atoms_to_graphs(
+        [symmetric_cells["rocksalt"], symmetric_cells["diamond"]], model.type_names, 4.0
+    )
     model(data)["dielectric_tensor"].square().sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -134,12 +147,14 @@ def test_scalar_ablation_readouts(readout, type_names, small_frames):
     assert np.abs(eps_rot - rot @ eps @ rot.T).max() > 1e-4
 
 
-@pytest.mark.parametrize("readout, form", [("log", "exp"), ("local_field", None),
-                                           ("square", "square")])  # fmt: skip
+@pytest.mark.parametrize(
+    "readout, form", [("log", "exp"), ("local_field", None), ("square", "square")]
+)
 def test_static_model_readouts(readout, form, type_names, small_frames):
     """The electronic head follows ``readout``; the ionic one keeps ``S @ S`` (it may vanish)."""
-    model = build_tiny(AnisoNetStaticModel, type_names=type_names, readout=readout,
-                       ionic_mean=9.0, **SCALES)  # fmt: skip
+    model = build_tiny(
+        AnisoNetStaticModel, type_names=type_names, readout=readout, ionic_mean=9.0, **SCALES
+    )
     modules = model.model
     if form is None:
         assert isinstance(modules.electronic_readout, LocalFieldReadout)
@@ -167,5 +182,6 @@ def test_checkpoint_saved_with_physical_readout_loads(physical, trained, small_f
     assert model.model.tensor_readout.form == ("square" if physical else "linear")
     if not physical:
         reference = ModelFromCheckpoint(str(trained["dir"] / "best.ckpt"))["sole_model"].eval()
-        np.testing.assert_array_equal(predict(model, small_frames),
-                                      predict(reference, small_frames))  # fmt: skip
+        np.testing.assert_array_equal(
+            predict(model, small_frames), predict(reference, small_frames)
+        )

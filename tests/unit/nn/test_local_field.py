@@ -92,11 +92,13 @@ def test_supercell_permutation_and_rotation(crystal, damping):
     options = dict(damping=damping, accuracy=5.0)
     eps = _eps(crystal, alphas, **options)
     supercell = crystal.repeat((2, 2, 2))
-    np.testing.assert_allclose(_eps(supercell, np.tile(alphas, (8, 1, 1)), **options), eps,
-                               atol=1e-7, rtol=0)  # fmt: skip
+    np.testing.assert_allclose(
+        _eps(supercell, np.tile(alphas, (8, 1, 1)), **options), eps, atol=1e-7, rtol=0
+    )
     order = np.random.default_rng(1).permutation(len(crystal))
-    np.testing.assert_allclose(_eps(crystal[order], alphas[order], **options), eps,
-                               atol=1e-9, rtol=0)  # fmt: skip
+    np.testing.assert_allclose(
+        _eps(crystal[order], alphas[order], **options), eps, atol=1e-9, rtol=0
+    )
     rot = rotation(2)
     rotated_eps = _eps(rotated(crystal, rot), rot @ alphas @ rot.T, **options)
     np.testing.assert_allclose(rotated_eps, rot @ eps @ rot.T, atol=1e-9, rtol=0)
@@ -138,9 +140,11 @@ def test_float32_matches_float64(crystal):
     alphas = _random_alphas(len(crystal))
     eps64 = _eps(crystal, alphas)
     eps32 = local_field_tensor(
-        *(torch.as_tensor(np.asarray(x), dtype=torch.float32)
-          for x in (crystal.positions, crystal.cell.array, alphas))
-    )  # fmt: skip
+        *(
+            torch.as_tensor(np.asarray(x), dtype=torch.float32)
+            for x in (crystal.positions, crystal.cell.array, alphas)
+        )
+    )
     assert eps32.dtype == torch.float32
     np.testing.assert_allclose(eps32.numpy(), eps64, atol=1e-5 * np.abs(eps64).max(), rtol=0)
 
@@ -154,8 +158,13 @@ def test_gradients_reach_the_polarisabilities(crystal):
 
 @pytest.fixture(scope="module")
 def local_field_model(type_names):
-    return build_tiny(AnisoNetModel, type_names=type_names, readout="local_field",
-                      isotropic_shift=5.0, anisotropic_scale=1.0)  # fmt: skip
+    return build_tiny(
+        AnisoNetModel,
+        type_names=type_names,
+        readout="local_field",
+        isotropic_shift=5.0,
+        anisotropic_scale=1.0,
+    )
 
 
 def test_model_neumann_forms(local_field_model, symmetric_cells):
@@ -178,17 +187,19 @@ def test_model_rotation_batching_and_supercell(local_field_model, small_frames):
     rot = rotation(4)
     eps = predict(local_field_model, small_frames)
     np.testing.assert_allclose(
-        predict(local_field_model, [rotated(f, rot) for f in small_frames]), rot @ eps @ rot.T,
+        predict(local_field_model, [rotated(f, rot) for f in small_frames]),
+        rot @ eps @ rot.T,
         atol=1e-8,
-    )  # fmt: skip
+    )
     single = np.stack([predict(local_field_model, [f])[0] for f in small_frames])
     np.testing.assert_allclose(eps, single, atol=1e-12)
     assert np.linalg.eigvalsh(eps).min() > 1.0
     smallest = min(small_frames, key=len)
     np.testing.assert_allclose(
         predict(local_field_model, [smallest.repeat((2, 2, 2))])[0],
-        predict(local_field_model, [smallest])[0], atol=1e-6,
-    )  # fmt: skip
+        predict(local_field_model, [smallest])[0],
+        atol=1e-6,
+    )
 
 
 @pytest.mark.slow
@@ -197,9 +208,17 @@ def test_eigenvalues_above_one_on_every_bundled_crystal():
     mp_subset crystals (1 to 84 atoms): no polarisation catastrophe anywhere."""
     frames = [f for split in ("train", "val", "test") for f in bundled(f"mp_subset_{split}")]
     names = sorted({s for f in frames for s in f.symbols})
-    model = build_tiny(AnisoNetModel, type_names=names, readout="local_field",
-                       model_dtype="float32", num_layers=1, num_features=4, r_max=3.0,
-                       isotropic_shift=8.0, anisotropic_scale=1.0)  # fmt: skip
+    model = build_tiny(
+        AnisoNetModel,
+        type_names=names,
+        readout="local_field",
+        model_dtype="float32",
+        num_layers=1,
+        num_features=4,
+        r_max=3.0,
+        isotropic_shift=8.0,
+        anisotropic_scale=1.0,
+    )
     rng = np.random.default_rng(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -215,10 +234,19 @@ def test_compile_refuses_clearly(local_field_model, symmetric_cells, tmp_path):
 
     data = atoms_to_graphs([symmetric_cells["rocksalt"]], local_field_model.type_names, 4.0)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nequip_compile, "load_saved_model",
-                      lambda *_, **__: (local_field_model, data))  # fmt: skip
+        patch.setattr(
+            nequip_compile, "load_saved_model", lambda *_, **__: (local_field_model, data)
+        )
         with pytest.raises(RuntimeError, match="`readout: local_field` cannot be compiled"):
-            nequip_compile.main([
-                "unused.ckpt", str(tmp_path / "m.nequip.pt2"), "--mode", "aotinductor",
-                "--device", "cpu", "--target", "batch_dielectric",
-            ])  # fmt: skip
+            nequip_compile.main(
+                [
+                    "unused.ckpt",
+                    str(tmp_path / "m.nequip.pt2"),
+                    "--mode",
+                    "aotinductor",
+                    "--device",
+                    "cpu",
+                    "--target",
+                    "batch_dielectric",
+                ]
+            )

@@ -110,8 +110,10 @@ def test_screen_bad_pools(
     assert [r["rank"] for r in rows] == [str(i) for i in range(1, len(ranked) + 1)]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ranked"] == len(ranked)
-    groups = {g["kept"]["index"]: [c["index"] for c in g["dropped"]]
-              for g in summary["duplicates"]["groups"]}  # fmt: skip
+    groups = {
+        g["kept"]["index"]: [c["index"] for c in g["dropped"]]
+        for g in summary["duplicates"]["groups"]
+    }
     assert groups == duplicates
     assert summary["duplicates"]["count"] == sum(map(len, duplicates.values()))
     assert {name: len(sources) for name, sources in summary["id_clashes"].items()} == {

@@ -501,16 +501,31 @@ def test_killed_screen_resumes_to_the_uninterrupted_result(models, pool, tmp_pat
     """SIGKILL in the middle of the fourth chunk, then the same command again: it continues after
     the three finished chunks (its progress bar starts there) and gives byte for byte the outputs
     of a run that was never interrupted."""
-    argv = ["screen", "--model", models[0], "--structures", pool["pool"], "--exclude",
-            pool["train"], "--chunk-size", "3", "--batch-size", "2"]  # fmt: skip
+    argv = [
+        "screen",
+        "--model",
+        models[0],
+        "--structures",
+        pool["pool"],
+        "--exclude",
+        pool["train"],
+        "--chunk-size",
+        "3",
+        "--batch-size",
+        "2",
+    ]
     whole = tmp_path / "whole"
     assert cli([*argv, "--out", str(whole), "--quiet"]) == 0
 
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
     script = KILLED_AFTER.replace("{calls}", "10")  # 10th kept crystal: structure 11 of 16
-    killed = subprocess.run([sys.executable, "-c", script, *argv, "--out", str(out)],
-                            env=env, capture_output=True, text=True)  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", script, *argv, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert "/16 [" in killed.stderr and "structure/s" in killed.stderr  # total, rate, time left
     chunks = sorted(p.name for p in (out / "shards" / "shard-0-of-1").iterdir())
@@ -528,8 +543,11 @@ def test_killed_screen_resumes_to_the_uninterrupted_result(models, pool, tmp_pat
         assert summary[key] == expected[key]
     assert summary["peak_rss_mb"] > 50 and "peak memory" in resumed.stdout
     assert sorted(p.name for p in (out / "shards").iterdir()) == [
-        "settings.json", "shard-0-of-1.csv", "shard-0-of-1.extxyz", "shard-0-of-1.json"
-    ]  # fmt: skip
+        "settings.json",
+        "shard-0-of-1.csv",
+        "shard-0-of-1.extxyz",
+        "shard-0-of-1.json",
+    ]
 
 
 def test_slurm_job_array_scripts_rank_as_one_run(models, pool, tmp_path):
@@ -538,28 +556,58 @@ def test_slurm_job_array_scripts_rank_as_one_run(models, pool, tmp_path):
     unsharded run."""
     whole = tmp_path / "whole"
     options = ["--no-dimensionality", "--chunk-size", "2"]
-    argv = ["screen", "--quiet", "--model", models[0], "--structures", pool["pool"],
-            "--exclude", pool["train"], *options]  # fmt: skip
+    argv = [
+        "screen",
+        "--quiet",
+        "--model",
+        models[0],
+        "--structures",
+        pool["pool"],
+        "--exclude",
+        pool["train"],
+        *options,
+    ]
     assert cli([*argv, "--out", str(whole)]) == 0
 
     out = tmp_path / "array"
-    env = dict(os.environ, POOL=pool["pool"], EXCLUDE=pool["train"], OUT=str(out),
-               MODEL=models[0], SCREEN_ARGS=" ".join(options), PYTHONWARNINGS="ignore",
-               PATH=f"{BIN}:{os.environ['PATH']}", SLURM_ARRAY_TASK_MIN="1",
-               SLURM_ARRAY_TASK_COUNT="3", SLURM_CPUS_PER_TASK="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        POOL=pool["pool"],
+        EXCLUDE=pool["train"],
+        OUT=str(out),
+        MODEL=models[0],
+        SCREEN_ARGS=" ".join(options),
+        PYTHONWARNINGS="ignore",
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        SLURM_ARRAY_TASK_MIN="1",
+        SLURM_ARRAY_TASK_COUNT="3",
+        SLURM_CPUS_PER_TASK="1",
+    )
     slurm = ROOT / "examples" / "slurm"
-    tasks = [subprocess.Popen(["bash", str(slurm / "screen_shard.sbatch")], cwd=tmp_path,
-                              env={**env, "SLURM_ARRAY_TASK_ID": str(i)}, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in (1, 2, 3)]  # fmt: skip
+    tasks = [
+        subprocess.Popen(
+            ["bash", str(slurm / "screen_shard.sbatch")],
+            cwd=tmp_path,
+            env={**env, "SLURM_ARRAY_TASK_ID": str(i)},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in (1, 2, 3)
+    ]
     for task in tasks:
         stdout, stderr = task.communicate()
         assert task.returncode == 0, stderr[-3000:]
         assert "done; `aniso-nequip screen merge" in stdout
     shards = sorted(p.name for p in (out / "shards").glob("*.json"))
     assert shards == ["settings.json"] + [f"shard-{i}-of-3.json" for i in range(3)]
-    merged = subprocess.run(["bash", str(slurm / "screen_merge.sbatch")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    merged = subprocess.run(
+        ["bash", str(slurm / "screen_merge.sbatch")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert merged.returncode == 0, merged.stderr[-3000:]
     rows, expected = _rows(out / "ranking.csv"), _rows(whole / "ranking.csv")
     assert [r["id"] for r in rows] == [r["id"] for r in expected] and len(rows) == 13

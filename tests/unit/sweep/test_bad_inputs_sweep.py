@@ -15,27 +15,55 @@ from helpers import (
 
 RUN_SWEEP_CASES = [
     # (spec changes, command-line overrides, error type, message)
-    ({"metric": "val0_epoch/eps_poly_mea"}, [], SpecError,
-     "`metric` 'val0_epoch/eps_poly_mea' is not logged by tiny.yaml; choose one of "
-     "val0_epoch/irreps_mse, val0_epoch/component_mae, val0_epoch/eps_poly_mae"),
+    (
+        {"metric": "val0_epoch/eps_poly_mea"},
+        [],
+        SpecError,
+        "`metric` 'val0_epoch/eps_poly_mea' is not logged by tiny.yaml; choose one of "
+        "val0_epoch/irreps_mse, val0_epoch/component_mae, val0_epoch/eps_poly_mae",
+    ),
     ({"metric": "test0_epoch/eps_poly_mae"}, [], SpecError, "is not logged by tiny.yaml"),
-    ({"overrides": ["max_epochs=0"]}, [], InputError,
-     "`max_epochs` must be an integer >= 1, got 0"),
+    (
+        {"overrides": ["max_epochs=0"]},
+        [],
+        InputError,
+        "`max_epochs` must be an integer >= 1, got 0",
+    ),
     ({}, ["batch_size=0"], InputError, "`batch_size` must be an integer >= 1, got 0"),
     ({}, ["--n-trials", "-1"], InputError, "`n_trials` must be >= 1, got -1"),
-    ({"parameters": {"num_features": {"choices": [8, "sixteen"]}}}, [], SpecError,
-     "parameter `num_features`, choice 'sixteen': `num_features` must be an integer >= 1, "
-     "got 'sixteen'"),
-    ({"parameters": {"lr": {"type": "float", "low": 0, "high": 0.01}}}, [], SpecError,
-     "parameter `lr`, `low`: `lr` must be a number > 0, got 0.0"),
-    ({"parameters": {"l_max": {"type": "int", "low": -1, "high": 2}}}, [], SpecError,
-     "parameter `l_max`, `low`: `l_max` must be an integer >= 0, got -1"),
+    (
+        {"parameters": {"num_features": {"choices": [8, "sixteen"]}}},
+        [],
+        SpecError,
+        "parameter `num_features`, choice 'sixteen': `num_features` must be an integer >= 1, "
+        "got 'sixteen'",
+    ),
+    (
+        {"parameters": {"lr": {"type": "float", "low": 0, "high": 0.01}}},
+        [],
+        SpecError,
+        "parameter `lr`, `low`: `lr` must be a number > 0, got 0.0",
+    ),
+    (
+        {"parameters": {"l_max": {"type": "int", "low": -1, "high": 2}}},
+        [],
+        SpecError,
+        "parameter `l_max`, `low`: `l_max` must be an integer >= 0, got -1",
+    ),
     ({"n_trials": "ten"}, [], SpecError, "`n_trials` must be an integer >= 1, got 'ten'"),
-    ({"sampler": "tpe"}, [], SpecError,
-     "`sampler` must be a mapping such as {name: tpe, seed: 0}, got 'tpe'"),
-    ({"overrides": ["not_a_variable=3"]}, [], SpecError,
-     "the overrides ['not_a_variable=3'] do not apply to tiny.yaml: "),
-]  # fmt: skip
+    (
+        {"sampler": "tpe"},
+        [],
+        SpecError,
+        "`sampler` must be a mapping such as {name: tpe, seed: 0}, got 'tpe'",
+    ),
+    (
+        {"overrides": ["not_a_variable=3"]},
+        [],
+        SpecError,
+        "the overrides ['not_a_variable=3'] do not apply to tiny.yaml: ",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +81,7 @@ RUN_SWEEP_CASES = [
         "n-trials-a-word",
         "sampler-a-string",
         "unknown-override-key",
-    ],  # fmt: skip
+    ],
 )
 def test_sweep_checks_before_the_first_trial(
     changes, args, kind, message, tmp_path, monkeypatch, capsys

@@ -15,15 +15,17 @@ from helpers import sweep_spec
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"parameters": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}},
-         "unknown parameter(s) ['learning_rate']"),
+        (
+            {"parameters": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}},
+            "unknown parameter(s) ['learning_rate']",
+        ),
         ({"parameters": {"lr": {"type": "float", "low": 0.1, "high": 0.1}}}, "empty range"),
         ({"parameters": {"lr": {"choices": []}}}, "empty `choices`"),
         ({"sampler": {"name": "cmaes"}}, "unknown sampler `cmaes`"),
         ({"base_config": "configs/nope.yaml"}, "does not exist"),
         ({"sampler": {"name": "grid"}}, "needs `choices` for every parameter"),
     ],
-)  # fmt: skip
+)
 def test_bad_specs_fail_before_training(tmp_path, in_root, changes, message, capsys):
     spec = sweep_spec(tmp_path, **changes)
     with pytest.raises(SpecError) as err:
@@ -46,13 +48,19 @@ def test_pruning_callback_reports_and_stops(tmp_path):
     trial = study.ask()
     marker = tmp_path / "PRUNED"
     callback = OptunaPruning(
-        storage, "p", trial._trial_id, "val0_epoch/weighted_sum", str(marker),
+        storage,
+        "p",
+        trial._trial_id,
+        "val0_epoch/weighted_sum",
+        str(marker),
         pruner={"name": "threshold", "upper": 1.0},
-    )  # fmt: skip
+    )
     trainer = types.SimpleNamespace(
-        sanity_checking=False, current_epoch=0, should_stop=False,
+        sanity_checking=False,
+        current_epoch=0,
+        should_stop=False,
         callback_metrics={"val0_epoch/weighted_sum": torch.tensor(0.5)},
-    )  # fmt: skip
+    )
     callback.on_validation_epoch_end(trainer, None)
     assert not trainer.should_stop and not marker.exists()
     trainer.current_epoch, trainer.callback_metrics["val0_epoch/weighted_sum"] = (

@@ -56,41 +56,79 @@ RUN_VARIABLE_CASES = [
     (_run_builder, "num_features", 0, "`num_features` must be an integer >= 1, got 0"),
     (_run_builder, "num_basis", 0, "`num_basis` must be an integer >= 2, got 0"),
     (_run_builder, "num_basis", 1, "`num_basis` must be an integer >= 2, got 1"),
-    (_run_builder, "polynomial_cutoff_p", 1,
-     "`polynomial_cutoff_p` must be an integer >= 2, got 1"),
+    (
+        _run_builder,
+        "polynomial_cutoff_p",
+        1,
+        "`polynomial_cutoff_p` must be an integer >= 2, got 1",
+    ),
     (_run_config, "num_basis", 1, "`num_basis` must be an integer >= 2, got 1"),
-    (_run_config, "polynomial_cutoff_p", 1,
-     "`polynomial_cutoff_p` must be an integer >= 2, got 1"),
-    (_run_builder, "radial_basis", "cosine",
-     "`radial_basis` must be one of gaussian, bessel, got 'cosine'"),
-    (_run_builder, "type_embed_num_features", 0,
-     "`type_embed_num_features` must be an integer >= 1 (or null), got 0"),
-    (_run_datamodule, "train_dataloader", 0,
-     "`train_dataloader.batch_size` must be an integer >= 1, got 0"),
-    (_run_datamodule, "val_dataloader", "8",
-     "`val_dataloader.batch_size` must be an integer >= 1, got '8'"),
+    (_run_config, "polynomial_cutoff_p", 1, "`polynomial_cutoff_p` must be an integer >= 2, got 1"),
+    (
+        _run_builder,
+        "radial_basis",
+        "cosine",
+        "`radial_basis` must be one of gaussian, bessel, got 'cosine'",
+    ),
+    (
+        _run_builder,
+        "type_embed_num_features",
+        0,
+        "`type_embed_num_features` must be an integer >= 1 (or null), got 0",
+    ),
+    (
+        _run_datamodule,
+        "train_dataloader",
+        0,
+        "`train_dataloader.batch_size` must be an integer >= 1, got 0",
+    ),
+    (
+        _run_datamodule,
+        "val_dataloader",
+        "8",
+        "`val_dataloader.batch_size` must be an integer >= 1, got '8'",
+    ),
     (_run_optimizer, "lr", -1, "`lr` must be a number > 0, got -1"),
     (_run_optimizer, "lr", 0.0, "`lr` must be a number > 0, got 0.0"),
     (_run_optimizer, "weight_decay", -0.1, "`weight_decay` must be a number >= 0, got -0.1"),
     (_run_config, "batch_size", 0, "`batch_size` must be an integer >= 1, got 0"),
     (_run_config, "max_epochs", 0, "`max_epochs` must be an integer >= 1, got 0"),
-    (_run_config, "early_stopping_patience", -1,
-     "`early_stopping_patience` must be an integer >= 0, got -1"),
+    (
+        _run_config,
+        "early_stopping_patience",
+        -1,
+        "`early_stopping_patience` must be an integer >= 0, got -1",
+    ),
     (_run_config, "lr_decay", 0, "`lr_decay` must be a number > 0, got 0"),
-    (_run_config, "loss_metric", "l2",
-     "`loss_metric` must be one of mse, mae, log_mse, log_mae, got 'l2'"),
+    (
+        _run_config,
+        "loss_metric",
+        "l2",
+        "`loss_metric` must be one of mse, mae, log_mse, log_mae, got 'l2'",
+    ),
     (_run_config, "head_dropout", 1.0, "`head_dropout` must be a number >= 0 and < 1, got 1.0"),
-    (_run_builder, "head_dropout", -0.5,
-     "`head_dropout` must be a number >= 0 and < 1, got -0.5"),
-    (_run_config, "model_dtype", "float16",
-     "`model_dtype` must be one of float32, float64, got 'float16'"),
+    (_run_builder, "head_dropout", -0.5, "`head_dropout` must be a number >= 0 and < 1, got -0.5"),
+    (
+        _run_config,
+        "model_dtype",
+        "float16",
+        "`model_dtype` must be one of float32, float64, got 'float16'",
+    ),
     (_run_config, "physical_readout", "yes", "`physical_readout` must be true or false, got 'yes'"),
-    (_run_config, "readout", "exp",
-     "`readout` must be one of linear, square, log, local_field, got 'exp'"),
-    (_run_builder, "readout", "pooled", "`readout` must be one of linear, square, log, "
-     "local_field, got 'pooled'"),
+    (
+        _run_config,
+        "readout",
+        "exp",
+        "`readout` must be one of linear, square, log, local_field, got 'exp'",
+    ),
+    (
+        _run_builder,
+        "readout",
+        "pooled",
+        "`readout` must be one of linear, square, log, local_field, got 'pooled'",
+    ),
     (_run_config, "num_workers", -1, "`num_workers` must be an integer >= 0, got -1"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -108,9 +146,11 @@ def _run_train(args, tmp_path, **env):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [str(BIN / "nequip-train"), "-cn", "configs/tiny.yaml", f"hydra.run.dir={run_dir}", *args],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         env=dict(os.environ, PYTHONWARNINGS="ignore", **env),
-    )  # fmt: skip
+    )
     return proc, run_dir
 
 
@@ -185,19 +225,29 @@ def test_excepthook_prints_input_errors_only(error, env, one_line, monkeypatch, 
 def _run_source(tmp_path_factory):
     """A checkpoint as fine-tuning reads it: the source model's builder configuration."""
     path = tmp_path_factory.mktemp("runs_ft") / "source.ckpt"
-    model = {"_target_": "aniso_nequip.model.AnisoNetModel", "type_names": RUN_TYPE_NAMES,
-             "r_max": 5.0, "l_max": 2}  # fmt: skip
+    model = {
+        "_target_": "aniso_nequip.model.AnisoNetModel",
+        "type_names": RUN_TYPE_NAMES,
+        "r_max": 5.0,
+        "l_max": 2,
+    }
     torch.save({"hyper_parameters": {"model": model}}, path)
     return path
 
 
 RUN_FINETUNE_CASES = [
-    ([RUN_TYPE_NAMES[1], RUN_TYPE_NAMES[0], *RUN_TYPE_NAMES[2:]], 5.0,
-     r"type_names \['H', 'Li', 'O', 'Si'\] but the data are mapped with model_type_names "
-     r"\['Li', 'H', 'O', 'Si'\]"),
-    (RUN_TYPE_NAMES, 4.0,
-     r"has r_max 5.0 but the data's neighbour lists use r_max 4.0: set r_max=5.0"),
-]  # fmt: skip
+    (
+        [RUN_TYPE_NAMES[1], RUN_TYPE_NAMES[0], *RUN_TYPE_NAMES[2:]],
+        5.0,
+        r"type_names \['H', 'Li', 'O', 'Si'\] but the data are mapped with model_type_names "
+        r"\['Li', 'H', 'O', 'Si'\]",
+    ),
+    (
+        RUN_TYPE_NAMES,
+        4.0,
+        r"has r_max 5.0 but the data's neighbour lists use r_max 4.0: set r_max=5.0",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -207,9 +257,13 @@ def test_finetuning_refuses_another_element_order_or_cutoff(
     type_names, r_max, message, _run_source
 ):
     module = SimpleNamespace(
-        hparams={"model": {"_target_": "nequip.model.saved_models.load_saved_model",
-                           "input_path": str(_run_source)}}
-    )  # fmt: skip
+        hparams={
+            "model": {
+                "_target_": "nequip.model.saved_models.load_saved_model",
+                "input_path": str(_run_source),
+            }
+        }
+    )
     SelfContainedCheckpoints(RUN_TYPE_NAMES, 5.0).setup(None, module, "fit")
     with pytest.raises(InputError, match=message) as err:
         SelfContainedCheckpoints(type_names, r_max).setup(None, module, "fit")

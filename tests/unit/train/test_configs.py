@@ -21,10 +21,17 @@ SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 ELECTRONIC = {"irreps_mse", "component_mae", "eps_poly_mae", "a_r_mae", "eigenvalue_mae"}
 ELECTRONIC |= {"a_r_spearman"}
 STATIC = ELECTRONIC | {
-    "ionic_irreps_mse", "ionic_component_mae", "ionic_eps_poly_mae", "ionic_a_r_mae",
-    "ionic_eigenvalue_mae", "static_eps_poly_mae", "static_a_r_mae", "born_mse", "born_mae",
+    "ionic_irreps_mse",
+    "ionic_component_mae",
+    "ionic_eps_poly_mae",
+    "ionic_a_r_mae",
+    "ionic_eigenvalue_mae",
+    "static_eps_poly_mae",
+    "static_a_r_mae",
+    "born_mse",
+    "born_mae",
     "born_isotropic_mae",
-}  # fmt: skip
+}
 BUILDERS = {
     "anisonet_scalar": "ScalarAnisoNetModel",
     "anisonet_static": "AnisoNetStaticModel",
@@ -47,9 +54,16 @@ def _compose(name, overrides=()):
 
 def test_every_config_is_tested():
     assert set(SHIPPED) == {
-        "anisonet", "anisonet_best", "anisonet_finetune", "anisonet_foundation",
-        "anisonet_pretrain", "anisonet_scalar", "anisonet_single_file", "anisonet_static", "tiny",
-    }  # fmt: skip
+        "anisonet",
+        "anisonet_best",
+        "anisonet_finetune",
+        "anisonet_foundation",
+        "anisonet_pretrain",
+        "anisonet_scalar",
+        "anisonet_single_file",
+        "anisonet_static",
+        "tiny",
+    }
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -65,9 +79,21 @@ def test_config_instantiates(name, trained, stub_statistics):
         names = ",".join(source["model"]["type_names"])
         overrides += [f"model_type_names=[{names}]", f"r_max={source['model']['r_max']}"]
     cfg = _compose(name, overrides)
-    for key in ("train_file", "val_file", "test_file", "r_max", "l_max", "num_features",
-                "num_layers", "batch_size", "lr", "max_epochs", "seed", "heads",
-                "early_stopping_patience"):  # fmt: skip
+    for key in (
+        "train_file",
+        "val_file",
+        "test_file",
+        "r_max",
+        "l_max",
+        "num_features",
+        "num_layers",
+        "batch_size",
+        "lr",
+        "max_epochs",
+        "seed",
+        "heads",
+        "early_stopping_patience",
+    ):
         assert key in cfg, key
 
     static = name == "anisonet_static"
@@ -83,8 +109,11 @@ def test_config_instantiates(name, trained, stub_statistics):
     assert datamodule.seed == cfg.seed
     stats = OmegaConf.to_container(cfg.data.stats_manager, resolve=True)
     assert instantiate(stats).names[:4] == [
-        "num_neighbors_mean", "eps_poly_mean", "eps_poly_std", "eps_2e_rms",
-    ]  # fmt: skip
+        "num_neighbors_mean",
+        "eps_poly_mean",
+        "eps_poly_std",
+        "eps_2e_rms",
+    ]
     callbacks = [
         instantiate(c)
         for c in cfg.trainer.callbacks
@@ -104,19 +133,28 @@ def test_config_instantiates(name, trained, stub_statistics):
 def test_pretrain_config_holds_out_the_evaluation_crystals():
     cfg = _compose("anisonet_pretrain")
     assert list(cfg.data.exclude_structures_in) == [
-        "datasets/mp_subset_val.extxyz.gz", "datasets/mp_subset_test.extxyz.gz",
-    ]  # fmt: skip
+        "datasets/mp_subset_val.extxyz.gz",
+        "datasets/mp_subset_test.extxyz.gz",
+    ]
     assert cfg.train_file == "datasets/phonondb_train.extxyz.gz"
 
 
 def test_paper_settings_in_anisonet_config():
     cfg = OmegaConf.load(CONFIGS / "anisonet.yaml")
     assert (cfg.r_max, cfg.l_max, cfg.num_features, cfg.num_layers, cfg.num_basis) == (
-        5.0, 3, 48, 2, 15,
-    )  # fmt: skip
+        5.0,
+        3,
+        48,
+        2,
+        15,
+    )
     assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.lr_decay, cfg.max_epochs) == (
-        0.003, 0.03, 12, 0.98, 120,
-    )  # fmt: skip
+        0.003,
+        0.03,
+        12,
+        0.98,
+        120,
+    )
     assert cfg.loss_metric == "mse" and dict(cfg.heads) == {"dielectric_tensor": 1.0}
     assert cfg.training_module.optimizer._target_ == "torch.optim.AdamW"
     assert list(cfg.run) == ["train", "test"]

@@ -36,14 +36,27 @@ def names(crystals):
 
 @pytest.fixture(scope="module")
 def model(names):
-    return build_tiny(FoundationAnisoNetModel, type_names=names, r_max=R_MAX, backbone_layers=1,
-                      num_layers=1, model_dtype="float32", isotropic_shift=4.0,
-                      anisotropic_scale=50.0)  # fmt: skip
+    return build_tiny(
+        FoundationAnisoNetModel,
+        type_names=names,
+        r_max=R_MAX,
+        backbone_layers=1,
+        num_layers=1,
+        model_dtype="float32",
+        isotropic_shift=4.0,
+        anisotropic_scale=50.0,
+    )
 
 
 def _cache(names, tmp_path, **kwargs):
-    args = dict(backbone="7net-0", backbone_layers=1, r_max=R_MAX, type_names=names,
-                model_dtype="float32", cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    args = dict(
+        backbone="7net-0",
+        backbone_layers=1,
+        r_max=R_MAX,
+        type_names=names,
+        model_dtype="float32",
+        cache_dir=str(tmp_path / "cache"),
+    )
     return BackboneFeatureCache(**{**args, **kwargs})
 
 
@@ -72,22 +85,25 @@ def _features(model, data):
     return captured["x"]
 
 
-def test_cached_features_are_the_backbones_and_change_no_prediction(model, crystals, names,
-                                                                    tmp_path):  # fmt: skip
+def test_cached_features_are_the_backbones_and_change_no_prediction(
+    model, crystals, names, tmp_path
+):
     cached = _graphs(crystals, names, _cache(names, tmp_path))
     plain = _graphs(crystals, names)
     features = _features(model, plain)
     np.testing.assert_allclose(cached[_keys.BACKBONE_FEATURES_KEY], features, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(_predict(model, cached), _predict(model, plain), rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        _predict(model, cached), _predict(model, plain), rtol=1e-5, atol=1e-6
+    )
     # the model really reads them: features of another crystal change its prediction
     swapped = dict(cached)
     swapped[_keys.BACKBONE_FEATURES_KEY] = cached[_keys.BACKBONE_FEATURES_KEY].flip(0)
     assert not np.allclose(_predict(model, swapped), _predict(model, plain), atol=1e-3)
     # ... unless their fingerprint is not the backbone's own: then it computes them itself
     swapped[_keys.BACKBONE_FEATURES_ID_KEY] = swapped[_keys.BACKBONE_FEATURES_ID_KEY] + 1
-    np.testing.assert_allclose(_predict(model, swapped), _predict(model, plain), rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        _predict(model, swapped), _predict(model, plain), rtol=1e-5, atol=1e-6
+    )
     # a second cache on the same folder reads every entry from the file, computing nothing
     again = _cache(names, tmp_path)
     again._compute = None
@@ -99,20 +115,27 @@ def test_cached_features_are_the_backbones_and_change_no_prediction(model, cryst
 
 
 def test_unfrozen_backbone_ignores_cached_features(crystals, names, tmp_path):
-    tuned = build_tiny(FoundationAnisoNetModel, type_names=names, r_max=R_MAX, backbone_layers=1,
-                       num_layers=1, model_dtype="float32", freeze_backbone=False)  # fmt: skip
+    tuned = build_tiny(
+        FoundationAnisoNetModel,
+        type_names=names,
+        r_max=R_MAX,
+        backbone_layers=1,
+        num_layers=1,
+        model_dtype="float32",
+        freeze_backbone=False,
+    )
     cached = _graphs(crystals, names, _cache(names, tmp_path))
     cached[_keys.BACKBONE_FEATURES_KEY] = torch.zeros_like(cached[_keys.BACKBONE_FEATURES_KEY])
-    np.testing.assert_allclose(_predict(tuned, cached), _predict(tuned, _graphs(crystals, names)),
-                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        _predict(tuned, cached), _predict(tuned, _graphs(crystals, names)), rtol=1e-5, atol=1e-6
+    )
     assert not _cache(names, tmp_path, enabled=False).enabled
 
 
 def test_structure_key_follows_numbers_positions_cell_and_pbc():
     atoms = ase.build.bulk("NaCl", "rocksalt", a=5.64)
     base = structure_key(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
-    assert base == structure_key(atoms.numbers, atoms.positions.copy(), atoms.cell.array,
-                                 atoms.pbc)  # fmt: skip
+    assert base == structure_key(atoms.numbers, atoms.positions.copy(), atoms.cell.array, atoms.pbc)
     moved = atoms.positions.copy()
     moved[1, 0] += 1e-9
     changed = [
