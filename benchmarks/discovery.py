@@ -406,6 +406,7 @@ def _epochs_run_best(run_dir: pathlib.Path) -> Tuple[int, int]:
     ModelCheckpoint chose by what it monitors (the validation loss, or a ``select_*`` row's
     metric)."""
     import torch
+
     from benchmarks.accuracy import _epochs
 
     checkpoint = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
