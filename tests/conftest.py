@@ -11,7 +11,7 @@ import ase.io
 import pytest
 from nequip.utils.unittests import CONFTEST_PATH
 
-from helpers import BIN, ROOT, build_tiny, bundled, run_command
+from helpers import BIN, ROOT, build_tiny, bundled, run_command, split_files
 
 # like `source` in bash
 with open(CONFTEST_PATH) as f:
@@ -77,10 +77,7 @@ def build_model(type_names):
 def trained(tmp_path_factory):
     """A tiny model trained for a few epochs on 48 crystals of the bundled MP training split."""
     tmp = tmp_path_factory.mktemp("train")
-    files = {}
-    for split, n in (("train", 48), ("val", 16)):
-        files[split] = tmp / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp, train=48, val=16)
     # 12 test crystals of other systems and 4 cubic ones
     test = bundled("mp_subset_test")
     files["test"] = tmp / "test.extxyz"

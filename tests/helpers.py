@@ -42,6 +42,16 @@ def bundled(name: str, index=":"):
     return ase.io.read(DATASETS / f"{name}.extxyz.gz", index)
 
 
+def split_files(folder, **sizes) -> dict:
+    """The first ``n`` crystals of each bundled ``mp_subset_<split>`` written to
+    ``folder/<split>.extxyz``, for ``split=n`` in ``sizes``: ``{split: path}``."""
+    files = {}
+    for split, n in sizes.items():
+        files[split] = folder / f"{split}.extxyz"
+        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    return files
+
+
 def rotation(seed: int = 0) -> np.ndarray:
     """A random proper rotation matrix."""
     q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import BIN, bundled, epoch_values, run_command
+from helpers import BIN, epoch_values, run_command, split_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:sevenn")]
 
@@ -35,10 +35,7 @@ def _train(tmp, files, cache):
 
 
 def test_training_with_the_cache_changes_no_result(tmp_path):
-    files = {}
-    for split, n in (("train", 18), ("val", 6), ("test", 6)):
-        files[split] = tmp_path / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp_path, train=18, val=6, test=6)
     cache = tmp_path / "cache"
     runs = [_train(tmp_path, files, None), _train(tmp_path, files, cache)]
     (cache_file,) = cache.glob("*.h5")

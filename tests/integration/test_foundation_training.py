@@ -8,7 +8,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from helpers import BIN, bundled, run_command
+from helpers import BIN, bundled, run_command, split_files
 
 pytestmark = pytest.mark.slow
 
@@ -17,10 +17,7 @@ pytestmark = pytest.mark.slow
 def foundation_run(tmp_path_factory):
     """configs/anisonet_foundation.yaml trained for 2 epochs on a slice of the bundled data."""
     tmp = tmp_path_factory.mktemp("foundation")
-    files = {}
-    for split, n in (("train", 24), ("val", 8), ("test", 8)):
-        files[split] = tmp / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp, train=24, val=8, test=8)
     run_dir = tmp / "run"
     run_command(
         [

@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BIN, bundled, epoch_values, predict, run_command
+from helpers import BIN, epoch_values, predict, run_command, split_files
 
 pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, *overrides):
-    files = {}
-    for split, n in (("train", 16), ("val", 8), ("test", 8)):
-        files[split] = tmp_path / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp_path, train=16, val=8, test=8)
     run_dir = tmp_path / "run"
     run_command(
         [

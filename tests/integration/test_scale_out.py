@@ -3,11 +3,10 @@
 import pathlib
 import socket
 
-import ase.io
 import pytest
 import torch
 
-from helpers import BIN, bundled, run_command
+from helpers import BIN, run_command, split_files
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +18,7 @@ def _free_port() -> int:
 
 
 def test_ddp_on_two_cpu_processes_keeps_ranks_in_step(tmp_path):
-    files = {}
-    for split, n in (("train", 16), ("val", 8)):
-        files[split] = tmp_path / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp_path, train=16, val=8)
     callback = f"{{_target_:rank_weights.SaveRankWeights,dirpath:{tmp_path}}}"
     run_command(
         [

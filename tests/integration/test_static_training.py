@@ -4,7 +4,7 @@ head's loss falls, and ``nequip-evaluate``, ``predict`` and the calculator retur
 import numpy as np
 import pytest
 
-from helpers import BIN, bundled, epoch_values, run_command
+from helpers import BIN, epoch_values, run_command, split_files
 
 pytestmark = pytest.mark.slow
 
@@ -13,13 +13,9 @@ EPS, IONIC, BORN = "dielectric_tensor", "dielectric_ionic_tensor", "born_effecti
 
 @pytest.fixture(scope="module")
 def static_run(tmp_path_factory):
-    import ase.io
 
     tmp = tmp_path_factory.mktemp("static")
-    files = {}
-    for split, n in (("train", 32), ("val", 8), ("test", 8)):
-        files[split] = tmp / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp, train=32, val=8, test=8)
     run_dir = tmp / "run"
     run_command(
         [

@@ -4,7 +4,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from helpers import BIN, bundled, epoch_values, predict, run_command
+from helpers import BIN, epoch_values, predict, run_command, split_files
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +64,7 @@ def test_positive_readouts_train_and_package(readout, tmp_path):
     slice, then nequip-package; the package predicts the checkpoint's tensors, all > 1."""
     from nequip.model import ModelFromCheckpoint, ModelFromPackage
 
-    files = {}
-    for split, n in (("train", 16), ("val", 8), ("test", 8)):
-        files[split] = tmp_path / f"{split}.extxyz"
-        ase.io.write(files[split], bundled(f"mp_subset_{split}", f":{n}"))
+    files = split_files(tmp_path, train=16, val=8, test=8)
     run_dir = tmp_path / "run"
     run_command(
         [
