@@ -401,7 +401,7 @@ def _train_log_error(log: pathlib.Path) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
-def _epochs_run_best(run_dir: pathlib.Path) -> Tuple[int, int]:
+def _epochs_run_best(run_dir: pathlib.Path) -> List[int]:
     """Validation epochs run, and the epoch (counted from 1) of ``best.ckpt``: the one its
     ModelCheckpoint chose by what it monitors (the validation loss, or a ``select_*`` row's
     metric)."""
@@ -410,7 +410,7 @@ def _epochs_run_best(run_dir: pathlib.Path) -> Tuple[int, int]:
     from benchmarks.accuracy import _epochs
 
     checkpoint = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
-    return _epochs(run_dir)[0], checkpoint["epoch"] + 1
+    return [_epochs(run_dir)[0], checkpoint["epoch"] + 1]
 
 
 def neural_fold(
@@ -528,9 +528,28 @@ def _cell(values, digits=3):
     return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _paired(runs, baseline) -> str:
+    """Mean differences of ``runs`` from ``baseline``'s runs of the same seeds and folds (the
+    spread over folds is mostly the folds' own: the paired difference is what compares rows)."""
+    base = {(r["seed"], r["fold"]): r["mp"] for r in baseline}
+    pairs = [(r["mp"], base[r["seed"], r["fold"]]) for r in runs if (r["seed"], r["fold"]) in base]
+    if not pairs:
+        return ""
+    deltas = [
+        float(np.mean([a[key] - b[key] for a, b in pairs]))
+        for key in ("spearman_a_r", "top_recall", "eps_poly_mae")
+    ]
+    return " / ".join(f"{d:+.3f}" for d in deltas) + f" ({len(pairs)})"
+
+
+def _runs(out: pathlib.Path, name: str) -> List[Dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / name).glob("seed*_fold?.json"))]
+
+
 def table(out: pathlib.Path = OUT) -> str:
     """Markdown table of every row's fold results under ``out`` (mean +- std over folds and
-    seeds), the errors of rows that failed, and the rows not yet available."""
+    seeds, and the paired differences from the ``shipped`` row on the same folds), the errors
+    of rows that failed, and the rows not yet available."""
     header = (
         "row",
         "what",
@@ -543,14 +562,14 @@ def table(out: pathlib.Path = OUT) -> str:
         "top-5% recall",
         "MAE a_r (a_r >= 1.5)",
         "MAE eps_poly",
+        "vs shipped, same folds: Δ Spearman / Δ recall / Δ MAE eps_poly (folds)",
         "wall per fold (min)",
         "machine",
     )
+    shipped = _runs(out, "shipped")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in ROWS:
-        runs = [
-            json.loads(p.read_text()) for p in sorted((out / row.name).glob("seed*_fold?.json"))
-        ]
+        runs = _runs(out, row.name)
         errors = [json.loads(p.read_text()) for p in sorted((out / row.name).glob("*.error.json"))]
         if not runs:
             status = f"failed: {errors[0]['error'][:160]}" if errors else "not run yet"
@@ -575,6 +594,7 @@ def table(out: pathlib.Path = OUT) -> str:
             f"{len(folds)} x {len(seeds)}",
             *(_cell([r["mp"][key] for r in runs]) for key in KEYS),
             *(_cell([r["phonondb"][key] for r in runs]) for key in KEYS),
+            "" if row.name == "shipped" else _paired(runs, shipped),
             _cell([r["wall_s"] / 60 for r in runs], 1),
             m["gpu"] or f"{m['cpu']} ({m['cores']} cores)",
         ]

@@ -236,8 +236,11 @@ def render(runs_dir: pathlib.Path) -> str:
         "form on mean-pooled frozen SevenNet-0 features (L2 strength by inner grouped CV); "
         "their wall time leaves out the one-off feature computation (cached), and a "
         "log-space row run after the linear one of its block reuses that row's kernel "
-        "decompositions (its time is the fit alone). Wall times on the 2-core CPU were "
-        "measured while other jobs shared it (load average 15-20).\n",
+        "decompositions (its time is the fit alone); their wall times were measured while "
+        "other jobs shared the 2-core CPU (load average 15-20), the neural rows' with the "
+        "machine otherwise idle. The folds differ more from each other than most rows do "
+        "from the shipped one: compare rows by the paired column (the mean difference from "
+        "the shipped row on the same folds and seeds; negative is better for MAE).\n",
         discovery_table(runs_dir / "discovery"),
     ]
     if "best" in runs:

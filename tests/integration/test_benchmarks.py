@@ -334,3 +334,27 @@ def test_discovery_ridge_row_writes_each_fold_and_resumes(tmp_path):
     for r in results:
         assert -1 <= r["mp"]["spearman_a_r"] <= 1 and r["mp"]["eps_poly_mae"] > 0
         assert r["phonondb"]["n"] > 0 and set(r["l2_strength"]) == {"0e", "2e"}
+
+
+def test_discovery_neural_row_trains_predicts_and_resumes(tmp_path):
+    """A neural row end to end on a slice (configs/tiny.yaml for the foundation config): its
+    nequip-train run, the best checkpoint's out-of-fold and phonondb predictions, the result
+    file, and a second call that reads that file instead of training again."""
+    from benchmarks import discovery
+
+    bench = discovery.Benchmark(tmp_path / "work", slice_n=24)
+    row = discovery.Row("tiny", "one epoch of configs/tiny.yaml", config="configs/tiny.yaml")
+    first = discovery.run_fold(bench, row, 1, 0, tmp_path / "out", max_epochs=1)
+    assert first is not None and first["epochs_run_best"] == [1, 1]
+    assert first["max_epochs"] == 1 and first["train_wall_s"] > 0
+    test = bench.split(1)["test"]
+    assert first["test_index"] == test.tolist() and len(test) > 0
+    predicted = np.reshape(first["predicted"], (-1, 3, 3))
+    assert predicted.shape == (len(test), 3, 3) and np.isfinite(predicted).all()
+    assert np.allclose(predicted, predicted.transpose(0, 2, 1))
+    assert first["mp"]["n"] == len(test) and first["phonondb"]["n"] == len(bench.ood) > 0
+    result = tmp_path / "out" / "tiny" / "seed0_fold1.json"
+    stamp = result.stat().st_mtime_ns
+    (tmp_path / "work" / "tiny" / "seed0_fold1" / "best.ckpt").unlink()
+    assert discovery.run_fold(bench, row, 1, 0, tmp_path / "out") == first
+    assert result.stat().st_mtime_ns == stamp
