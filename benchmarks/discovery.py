@@ -17,11 +17,14 @@ ridge one is a closed-form fit on mean-pooled frozen SevenNet-0 features (:func:
 computed once with the project's own backbone code and cached per structure. A failing row
 records its error (``*.error.json``) and the next one runs. Finished folds are not run again
 (one result file per row, seed and fold, written atomically), so a comparison can span sessions.
+``--jobs N`` trains N neural folds at a time, the cores divided among them: on a 2-core CPU two
+one-thread trainings get through more folds per hour than one two-thread training.
 
     python -m benchmarks.discovery                                   # every row, 5 folds, seed 0
     python -m benchmarks.discovery --rows ridge_b1_log ridge_b1_linear
     python -m benchmarks.discovery --rows shipped --folds 0 --max-epochs 10 --max-minutes 30
     python -m benchmarks.discovery --rows shipped ridge_b1_log --seeds 0 1 2   # the final pair
+    python -m benchmarks.discovery --rows backbone_1 loss_mse --jobs 2   # two folds at a time
     python -m benchmarks.discovery --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
     python -m benchmarks.results                                     # tables -> RESULTS.md
 """
@@ -414,10 +417,18 @@ def _epochs_run_best(run_dir: pathlib.Path) -> List[int]:
 
 
 def neural_fold(
-    bench: Benchmark, row: Row, k: int, seed: int, max_epochs=None, max_minutes=None
+    bench: Benchmark,
+    row: Row,
+    k: int,
+    seed: int,
+    max_epochs=None,
+    max_minutes=None,
+    threads=None,
+    concurrent=1,
 ) -> Dict:
     """Train ``row``'s config on fold ``k`` (``nequip-train``, validation part for checkpoint
-    selection; at most ``max_epochs`` and ``max_minutes`` when given) unless an earlier run
+    selection; at most ``max_epochs`` and ``max_minutes`` when given; ``threads`` torch threads
+    when given, ``concurrent`` the folds sharing the machine, as recorded) unless an earlier run
     finished, and predict with its best checkpoint."""
     from aniso_nequip.inference import predict
     from benchmarks.accuracy import _max_time
@@ -444,8 +455,11 @@ def neural_fold(
             *row.overrides,
         ]
         start = time.time()
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         with open(run_dir / "train.out", "w") as log:
-            result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            result = subprocess.run(
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         if result.returncode:
             raise RuntimeError(
                 f"nequip-train failed ({_train_log_error(run_dir / 'train.out')}); "
@@ -461,6 +475,8 @@ def neural_fold(
             "train_wall_s": float(wall_file.read_text()),
             "max_epochs": max_epochs,
             "max_minutes": max_minutes,
+            "threads": threads,
+            "concurrent_folds": concurrent,
             "epochs_run_best": _epochs_run_best(run_dir),
         },
     }
@@ -518,6 +534,40 @@ def run_fold(bench: Benchmark, row: Row, k: int, seed: int, out: pathlib.Path, *
         flush=True,
     )
     return summary
+
+
+def run_concurrently(args, rows: Sequence[Row], out: pathlib.Path) -> None:
+    """The unfinished neural folds of ``rows`` as processes of this script, ``args.jobs`` at a
+    time, each training with the machine's cores divided among them (on a small CPU, two
+    one-thread trainings get through more folds per hour than one two-thread training)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    common = ["--split-seed", str(args.split_seed), "--work", str(args.work), "--out", str(out)]
+    for flag, value in (
+        ("--max-epochs", args.max_epochs),
+        ("--max-minutes", args.max_minutes),
+        ("--slice", args.slice_n),
+    ):
+        common += [flag, str(value)] if value else []
+    common += ["--threads", str(threads), "--concurrent", str(args.jobs)]
+    tasks = [
+        [sys.executable, "-m", "benchmarks.discovery", "--rows", row.name]
+        + ["--seeds", str(seed), "--folds", str(k), *common]
+        for row in rows
+        for seed in args.seeds
+        for k in args.folds
+        if not (out / row.name / f"seed{seed}_fold{k}.json").is_file()
+    ]
+
+    def run(command):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if " fold " in line and ":" in line]
+        return lines or [f"{' '.join(command[3:9])}: exit {done.returncode}: {done.stderr[-300:]}"]
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for lines in pool.map(run, tasks):
+            print("\n".join(lines), flush=True)
 
 
 def _cell(values, digits=3):
@@ -579,10 +629,12 @@ def table(out: pathlib.Path = OUT) -> str:
         folds = sorted({r["fold"] for r in runs})
         epochs = [r["epochs_run_best"] for r in runs if "epochs_run_best" in r]
         limits = sorted({r["max_minutes"] for r in runs if r.get("max_minutes")})
+        shared = sorted({r["concurrent_folds"] for r in runs if r.get("concurrent_folds", 1) > 1})
         what = row.what + (
             " (epochs run (best): "
             + ", ".join(f"{e} ({b})" for e, b in epochs)
             + "".join(f"; time limit {m:g} min per training" for m in limits)
+            + "".join(f"; some folds ran {n} at a time (wall per fold: each's own)" for n in shared)
             + ")"
             if epochs
             else ""
@@ -642,9 +694,19 @@ def main(argv=None):
         "--slice, a folder in the work folder)",
     )
     parser.add_argument("--work", default=str(WORK), help="fold files, trainings and feature cache")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="neural folds trained at the same time, the cores divided among them",
+    )
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--concurrent", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not all(0 <= k < N_FOLDS for k in args.folds):
         parser.error(f"--folds must be in 0..{N_FOLDS - 1}")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     work = pathlib.Path(args.work).resolve()
     out = (
         pathlib.Path(args.out).resolve()
@@ -665,7 +727,15 @@ def main(argv=None):
     for k in args.folds:  # fold by fold, so that ridge rows share their kernels' decompositions
         for row in (r for r in rows if r.ridge):
             run_fold(bench, row, k, 0, out)
-    for row in (r for r in rows if not r.ridge):
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    neural = [r for r in rows if not r.ridge]
+    if args.jobs > 1:
+        run_concurrently(args, neural, out)
+        neural = []
+    for row in neural:
         for seed in args.seeds:
             for k in args.folds:
                 run_fold(
@@ -676,6 +746,8 @@ def main(argv=None):
                     out,
                     max_epochs=args.max_epochs,
                     max_minutes=args.max_minutes,
+                    threads=args.threads,
+                    concurrent=args.concurrent,
                 )
     print(table(out), end="")
 

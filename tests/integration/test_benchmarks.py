@@ -344,8 +344,11 @@ def test_discovery_neural_row_trains_predicts_and_resumes(tmp_path):
 
     bench = discovery.Benchmark(tmp_path / "work", slice_n=24)
     row = discovery.Row("tiny", "one epoch of configs/tiny.yaml", config="configs/tiny.yaml")
-    first = discovery.run_fold(bench, row, 1, 0, tmp_path / "out", max_epochs=1)
+    first = discovery.run_fold(
+        bench, row, 1, 0, tmp_path / "out", max_epochs=1, threads=1, concurrent=2
+    )
     assert first is not None and first["epochs_run_best"] == [1, 1]
+    assert first["threads"] == 1 and first["concurrent_folds"] == 2
     assert first["max_epochs"] == 1 and first["train_wall_s"] > 0
     test = bench.split(1)["test"]
     assert first["test_index"] == test.tolist() and len(test) > 0

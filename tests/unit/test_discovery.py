@@ -1,6 +1,7 @@
 """The discovery benchmark's grouped folds and metrics (its smoke run:
 tests/integration/test_benchmarks.py)."""
 
+import argparse
 import json
 
 import numpy as np
@@ -88,3 +89,28 @@ def test_discovery_table_pairs_each_row_with_the_shipped_folds(tmp_path):
     assert lines["readout_log"][2] == "3 x 1"
     assert lines["readout_log"][11] == "+0.030 / +0.100 / -0.100 (2)"
     assert lines["shipped"][11] == "" and "not run yet" in lines["backbone_1"][2]
+
+
+def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(tmp_path, monkeypatch):
+    import benchmarks.discovery as discovery
+
+    _fold_result(tmp_path / "out" / "backbone_1", "backbone_1", 1, 0.8, 0.5, 0.6)
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        k = command[command.index("--folds") + 1]
+        return argparse.Namespace(stdout=f"x\nbackbone_1 seed 0 fold {k}: Spearman", returncode=0)
+
+    monkeypatch.setattr(discovery.subprocess, "run", fake_run)
+    monkeypatch.setattr(discovery.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    discovery.main(
+        ["--rows", "backbone_1", "--folds", "0", "1", "2", "--jobs", "2", "--max-epochs", "3"]
+        + ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--slice", "12"]
+    )
+    assert sorted(c[c.index("--folds") + 1] for c in commands) == ["0", "2"]  # 1 is done
+    for command in commands:
+        options = dict(zip(command[3::2], command[4::2]))
+        assert options["--threads"] == "2" and options["--concurrent"] == "2"
+        assert options["--max-epochs"] == "3" and options["--slice"] == "12"
+        assert options["--out"] == str(tmp_path / "out") and "--max-minutes" not in options
