@@ -633,7 +633,11 @@ def table(out: pathlib.Path = OUT) -> str:
         what = row.what + (
             " (epochs run (best): "
             + ", ".join(f"{e} ({b})" for e, b in epochs)
-            + "".join(f"; time limit {m:g} min per training" for m in limits)
+            + (
+                f"; time limit {', '.join(f'{m:g}' for m in limits)} min per training"
+                if limits
+                else ""
+            )
             + "".join(f"; some folds ran {n} at a time (wall per fold: each's own)" for n in shared)
             + ")"
             if epochs
