@@ -766,4 +766,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    if not __package__:  # run as `python benchmarks/discovery.py`: import from the repository
+        sys.path.insert(0, str(ROOT))
     main()
