@@ -67,12 +67,12 @@ def test_discovery_metrics_on_known_rankings():
     assert discovery_metrics(_uniaxial(a_ref), _uniaxial(a_ref), top_fraction=0.1)["top_recall"]
 
 
-def _fold_result(path, row, fold, spearman, recall, mae):
+def _fold_result(path, row, fold, spearman, recall, mae, **extra):
     metrics = {"spearman_a_r": spearman, "top_recall": recall, "tail_a_r_mae": 0.5}
     metrics["eps_poly_mae"] = mae
     path.mkdir(parents=True, exist_ok=True)
     machine = {"gpu": None, "cpu": "cpu", "cores": 2}
-    result = {"row": row, "seed": 0, "fold": fold, "wall_s": 60.0, "machine": machine}
+    result = {"row": row, "seed": 0, "fold": fold, "wall_s": 60.0, "machine": machine, **extra}
     (path / f"seed0_fold{fold}.json").write_text(
         json.dumps(result | {"mp": metrics, "phonondb": metrics})
     )
@@ -82,13 +82,16 @@ def test_discovery_table_pairs_each_row_with_the_shipped_folds(tmp_path):
     from benchmarks.discovery import table
 
     for fold, spearman in enumerate((0.8, 0.9, 0.7)):
-        _fold_result(tmp_path / "shipped", "shipped", fold, spearman, 0.5, 0.6)
+        # fold 0 resumed after its training: its wall is the prediction (1 min) + 9 min training
+        trained = {"train_wall_s": 540.0} if fold == 0 else {"train_wall_s": 50.0}
+        _fold_result(tmp_path / "shipped", "shipped", fold, spearman, 0.5, 0.6, **trained)
     for fold, spearman in ((0, 0.85), (2, 0.71), (3, 0.99)):  # fold 3: shipped has none
         _fold_result(tmp_path / "readout_log", "readout_log", fold, spearman, 0.6, 0.5)
     lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in table(tmp_path).splitlines()}
     assert lines["readout_log"][2] == "3 x 1"
     assert lines["readout_log"][11] == "+0.030 / +0.100 / -0.100 (2)"
     assert lines["shipped"][11] == "" and "not run yet" in lines["backbone_1"][2]
+    assert lines["shipped"][12] == "4.0 ± 4.2" and lines["readout_log"][12] == "1.0 ± 0.0"
 
 
 def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(tmp_path, monkeypatch):
