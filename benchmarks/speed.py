@@ -253,10 +253,10 @@ def _measure_in_subprocess(args, config, device, mode):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _levers_in_subprocess(batch_size, num_structures, levers):
+def _levers_in_subprocess(batch_size, num_structures, levers, warmup):
     code = (
         "import json; from benchmarks import levers; print(json.dumps(levers.measure_levers("
-        f"{batch_size}, {num_structures}, levers={levers!r})))"
+        f"{batch_size}, {num_structures}, warmup={warmup}, levers={levers!r})))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
@@ -292,7 +292,7 @@ def foundation(args):
     levers = [lever for lever in LEVERS if aot or "aotinductor" not in lever]
     inference = []
     for batch_size, count in ((32, args.infer_batches * 32), (1, args.infer_batches * 4)):
-        inference += _levers_in_subprocess(batch_size, count, levers)
+        inference += _levers_in_subprocess(batch_size, count, levers, args.warmup)
         print(levers_table(inference), flush=True)
     return {"training": training, "inference": inference}
 
