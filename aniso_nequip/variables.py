@@ -92,6 +92,7 @@ RULES: Mapping[str, Rule] = {
     "readout": Rule("choice", choices=READOUTS),
     "physical_readout": Rule("bool"),  # what `readout` replaced; saved configs hold it
     "backbone_layers": Rule("int", 1),
+    "head_input_features": Rule("int", 1, optional=True),
     "freeze_backbone": Rule("bool"),
     "backbone_lr": Rule("number", 0, strict=True),
     # training

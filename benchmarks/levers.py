@@ -110,7 +110,8 @@ def measure_levers(batch_size: int, num_structures: int, warmup: int = 2, levers
             elif lever.startswith("aotinductor"):
                 compiled = compiled or _aot(new, frames, tmp)
                 model = compiled
-            _run(model, frames[: warmup * batch_size], batch_size, partners)
+            if warmup:
+                _run(model, frames[: warmup * batch_size], batch_size, partners)
             predicted, seconds = _run(model, frames, batch_size, partners)
             if reference is None:
                 reference = predicted

@@ -17,6 +17,7 @@ from nequip.nn.embedding import (
 )
 
 from .. import _keys
+from ..errors import InputError
 from ..nn import (
     GaussianEdgeLengthEncoding,
     GraphMeanPool,
@@ -138,6 +139,7 @@ def _trunk(
     radial_mlp_width: int = 64,
     head_dropout: float = 0.0,
     backbone: Optional[Callable] = None,
+    head_input_features: Optional[int] = None,
 ):
     """Embeddings and convolutions shared by every model here: ``(modules, irreps_out)``.
 
@@ -148,6 +150,9 @@ def _trunk(
     no convolutions, returning a module that writes node features) puts a pretrained network
     between the embeddings and the convolutions, named ``backbone``; its features replace the
     type embedding as the first convolution's input, and ``num_layers`` may then be 0.
+    ``head_input_features`` (with a backbone) maps its features per atom to that many channels of
+    each of its irreps first, named ``head_projection``: the convolutions' tensor products then
+    run on that width, not the backbone's (``None``: no such module).
 
     ``head_dropout > 0`` ends the trunk with an :class:`~aniso_nequip.nn.IrrepsDropout` of the
     node features that the readout heads read, named ``head_dropout`` (while training only; at 0
@@ -167,8 +172,11 @@ def _trunk(
         radial_mlp_depth=radial_mlp_depth,
         radial_mlp_width=radial_mlp_width,
         head_dropout=head_dropout,
+        head_input_features=head_input_features,
     )
     check_variable("num_layers", num_layers, num_layers_rule(backbone is not None))
+    if head_input_features and backbone is None:
+        raise InputError("`head_input_features` maps a backbone's features: this model has none")
     modules = {}
     if num_layers:
         modules = _embeddings(
@@ -185,6 +193,13 @@ def _trunk(
     if backbone is not None:
         modules["backbone"] = backbone(prev_irreps)
         prev_irreps = modules["backbone"].irreps_out
+        if head_input_features:
+            features = o3.Irreps(prev_irreps[AtomicDataDict.NODE_FEATURES_KEY])
+            modules["head_projection"] = AtomwiseLinear(
+                irreps_in=prev_irreps,
+                irreps_out=o3.Irreps([(head_input_features, ir) for _, ir in features]).simplify(),
+            )
+            prev_irreps = modules["head_projection"].irreps_out
     if num_layers:
         convolutions, prev_irreps = _convolutions(
             prev_irreps,

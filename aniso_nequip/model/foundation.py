@@ -95,6 +95,7 @@ def FoundationAnisoNetModel(
     num_layers: int = 1,
     l_max: int = 2,
     num_features: int = 32,
+    head_input_features: Optional[int] = None,
     isotropic_shift: float = 0.0,
     isotropic_scale: float = 1.0,
     anisotropic_scale: float = 1.0,
@@ -119,6 +120,9 @@ def FoundationAnisoNetModel(
         num_layers (int): gated convolutions of the head (default ``1``)
         l_max (int): rotation order of the head's convolutions (default ``2``)
         num_features (int): channels of the head's convolutions (default ``32``)
+        head_input_features (int): channels of each irrep the backbone's features are mapped to
+            (per atom, linearly) before the head's convolutions, whose tensor products then run
+            on that width (default ``None``: on all of the backbone's channels)
         isotropic_shift, isotropic_scale, anisotropic_scale, readout, physical_readout: the
             readout, as in :func:`~aniso_nequip.model.AnisoNetModel`
         **kwargs: ``seed``, ``model_dtype``, ``r_max`` (must be the backbone's cutoff),
@@ -141,6 +145,7 @@ def FoundationAnisoNetModel(
         num_layers=num_layers,
         l_max=l_max,
         num_features=num_features,
+        head_input_features=head_input_features,
         backbone=build_backbone,
         **kwargs,
     )

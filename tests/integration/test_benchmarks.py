@@ -186,7 +186,7 @@ def test_speed_foundation_levers_agree_with_todays_predictions(data_slice, tmp_p
         "--infer-batches",
         1,
         "--warmup",
-        1,
+        0,
         "--out",
         out,
         *data_slice,

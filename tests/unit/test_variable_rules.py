@@ -117,6 +117,7 @@ CONSUMERS = {
     "physical_readout": _model,
     "backbone_layers": _foundation,
     "freeze_backbone": _foundation,
+    "head_input_features": _foundation,
     "backbone_lr": _backbone_lr,
     "seed": _seed,
     "batch_size": _batch_size,
@@ -133,7 +134,7 @@ CONSUMERS = {
 
 CHECKED_BY_CONSUMER = {name for name, consumer in CONSUMERS.items() if consumer is _model} - {
     "model_dtype"  # nequip's model_builder reads it
-} | {"backbone_layers", "freeze_backbone", "backbone_lr", "loss_metric"}
+} | {"backbone_layers", "freeze_backbone", "head_input_features", "backbone_lr", "loss_metric"}
 """Variables whose consumer checks the rule itself (the others reach nequip, lightning or torch,
 which ``CheckVariables`` guards when ``nequip-train`` starts)."""
 

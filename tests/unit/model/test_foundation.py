@@ -181,6 +181,36 @@ def test_fine_tuning_puts_the_backbone_in_its_own_group(names):
     assert total == sum(p.numel() for p in model.parameters())
 
 
+def test_head_projection_narrows_the_head_and_keeps_the_symmetry(names, frames, symmetric_cells):
+    """``head_input_features``: the backbone's features mapped to that many channels of each of
+    its irreps, the head's tensor product on that width; symmetry as without it."""
+    narrow = _foundation(names, head_input_features=4, anisotropic_scale=2000.0)
+    wide = _foundation(names)
+    projection = narrow.model.head_projection
+    assert str(projection.irreps_out["node_features"]) == "4x0e+4x1e+4x2e+4x0o+4x1o+4x2o"
+    assert "head_projection" not in dict(wide.model.named_children())
+
+    def trainable(model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    assert trainable(narrow) < trainable(wide)
+    rot = rotation(2)
+    eps = predict(narrow, frames)
+    np.testing.assert_allclose(
+        predict(narrow, [rotated(f, rot) for f in frames]), rot @ eps @ rot.T, atol=1e-8, rtol=0
+    )
+    assert np.abs(eps - np.trace(eps, axis1=1, axis2=2)[:, None, None] / 3 * np.eye(3)).max() > 1e-4
+    for e in predict(narrow, [symmetric_cells["rocksalt"], symmetric_cells["diamond"]]):
+        np.testing.assert_allclose(e, np.trace(e) / 3 * np.eye(3), atol=1e-8)
+    with pytest.raises(ValueError, match="head_input_features.*>= 1"):
+        _foundation(names, head_input_features=0)
+
+
+def test_head_projection_needs_a_backbone(type_names):
+    with pytest.raises(ValueError, match="head_input_features.*has none"):
+        build_tiny(AnisoNetModel, type_names=type_names, head_input_features=8)
+
+
 @pytest.mark.parametrize("readout", ["square", "log"])
 @pytest.mark.parametrize("builder", [AnisoNetModel, FoundationAnisoNetModel])
 def test_positive_readouts_eigenvalues_at_least_one(builder, readout, names, frames, type_names):
