@@ -27,6 +27,7 @@ one-thread trainings get through more folds per hour than one two-thread trainin
     python -m benchmarks.discovery --rows backbone_1 loss_mse --jobs 2   # two folds at a time
     python -m benchmarks.discovery --rows ridge_b1_log --slice 60 --folds 0 1 # smoke run
     python -m benchmarks.results                                     # tables -> RESULTS.md
+    python -m benchmarks.discovery --card shipped    # the ready model's recipe -> its model card
 """
 
 import argparse
@@ -35,6 +36,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -51,6 +53,7 @@ FOUNDATION = "configs/anisonet_foundation.yaml"
 BACKBONE, BACKBONE_BLOCKS = "7net-0", 2
 N_FOLDS, VAL_FOLDS, INNER_FOLDS = 5, 10, 3
 KEYS = ("spearman_a_r", "top_recall", "tail_a_r_mae", "eps_poly_mae")
+FOLD_LINE = re.compile(r"\S+ seed \d+ fold \d+: ")  # what run_fold prints of a fold
 # relative L2 strengths of the ridge (times the mean diagonal of its kernel), chosen by inner CV
 RIDGE_STRENGTHS = np.logspace(-5, 1, 13)
 
@@ -585,7 +588,7 @@ def run_concurrently(args, rows: Sequence[Row], out: pathlib.Path) -> None:
 
     def run(command):
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if " fold " in line and ":" in line]
+        lines = [line for line in done.stdout.splitlines() if FOLD_LINE.match(line)]
         return lines or [f"{' '.join(command[3:9])}: exit {done.returncode}: {done.stderr[-300:]}"]
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -624,6 +627,72 @@ def _fold_minutes(run: Dict) -> float:
 
 def _runs(out: pathlib.Path, name: str) -> List[Dict]:
     return [json.loads(p.read_text()) for p in sorted((out / name).glob("seed*_fold?.json"))]
+
+
+def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: int = 5) -> Dict:
+    """Row ``name``'s discovery figures for a model card: mean and std over its folds and seeds
+    on mp_subset (out of fold) and phonondb, the paired differences from ``shipped`` on the same
+    folds, and the ``worst`` crystals whose out-of-fold ``a_r`` (first seed) is furthest from
+    DFPT's."""
+    from aniso_nequip.metrics import derived
+
+    runs = _runs(out, name)
+    if not runs:
+        raise SystemExit(f"discovery row {name!r} has no fold results in {out}")
+    seed = min(r["seed"] for r in runs)
+    index = np.concatenate([r["test_index"] for r in runs if r["seed"] == seed])
+    ids = [label for r in runs if r["seed"] == seed for label in r["test_ids"]]
+    predicted = np.concatenate(
+        [np.reshape(r["predicted"], (-1, 3, 3)) for r in runs if r["seed"] == seed]
+    )
+    ref, pred = derived(bench.eps[index])["a_r"], derived(predicted)["a_r"]
+    base = {(r["seed"], r["fold"]): r["mp"] for r in _runs(out, "shipped")}
+    pairs = [(r["mp"], base[r["seed"], r["fold"]]) for r in runs if (r["seed"], r["fold"]) in base]
+
+    def spread(values):
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    return {
+        "row": name,
+        "what": runs[0]["what"],
+        "overrides": runs[0]["overrides"],
+        "folds": sorted({r["fold"] for r in runs}),
+        "seeds": sorted({r["seed"] for r in runs}),
+        "n_crystals": runs[0]["n_crystals"],
+        **{
+            part: {key: spread([r[part][key] for r in runs]) for key in KEYS}
+            for part in ("mp", "phonondb")
+        },
+        "paired_vs_shipped": {
+            key: float(np.mean([a[key] - b[key] for a, b in pairs])) for key in KEYS
+        }
+        if pairs and name != "shipped"
+        else None,
+        "largest_a_r_errors": [
+            {
+                "crystal": bench.frames[index[i]].get_chemical_formula(),
+                "id": ids[i],
+                "a_r": float(ref[i]),
+                "a_r_pred": float(pred[i]),
+            }
+            for i in np.argsort(-np.abs(pred - ref))[:worst]
+        ],
+    }
+
+
+def update_card(bench: Benchmark, name: str, shipped: pathlib.Path, out: pathlib.Path = OUT):
+    """Write row ``name``'s :func:`card_summary` into the model card in ``shipped``
+    (``discovery`` in ``model_card.json``, and ``MODEL_CARD.md`` rendered again)."""
+    from aniso_nequip.io import atomic_file
+    from release.ship_model import model_card_markdown
+
+    card = json.loads((shipped / "model_card.json").read_text())
+    card["discovery"] = card_summary(bench, name, out)
+    with atomic_file(shipped / "model_card.json", force=True) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+    with atomic_file(shipped / "MODEL_CARD.md", force=True) as tmp:
+        tmp.write_text(model_card_markdown(card))
+    return card["discovery"]
 
 
 def table(out: pathlib.Path = OUT) -> str:
@@ -732,6 +801,18 @@ def main(argv=None):
         default=1,
         help="neural folds trained at the same time, the cores divided among them",
     )
+    parser.add_argument(
+        "--card",
+        metavar="ROW",
+        choices=list(ROW_NAMES),
+        help="only write row ROW's figures into the model card (the ready model's recipe: "
+        "shipped) in --shipped, then stop",
+    )
+    parser.add_argument(
+        "--shipped",
+        default=str(ROOT / "aniso_nequip" / "pretrained"),
+        help="folder of the model card (default: the package's)",
+    )
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--concurrent", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -753,6 +834,14 @@ def main(argv=None):
         f"{sizes}; {len(bench.ood)} phonondb crystals not in mp_subset",
         flush=True,
     )
+    if args.card:
+        summary = update_card(bench, args.card, pathlib.Path(args.shipped), out)
+        mp = summary["mp"]
+        print(
+            f"model card in {args.shipped}: discovery row {args.card}, "
+            + ", ".join(f"{key} {mp[key]['mean']:.3f}" for key in KEYS)
+        )
+        return
     rows = [ROW_NAMES[name] for name in args.rows]
     if any(row.ridge for row in rows):
         bench.features()  # once, before the ridge rows' wall times

@@ -20,7 +20,9 @@ foundation config and the shipped ready model (issue 25): training structures/s 
 the backbone feature cache (``backbone_cache``; the cache starts empty in a temporary folder, so
 ``setup_s`` includes filling it for the training split), with the transformed frames also kept
 in memory across epochs (``data.keep_in_memory``, as the config ships) and with nequip's
-``compile_mode=compile`` on top, and the shipped model's inference at batches of 32 and one
+``compile_mode=compile`` on top, with the backbone's features mapped to 16 channels of each irrep
+before the head (``head_input_features=16``: a recipe change, whose accuracy is the discovery
+benchmark's row ``head_input_16``), and the shipped model's inference at batches of 32 and one
 structure at a time, one row per lever (``benchmarks/levers.py``). About 15 minutes on 2 CPU
 threads of a machine to itself (the compiled rows compile for minutes first).
 
@@ -275,6 +277,11 @@ def foundation(args):
             ("feature cache", [f"backbone_cache={cache}", "data.keep_in_memory=false"], "eager"),
             ("feature cache + frames in memory", [f"backbone_cache={cache}"], "eager"),
             ("feature cache + frames in memory + compile", [f"backbone_cache={cache}"], "compile"),
+            (
+                "feature cache + frames in memory + head_input_features=16 (another recipe)",
+                [f"backbone_cache={cache}", "head_input_features=16"],
+                "eager",
+            ),
         )
         # the compile row with --modes compile (the default)
         for label, path_overrides, mode in paths:

@@ -7,7 +7,8 @@
    and ships the ensemble when it beats the single model on both MAEs by more than the seeds'
    spread (else the first seed's model alone),
 4. writes ``model_card.json`` and ``MODEL_CARD.md`` with the measured figures (run
-   ``benchmarks/experiment.py`` afterwards for the card's "PBE vs experiment" section), and the
+   ``benchmarks/experiment.py`` afterwards for the card's "PBE vs experiment" section and
+   ``python -m benchmarks.discovery --card ROW`` for its discovery figures), and the
    shipped model's domain reference (``domain_reference.npz``: its training crystals' pooled
    features, calibrated on the validation split; :mod:`aniso_nequip.domain`).
 
@@ -241,6 +242,49 @@ against PBE (the test errors above): the model reproduces PBE, not experiment.
 """
 
 
+def _discovery_section(summary) -> str:
+    """The card's "Finding the most anisotropic crystals" section from the discovery benchmark
+    (``card["discovery"]``, written by ``python -m benchmarks.discovery --card ROW``); empty
+    without one."""
+    if not summary:
+        return ""
+
+    def cells(part):
+        return " | ".join(
+            f"{part[k]['mean']:.3f} ± {part[k]['std']:.3f}"
+            for k in ("spearman_a_r", "top_recall", "tail_a_r_mae", "eps_poly_mae")
+        )
+
+    worst = "\n".join(
+        f"| {e['crystal']} ({e['id']}) | {e['a_r']:.2f} | {e['a_r_pred']:.2f} |"
+        for e in summary["largest_a_r_errors"]
+    )
+    runs = f"{len(summary['folds'])} folds x {len(summary['seeds'])} seed(s)"
+    return f"""
+## Finding the most anisotropic crystals (discovery benchmark)
+
+The figures that decide which model ships: `python -m benchmarks.discovery` trains this model's
+recipe (row `{summary["row"]}`: {summary["what"]}) with 5-fold cross-validation over all
+{summary["n_crystals"]} bundled `mp_subset` crystals, folds grouped by chemical system, and
+predicts each crystal out of fold; the same models predict the bundled `phonondb` crystals
+(PBEsol) that match no `mp_subset` crystal. Mean ± std over {runs}; top-5% recall is the share
+of the 5% most anisotropic crystals found in the predicted top 5%, tail MAE the MAE of `a_r`
+over crystals with `a_r >= 1.5`. The folds' models are not the shipped one (trained on the
+bundled training split), but the same recipe.
+
+| | Spearman `a_r` | top-5% recall | tail MAE `a_r` | MAE `eps_poly` |
+| --- | --- | --- | --- | --- |
+| `mp_subset`, out of fold | {cells(summary["mp"])} |
+| `phonondb` (PBEsol) | {cells(summary["phonondb"])} |
+
+The crystals whose out-of-fold `a_r` is furthest from DFPT's:
+
+| crystal | `a_r` (DFPT) | `a_r` predicted out of fold |
+| --- | --- | --- |
+{worst}
+"""
+
+
 def model_card_markdown(card) -> str:
     m = card["test_metrics"]
     w = m["without_most_anisotropic"]
@@ -323,7 +367,7 @@ Per crystal system:
   predictions last.
 - PBE underestimates band gaps and so overestimates `eps_inf`; the model reproduces PBE values,
   not experiment.
-{_experiment_section(card.get("experiment"))}
+{_discovery_section(card.get("discovery"))}{_experiment_section(card.get("experiment"))}
 ## Licence
 
 Training data: Materials Project, CC-BY 4.0 (cite the Materials Project and Petousis et al.,

@@ -196,6 +196,7 @@ def test_speed_foundation_levers_agree_with_todays_predictions(data_slice, tmp_p
         "no cache",
         "feature cache",
         "feature cache + frames in memory",
+        "feature cache + frames in memory + head_input_features=16 (another recipe)",
     ]
     for row in figures["training"]:
         assert "error" not in row, row.get("error")

@@ -94,7 +94,9 @@ def test_discovery_table_pairs_each_row_with_the_shipped_folds(tmp_path):
     assert lines["shipped"][12] == "4.0 ± 4.2" and lines["readout_log"][12] == "1.0 ± 0.0"
 
 
-def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(tmp_path, monkeypatch):
+def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(
+    tmp_path, monkeypatch, capsys
+):
     import benchmarks.discovery as discovery
 
     _fold_result(tmp_path / "out" / "backbone_1", "backbone_1", 1, 0.8, 0.5, 0.6)
@@ -103,7 +105,9 @@ def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(tmp_path
     def fake_run(command, **kwargs):
         commands.append(command)
         k = command[command.index("--folds") + 1]
-        return argparse.Namespace(stdout=f"x\nbackbone_1 seed 0 fold {k}: Spearman", returncode=0)
+        table = "| row | wall per fold (min) | same folds: Δ |"  # a child's closing table
+        stdout = f"x\nbackbone_1 seed 0 fold {k}: Spearman\n{table}"
+        return argparse.Namespace(stdout=stdout, returncode=0)
 
     monkeypatch.setattr(discovery.subprocess, "run", fake_run)
     monkeypatch.setattr(discovery.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
@@ -112,8 +116,60 @@ def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(tmp_path
         + ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--slice", "12"]
     )
     assert sorted(c[c.index("--folds") + 1] for c in commands) == ["0", "2"]  # 1 is done
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if " fold " in line and ":" in line][:2] == [
+        "backbone_1 seed 0 fold 0: Spearman",
+        "backbone_1 seed 0 fold 2: Spearman",
+    ]
+    assert sum(line.startswith("| row |") for line in printed) == 1  # this run's table only
     for command in commands:
         options = dict(zip(command[3::2], command[4::2]))
         assert options["--threads"] == "2" and options["--concurrent"] == "2"
         assert options["--max-epochs"] == "3" and options["--slice"] == "12"
         assert options["--out"] == str(tmp_path / "out") and "--max-minutes" not in options
+
+
+def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path):
+    """``--card ROW``: mean and std over the row's folds, the paired differences from shipped,
+    the crystals whose out-of-fold a_r is furthest from DFPT's, and the card's section."""
+    import types
+
+    import benchmarks.discovery as discovery
+
+    frames = bundled("mp_subset_test", ":6")
+    eps = _uniaxial([1.0, 1.2, 3.0, 1.1, 2.0, 1.0])
+    bench = types.SimpleNamespace(frames=frames, eps=eps)
+    predicted = _uniaxial([1.0, 1.3, 1.5, 1.1, 2.1, 1.0])  # crystal 2: 3.0 predicted 1.5
+    for fold, (spearman, index) in enumerate(((0.8, [0, 1, 2]), (0.6, [3, 4, 5]))):
+        fake = {"test_index": index, "test_ids": [f"id{i}" for i in index]}
+        fake |= {"predicted": predicted[index].reshape(-1, 9).tolist(), "what": "recipe"}
+        fake |= {"overrides": ["readout=log"], "n_crystals": 6}
+        _fold_result(
+            tmp_path / "out" / "readout_log", "readout_log", fold, spearman, 0.5, 0.6, **fake
+        )
+        _fold_result(tmp_path / "out" / "shipped", "shipped", fold, 0.7, 0.5, 0.5)
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    card = {"files": ["m.nequip.zip"], "ensemble": False, "seeds": [0], "config": "c.yaml"}
+    (shipped / "model_card.json").write_text(json.dumps(card))
+    import release.ship_model
+
+    def markdown(card):  # the card's discovery section alone
+        return release.ship_model._discovery_section(card["discovery"])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(release.ship_model, "model_card_markdown", markdown)
+        summary = discovery.update_card(bench, "readout_log", shipped, tmp_path / "out")
+    assert summary["folds"] == [0, 1] and summary["seeds"] == [0]
+    assert summary["mp"]["spearman_a_r"] == pytest.approx({"mean": 0.7, "std": 0.1})
+    assert summary["paired_vs_shipped"]["spearman_a_r"] == pytest.approx(0.0)
+    assert summary["paired_vs_shipped"]["eps_poly_mae"] == pytest.approx(0.1)
+    worst = summary["largest_a_r_errors"]
+    assert worst[0]["id"] == "id2" and {e["id"] for e in worst[1:3]} == {"id1", "id4"}
+    assert worst[0]["a_r"] == pytest.approx(3.0) and worst[0]["a_r_pred"] == pytest.approx(1.5)
+    assert json.loads((shipped / "model_card.json").read_text())["discovery"] == summary
+    text = (shipped / "MODEL_CARD.md").read_text()
+    assert "| `mp_subset`, out of fold | 0.700 ± 0.100 | 0.500 ± 0.000 |" in text
+    assert f"| {frames[2].get_chemical_formula()} (id2) | 3.00 | 1.50 |" in text
+    with pytest.raises(SystemExit, match="backbone_1.*no fold results"):
+        discovery.card_summary(bench, "backbone_1", tmp_path / "out")
