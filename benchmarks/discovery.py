@@ -108,7 +108,7 @@ ROWS = [
     Row(
         "head_input_16",
         "backbone features mapped to 16 channels of each irrep before the head (shipped: "
-        "all 448 channels; about 5x faster training)",
+        "all 448 channels; epochs about 3x faster)",
         ("head_input_features=16",),
     ),
     Row("linear_probe", "no head convolution: per-atom linear readout", ("num_layers=0",)),
