@@ -604,18 +604,19 @@ def _cell(values, digits=3):
     return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _paired(runs, baseline) -> str:
-    """Mean differences of ``runs`` from ``baseline``'s runs of the same seeds and folds (the
-    spread over folds is mostly the folds' own: the paired difference is what compares rows)."""
+def paired_differences(runs, baseline, keys=KEYS) -> Tuple[Dict[str, float], int]:
+    """Mean differences of ``runs``' mp_subset metrics ``keys`` from those of ``baseline``'s runs
+    of the same seeds and folds, and the number of such pairs (the spread over folds is mostly
+    the folds' own: the paired difference is what compares rows)."""
     base = {(r["seed"], r["fold"]): r["mp"] for r in baseline}
     pairs = [(r["mp"], base[r["seed"], r["fold"]]) for r in runs if (r["seed"], r["fold"]) in base]
-    if not pairs:
-        return ""
-    deltas = [
-        float(np.mean([a[key] - b[key] for a, b in pairs]))
-        for key in ("spearman_a_r", "top_recall", "eps_poly_mae")
-    ]
-    return " / ".join(f"{d:+.3f}" for d in deltas) + f" ({len(pairs)})"
+    deltas = {key: float(np.mean([a[key] - b[key] for a, b in pairs])) for key in keys if pairs}
+    return deltas, len(pairs)
+
+
+def _paired(runs, baseline) -> str:
+    deltas, n = paired_differences(runs, baseline, ("spearman_a_r", "top_recall", "eps_poly_mae"))
+    return " / ".join(f"{d:+.3f}" for d in deltas.values()) + f" ({n})" if n else ""
 
 
 def _fold_minutes(run: Dict) -> float:
@@ -646,8 +647,7 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
         [np.reshape(r["predicted"], (-1, 3, 3)) for r in runs if r["seed"] == seed]
     )
     ref, pred = derived(bench.eps[index])["a_r"], derived(predicted)["a_r"]
-    base = {(r["seed"], r["fold"]): r["mp"] for r in _runs(out, "shipped")}
-    pairs = [(r["mp"], base[r["seed"], r["fold"]]) for r in runs if (r["seed"], r["fold"]) in base]
+    deltas, pairs = paired_differences(runs, _runs(out, "shipped"))
 
     def spread(values):
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -663,11 +663,7 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
             part: {key: spread([r[part][key] for r in runs]) for key in KEYS}
             for part in ("mp", "phonondb")
         },
-        "paired_vs_shipped": {
-            key: float(np.mean([a[key] - b[key] for a, b in pairs])) for key in KEYS
-        }
-        if pairs and name != "shipped"
-        else None,
+        "paired_vs_shipped": deltas if pairs and name != "shipped" else None,
         "largest_a_r_errors": [
             {
                 "crystal": bench.frames[index[i]].get_chemical_formula(),
