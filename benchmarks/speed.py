@@ -14,6 +14,7 @@ JSON (``--out``) for ``benchmarks/results.py``. Not a test: figures depend on th
     python -m benchmarks.speed --configs configs/anisonet.yaml --modes eager aotinductor
     python -m benchmarks.speed --devices cuda l_max=2            # trailing Hydra overrides
     python -m benchmarks.speed --foundation --out benchmarks/runs/speed_cpu_levers.json
+    python -m benchmarks.speed --foundation --modes eager --training-paths cache head_input_16
 
 ``--foundation`` measures instead, side by side, today's path and the new one for the frozen
 foundation config and the shipped ready model (issue 25): training structures/s without and with
@@ -267,27 +268,32 @@ def _levers_in_subprocess(batch_size, num_structures, levers, warmup):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# the frozen foundation config's training paths of ``--foundation``: name -> (label, overrides
+# (CACHE: the feature cache's folder), compile mode)
+TRAINING_PATHS = {
+    "no_cache": ("no cache", ["backbone_cache=null", "data.keep_in_memory=false"], "eager"),
+    "cache": ("feature cache", ["backbone_cache=CACHE", "data.keep_in_memory=false"], "eager"),
+    "in_memory": ("feature cache + frames in memory", ["backbone_cache=CACHE"], "eager"),
+    "compile": ("feature cache + frames in memory + compile", ["backbone_cache=CACHE"], "compile"),
+    "head_input_16": (
+        "feature cache + frames in memory + head_input_features=16 (another recipe)",
+        ["backbone_cache=CACHE", "head_input_features=16"],
+        "eager",
+    ),
+}
+
+
 def foundation(args):
     """Issue 25's figures: ``{"training": [...], "inference": [...]}``."""
     config = str(ROOT / "configs" / "anisonet_foundation.yaml")
     training, overrides = [], list(args.overrides)
     with tempfile.TemporaryDirectory() as cache:
-        paths = (
-            ("no cache", ["backbone_cache=null", "data.keep_in_memory=false"], "eager"),
-            ("feature cache", [f"backbone_cache={cache}", "data.keep_in_memory=false"], "eager"),
-            ("feature cache + frames in memory", [f"backbone_cache={cache}"], "eager"),
-            ("feature cache + frames in memory + compile", [f"backbone_cache={cache}"], "compile"),
-            (
-                "feature cache + frames in memory + head_input_features=16 (another recipe)",
-                [f"backbone_cache={cache}", "head_input_features=16"],
-                "eager",
-            ),
-        )
         # the compile row with --modes compile (the default)
-        for label, path_overrides, mode in paths:
+        for name in args.training_paths:
+            label, path_overrides, mode = TRAINING_PATHS[name]
             if mode != "eager" and mode not in args.modes:
                 continue
-            args.overrides = [*overrides, *path_overrides]
+            args.overrides = [*overrides, *(o.replace("CACHE", cache) for o in path_overrides)]
             result = _measure_in_subprocess(args, config, "cpu", mode)
             training.append({"path": label, **result})
             print(
@@ -399,6 +405,13 @@ def main(argv=None):
         action="store_true",
         help="issue 25's side-by-side figures of the frozen foundation config "
         "and the shipped model (today's path and the new one)",
+    )
+    parser.add_argument(
+        "--training-paths",
+        nargs="+",
+        choices=list(TRAINING_PATHS),
+        default=list(TRAINING_PATHS),
+        help="with --foundation: the training paths to measure (default: all)",
     )
     parser.add_argument(
         "--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"), help=argparse.SUPPRESS
