@@ -681,16 +681,17 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
 
 def update_card(bench: Benchmark, name: str, shipped: pathlib.Path, out: pathlib.Path = OUT):
     """Write row ``name``'s :func:`card_summary` into the model card in ``shipped``
-    (``discovery`` in ``model_card.json``, and ``MODEL_CARD.md`` rendered again)."""
-    from aniso_nequip.io import atomic_file
+    (``discovery`` in ``model_card.json``, and ``MODEL_CARD.md`` rendered again; both files
+    replaced together or neither)."""
+    from aniso_nequip.io import output_set
     from release.ship_model import model_card_markdown
 
     card = json.loads((shipped / "model_card.json").read_text())
     card["discovery"] = card_summary(bench, name, out)
-    with atomic_file(shipped / "model_card.json", force=True) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + "\n")
-    with atomic_file(shipped / "MODEL_CARD.md", force=True) as tmp:
-        tmp.write_text(model_card_markdown(card))
+    members = ["model_card.json", "MODEL_CARD.md"]
+    with output_set(shipped, members, force=True, key=shipped / members[0]) as stage:
+        (stage / members[0]).write_text(json.dumps(card, indent=2) + "\n")
+        (stage / members[1]).write_text(model_card_markdown(card))
     return card["discovery"]
 
 

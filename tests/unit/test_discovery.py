@@ -168,6 +168,7 @@ def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path)
     assert worst[0]["id"] == "id2" and {e["id"] for e in worst[1:3]} == {"id1", "id4"}
     assert worst[0]["a_r"] == pytest.approx(3.0) and worst[0]["a_r_pred"] == pytest.approx(1.5)
     assert json.loads((shipped / "model_card.json").read_text())["discovery"] == summary
+    assert sorted(p.name for p in shipped.iterdir()) == ["MODEL_CARD.md", "model_card.json"]
     text = (shipped / "MODEL_CARD.md").read_text()
     assert "| `mp_subset`, out of fold | 0.700 ± 0.100 | 0.500 ± 0.000 |" in text
     assert f"| {frames[2].get_chemical_formula()} (id2) | 3.00 | 1.50 |" in text
