@@ -657,7 +657,7 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
 
     return {
         "row": name,
-        "what": runs[0]["what"],
+        "what": ROW_NAMES[name].what,
         "overrides": runs[0]["overrides"],
         "folds": sorted({r["fold"] for r in runs}),
         "seeds": sorted({r["seed"] for r in runs}),

@@ -142,7 +142,7 @@ def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path)
     predicted = _uniaxial([1.0, 1.3, 1.5, 1.1, 2.1, 1.0])  # crystal 2: 3.0 predicted 1.5
     for fold, (spearman, index) in enumerate(((0.8, [0, 1, 2]), (0.6, [3, 4, 5]))):
         fake = {"test_index": index, "test_ids": [f"id{i}" for i in index]}
-        fake |= {"predicted": predicted[index].reshape(-1, 9).tolist(), "what": "recipe"}
+        fake |= {"predicted": predicted[index].reshape(-1, 9).tolist()}
         fake |= {"overrides": ["readout=log"], "n_crystals": 6}
         _fold_result(
             tmp_path / "out" / "readout_log", "readout_log", fold, spearman, 0.5, 0.6, **fake
