@@ -277,7 +277,7 @@ bundled training split), but the same recipe.
 | `mp_subset`, out of fold | {cells(summary["mp"])} |
 | `phonondb` (PBEsol) | {cells(summary["phonondb"])} |
 
-The crystals whose out-of-fold `a_r` is furthest from DFPT's:
+The crystals whose out-of-fold `a_r` (seed {summary["seeds"][0]}) is furthest from DFPT's:
 
 | crystal | `a_r` (DFPT) | `a_r` predicted out of fold |
 | --- | --- | --- |
