@@ -641,7 +641,7 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
     on mp_subset (out of fold) and phonondb, the paired differences from ``shipped`` on the same
     folds, and the ``worst`` crystals whose out-of-fold ``a_r`` (first seed) is furthest from
     DFPT's."""
-    from aniso_nequip.metrics import derived
+    from release.ship_model import largest_a_r_errors
 
     runs = _runs(out, name)
     if not runs:
@@ -652,7 +652,6 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
     predicted = np.concatenate(
         [np.reshape(r["predicted"], (-1, 3, 3)) for r in runs if r["seed"] == seed]
     )
-    ref, pred = derived(bench.eps[index])["a_r"], derived(predicted)["a_r"]
     deltas, pairs = paired_differences(runs, _runs(out, "shipped"))
 
     def spread(values):
@@ -670,15 +669,9 @@ def card_summary(bench: Benchmark, name: str, out: pathlib.Path = OUT, worst: in
             for part in ("mp", "phonondb")
         },
         "paired_vs_shipped": deltas if pairs and name != "shipped" else None,
-        "largest_a_r_errors": [
-            {
-                "crystal": bench.frames[index[i]].get_chemical_formula(),
-                "id": ids[i],
-                "a_r": float(ref[i]),
-                "a_r_pred": float(pred[i]),
-            }
-            for i in np.argsort(-np.abs(pred - ref))[:worst]
-        ],
+        "largest_a_r_errors": largest_a_r_errors(
+            [bench.frames[i] for i in index], bench.eps[index], predicted, worst, ids
+        ),
     }
 
 

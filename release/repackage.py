@@ -9,6 +9,7 @@ tensor's largest component) and updates the sha256 sums of ``model_card.json``.
 
     python -m release.repackage
     python -m release.repackage --shipped /tmp/pretrained   # a copy of aniso_nequip/pretrained
+    python -m release.repackage --shipped /tmp/pretrained --slice 8   # a smoke run
 """
 
 import argparse
@@ -76,11 +77,11 @@ def checkpoint_from_package(package: pathlib.Path, path: pathlib.Path) -> None:
     )
 
 
-def _predict(package: pathlib.Path, out: pathlib.Path) -> np.ndarray:
+def _predict(package: pathlib.Path, out: pathlib.Path, crystals: str) -> np.ndarray:
     # each package in its own process: two packages of one name do not share an importer
     script = (
         "import numpy as np, aniso_nequip, ase.io\n"
-        f"frames = ase.io.read('{TEST_FILE}', ':')\n"
+        f"frames = ase.io.read('{TEST_FILE}', '{crystals}')\n"
         f"np.save('{out}', aniso_nequip.predict(frames, '{package}'))\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
@@ -94,7 +95,15 @@ def main(argv=None):
     parser.add_argument(
         "--shipped", default=str(SHIPPED), help="folder of the shipped files (default: the package)"
     )
-    shipped = pathlib.Path(parser.parse_args(argv).shipped).resolve()
+    parser.add_argument(
+        "--slice",
+        type=int,
+        dest="slice_n",
+        help="check on the first N test crystals only (smoke runs; default: all 111)",
+    )
+    args = parser.parse_args(argv)
+    shipped = pathlib.Path(args.shipped).resolve()
+    crystals = f":{args.slice_n}" if args.slice_n else ":"
     card_path = shipped / "model_card.json"
     card = json.loads(card_path.read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +114,8 @@ def main(argv=None):
             ckpt, new = tmp / "rebuilt.ckpt", tmp / "model.nequip.zip"
             checkpoint_from_package(old, ckpt)
             subprocess.run([PACKAGE, "build", str(ckpt), str(new)], cwd=ROOT, check=True)
-            before, after = _predict(old, tmp / "old.npy"), _predict(new, tmp / "new.npy")
+            before = _predict(old, tmp / "old.npy", crystals)
+            after = _predict(new, tmp / "new.npy", crystals)
             scale = np.abs(before).max(axis=(1, 2), keepdims=True)
             change = float(np.max(np.abs(after - before) / scale))
             print(f"{name}: largest relative change of a predicted tensor {change:.1e}")

@@ -66,20 +66,22 @@ def test_metrics(paths):
             }
             for s, m in metrics["per_crystal_system"].items()
         },
-        "largest_a_r_errors": _largest_errors(frames, reference, predicted),
+        "largest_a_r_errors": largest_a_r_errors(frames, reference, predicted),
     }
 
 
-def _largest_errors(frames, reference, predicted, n=5):
+def largest_a_r_errors(frames, reference, predicted, n=5, ids=None):
+    """The ``n`` crystals of ``frames`` whose predicted ``a_r`` is furthest from the reference's,
+    worst first: formula (and ``id``, from ``ids``, when given), reference and predicted ``a_r``."""
     ref, pred = derived(reference)["a_r"], derived(predicted)["a_r"]
-    order = np.argsort(-np.abs(pred - ref))[:n]
     return [
         {
             "formula": frames[i].get_chemical_formula(),
+            **({"id": ids[i]} if ids is not None else {}),
             "a_r": float(ref[i]),
             "a_r_pred": float(pred[i]),
         }
-        for i in order
+        for i in np.argsort(-np.abs(pred - ref))[:n]
     ]
 
 
@@ -256,7 +258,7 @@ def _discovery_section(summary) -> str:
         )
 
     worst = "\n".join(
-        f"| {e['crystal']} ({e['id']}) | {e['a_r']:.2f} | {e['a_r_pred']:.2f} |"
+        f"| {e['formula']} ({e['id']}) | {e['a_r']:.2f} | {e['a_r_pred']:.2f} |"
         for e in summary["largest_a_r_errors"]
     )
     runs = f"{len(summary['folds'])} folds x {len(summary['seeds'])} seed(s)"

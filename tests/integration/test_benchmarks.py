@@ -257,7 +257,7 @@ def test_repackage_rebuilds_a_copy_of_the_shipped_packages(shipped_before, tmp_p
     for path in SHIPPED.iterdir():
         if path.is_file():
             shutil.copy(path, tmp_path)
-    out = _module("release.repackage", "--shipped", tmp_path).stdout
+    out = _module("release.repackage", "--shipped", tmp_path, "--slice", 8).stdout
     card = json.loads((tmp_path / "model_card.json").read_text())
     for name in card["files"]:
         assert card["sha256"][name] == _sha256(tmp_path / name)
