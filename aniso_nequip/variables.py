@@ -103,6 +103,7 @@ RULES: Mapping[str, Rule] = {
     "lr_decay": Rule("number", 0, strict=True),
     "max_epochs": Rule("int", 1),
     "early_stopping_patience": Rule("int", 0),
+    "monitor_mode": Rule("choice", choices=("min", "max")),
     "loss_metric": Rule("choice", choices=("mse", "mae", "log_mse", "log_mae")),
     "num_workers": Rule("int", 0),
     "wandb": Rule("bool"),
@@ -152,3 +153,16 @@ def check_config(config: Mapping) -> None:
     for name, rule in rules.items():
         if name in config:
             check_variable(name, config[name], rule)
+    if "monitor" in config and "monitor_mode" in config:
+        check_monitor(config["monitor"], config["monitor_mode"])
+
+
+def check_monitor(monitor: str, mode: str) -> None:
+    """``monitor_mode`` must suit ``monitor``: ``max`` for a rank correlation (a name ending in
+    ``_spearman``), ``min`` for a loss or an MAE; the wrong one would keep the worst epoch."""
+    wanted = "max" if str(monitor).endswith("_spearman") else "min"
+    if mode != wanted:
+        raise InputError(
+            f"`monitor_mode` must be {wanted} for `monitor: {monitor}` "
+            f"({'higher' if wanted == 'max' else 'lower'} is better), got {mode!r}"
+        )

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks.discovery import BASELINE
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEST = "configs/anisonet_best.yaml"
 FINETUNE = "configs/anisonet_finetune.yaml"
@@ -27,6 +29,8 @@ PRETRAIN = "configs/anisonet_pretrain.yaml"
 FOUNDATION = "configs/anisonet_foundation.yaml"
 # anisonet_best.yaml with every idea off = configs/anisonet.yaml
 IDEAS_OFF = {"loss_metric": "mse", "max_epochs": 120}
+# configs/anisonet_foundation.yaml as shipped until 2026-12-01
+FOUNDATION_BEFORE = list(BASELINE)
 EMA = (
     "training_module._target_=nequip.train.EMALightningModule",
     "+training_module.ema_decay=0.999",
@@ -125,9 +129,10 @@ EXPERIMENTS = {
     ),
     "foundation_frozen": (
         "foundation",
-        "configs/anisonet_foundation.yaml: frozen SevenNet-0 (2 blocks) + 1 head convolution",
+        "configs/anisonet_foundation.yaml as shipped until 2026-12-01: frozen SevenNet-0 "
+        "(2 blocks) + 1 head convolution, readout linear, checkpoint by validation loss",
         FOUNDATION,
-        [],
+        FOUNDATION_BEFORE,
         [0, 1, 2],
         None,
     ),
@@ -135,7 +140,7 @@ EXPERIMENTS = {
         "foundation",
         "the same with the I + PSD readout (eigenvalues >= 1), 15 epochs",
         FOUNDATION,
-        ["readout=square", "max_epochs=15"],
+        [*FOUNDATION_BEFORE, "readout=square", "max_epochs=15"],
         [0, 1, 2],
         None,
     ),
@@ -143,7 +148,16 @@ EXPERIMENTS = {
         "foundation",
         "the same, backbone fine-tuned at lr 3e-4, 6 epochs",
         FOUNDATION,
-        ["freeze_backbone=false", "max_epochs=6"],
+        [*FOUNDATION_BEFORE, "freeze_backbone=false", "max_epochs=6"],
+        [0, 1, 2],
+        None,
+    ),
+    "foundation_log_spearman": (
+        "foundation",
+        "configs/anisonet_foundation.yaml: the same backbone and head, readout log, checkpoint "
+        "by validation Spearman a_r (the ready model since 2026-12-01)",
+        FOUNDATION,
+        [],
         [0, 1, 2],
         None,
     ),

@@ -1,9 +1,11 @@
 """Inference speed of the shipped ready model, today's code path against the new one, lever by
 lever (run by ``benchmarks/speed.py --foundation``, each configuration in this one process).
 
-Rows, each adding one lever to the one before: ``today`` (the package as shipped before these
-levers, extracted from git at ``BASELINE_COMMIT``: its own interned code), ``radial weights once``
-(today's weights in the current model code, both passes as before but the radial network run once
+Every row runs the ready model as shipped before these levers (extracted from git at
+``BASELINE_COMMIT``; the ready model of 2026-12-01 has the same backbone and head, its readout
+``log`` instead of ``linear``), so each predicts what ``today`` does. Rows, each adding one lever
+to the one before: ``today`` (that package with its own interned code), ``radial weights once``
+(its weights in the current model code, both passes as before but the radial network run once
 for a crystal and its inverse image), ``shared first block`` (the inverse image's first block is
 the crystal's with signs flipped), ``centrosymmetric skip`` (``inversion_partner``: crystals with
 an inversion centre skip the inverted pass), ``aotinductor`` (the current model exported as
@@ -98,8 +100,8 @@ def measure_levers(batch_size: int, num_structures: int, warmup: int = 2, levers
     frames = read_frames(str(ROOT / "datasets" / "mp_subset_train.extxyz.gz"))[:num_structures]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        today = load_model(baseline_package(tmp))
-        new = rebuilt(ROOT / SHIPPED)
+        package = baseline_package(tmp)
+        today, new = load_model(package), rebuilt(package)
         backbone = new.model.backbone
         rows, reference, compiled = [], None, None
         for lever in levers:

@@ -13,7 +13,7 @@
    features, calibrated on the validation split; :mod:`aniso_nequip.domain`).
 
     python -m release.ship_model                                  # foundation config, 3 seeds
-    python -m release.ship_model --name foundation_frozen --members 3
+    python -m release.ship_model --name foundation_log_spearman --members 3
     python -m release.ship_model --config configs/tiny.yaml --name smoke --seeds 0 \
         --runs /tmp/runs --shipped /tmp/pretrained                   # a smoke run elsewhere
 """
@@ -36,6 +36,7 @@ from aniso_nequip.domain import build_reference, shipped_reference_path
 from aniso_nequip.inference import predict
 from aniso_nequip.io import atomic_file
 from aniso_nequip.metrics import derived, tensor_metrics
+from aniso_nequip.sweep.spec import compose_config
 from benchmarks.accuracy import KEYS, without_most_anisotropic
 from benchmarks.machine import describe
 
@@ -99,7 +100,7 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default="configs/anisonet_foundation.yaml")
-    parser.add_argument("--name", default="foundation_frozen", help="accuracy.py run name")
+    parser.add_argument("--name", default="foundation_log_spearman", help="accuracy.py run name")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--members",
@@ -162,6 +163,7 @@ def main(argv=None):
     with atomic_file(shipped / shipped_reference_path().name, force=True) as tmp:
         reference.save(tmp)
     train = ase.io.read(TRAIN_FILE, ":")
+    recipe = compose_config(ROOT / args.config, accuracy["overrides"])
     card = {
         "name": "aniso-nequip ready model: AnisoNet head on SevenNet-0 (frozen backbone)",
         "files": names,
@@ -169,6 +171,8 @@ def main(argv=None):
         "ensemble": members > 1,
         "config": args.config,
         "overrides": accuracy["overrides"],
+        "readout": recipe.readout,
+        "checkpoint_selection": {"monitor": recipe.monitor, "mode": recipe.monitor_mode},
         "seeds": args.seeds[:members],
         "training_data": "datasets/mp_subset_train.extxyz.gz (883 crystals) with "
         "datasets/mp_subset_val.extxyz.gz (110) for checkpoint selection: Materials Project "
@@ -262,6 +266,23 @@ def _discovery_section(summary) -> str:
         for e in summary["largest_a_r_errors"]
     )
     runs = f"{len(summary['folds'])} folds x {len(summary['seeds'])} seed(s)"
+    paired = summary.get("paired_vs_baseline")
+    against = (
+        "\nAgainst the recipe shipped before (row `baseline`: readout linear, selection by "
+        "validation loss),\npaired on the same folds and seeds: "
+        + ", ".join(
+            f"{label} {paired[k]:+.3f}"
+            for label, k in (
+                ("Spearman `a_r`", "spearman_a_r"),
+                ("top-5% recall", "top_recall"),
+                ("tail MAE `a_r`", "tail_a_r_mae"),
+                ("MAE `eps_poly`", "eps_poly_mae"),
+            )
+        )
+        + ".\n"
+        if paired
+        else ""
+    )
     return f"""
 ## Finding the most anisotropic crystals (discovery benchmark)
 
@@ -278,13 +299,45 @@ bundled training split), but the same recipe.
 | --- | --- | --- | --- | --- |
 | `mp_subset`, out of fold | {cells(summary["mp"])} |
 | `phonondb` (PBEsol) | {cells(summary["phonondb"])} |
-
+{against}
 The crystals whose out-of-fold `a_r` (seed {summary["seeds"][0]}) is furthest from DFPT's:
 
 | crystal | `a_r` (DFPT) | `a_r` predicted out of fold |
 | --- | --- | --- |
 {worst}
 """
+
+
+READOUTS = {
+    "linear": "Cartesian readout",
+    "square": "readout `eps = I + S S` (eigenvalues >= 1)",
+    "log": "log-space readout `eps = I + expm(L)` (every eigenvalue above 1)",
+    "local_field": "local-field readout (induced dipoles coupled by the Ewald dipole field)",
+}
+
+
+def _limits_of_the_readout(readout) -> str:
+    if readout == "linear":
+        return (
+            "- Eigenvalues below 1 are unphysical for `eps_inf`; this model does not force them "
+            "above 1\n  (`readout=square`, `log` or `local_field` in the configs do); "
+            "`aniso-nequip screen` ranks such\n  predictions last."
+        )
+    return (
+        f"- Every eigenvalue of a prediction is above 1, as `eps_inf`'s are (readout "
+        f"`{readout}`), so no\n  prediction is unphysical in that way; an error of the tensor "
+        "is still possible."
+    )
+
+
+def _selection(card) -> str:
+    selection = card["checkpoint_selection"]
+    if selection["monitor"].endswith("a_r_spearman"):
+        return (
+            "the epoch with the best validation Spearman of `a_r`\n  (`monitor: "
+            f"{selection['monitor']}`), which ranks anisotropy best (the discovery benchmark)"
+        )
+    return f"the epoch with the best validation `{selection['monitor']}` ({selection['mode']})"
 
 
 def model_card_markdown(card) -> str:
@@ -328,7 +381,8 @@ no SevenNet install needed). Used by default by `aniso-nequip predict`, `aniso_n
 
 - **Architecture**: `{card["config"]}`: SevenNet-0's element embedding and first 2 interaction
   blocks (frozen; symmetrised under inversion), one gated AnisoNet convolution
-  (`l_max` 2, 32 channels), per-atom `0e+2e`, mean over atoms, Cartesian readout.
+  (`l_max` 2, 32 channels), per-atom `0e+2e`, mean over atoms,
+  {READOUTS[card["readout"]]}; the checkpoint is {_selection(card)}.
 - **Training data**: {card["training_data"]}.
 - **Functional**: {card["functional"]}.
 - **Elements trained on** ({len(elements)}): {", ".join(elements)}.
@@ -364,9 +418,7 @@ Per crystal system:
 - Every prediction carries a domain score (distance to the nearest training crystal; above
   1.5 it is flagged `out_of_domain`: errors there are 2-4x larger; the documentation's
   "Applicability domain" page); solid neon, for one, is flagged.
-- Eigenvalues below 1 are unphysical for `eps_inf`; this model does not force them above 1
-  (`readout=square`, `log` or `local_field` in the configs do); `aniso-nequip screen` ranks such
-  predictions last.
+{_limits_of_the_readout(card["readout"])}
 - PBE underestimates band gaps and so overestimates `eps_inf`; the model reproduces PBE values,
   not experiment.
 {_discovery_section(card.get("discovery"))}{_experiment_section(card.get("experiment"))}

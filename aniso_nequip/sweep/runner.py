@@ -46,13 +46,16 @@ def _suggest(trial, name, p):
     return trial.suggest_float(name, p["low"], p["high"], log=p["log"])
 
 
-def best_epoch_value(metrics_csv, metric: str, monitor: str = "val0_epoch/weighted_sum") -> dict:
-    """``metric`` at the epoch with the best (lowest) ``monitor``, i.e. the checkpointed epoch."""
+def best_epoch_value(
+    metrics_csv, metric: str, monitor: str = "val0_epoch/weighted_sum", mode: str = "min"
+) -> dict:
+    """``metric`` at the epoch with the best ``monitor`` (lowest, or highest with ``mode="max"``),
+    i.e. the checkpointed epoch (the config's ``monitor`` and ``monitor_mode``)."""
     with open(metrics_csv) as f:
         rows = [r for r in csv.DictReader(f) if r.get(monitor) and r.get(metric)]
     if not rows:
         raise TrialFailed(f"`{metric}` was not logged in {metrics_csv}")
-    best = min(rows, key=lambda r: float(r[monitor]))
+    best = (max if mode == "max" else min)(rows, key=lambda r: float(r[monitor]))
     return {"value": float(best[metric]), "epoch": int(best["epoch"]), "epochs": len(rows)}
 
 
@@ -113,7 +116,12 @@ class Objective:
         if (trial_dir / PRUNED_MARKER).exists():
             raise optuna.TrialPruned((trial_dir / PRUNED_MARKER).read_text().strip())
         (metrics_csv,) = trial_dir.glob("csv/version_*/metrics.csv")
-        result = best_epoch_value(metrics_csv, spec.metric)
+        result = best_epoch_value(
+            metrics_csv,
+            spec.metric,
+            cfg.get("monitor", "val0_epoch/weighted_sum"),
+            cfg.get("monitor_mode", "min"),
+        )
         trial.set_user_attr("best_epoch", result["epoch"])
         trial.set_user_attr("epochs", result["epochs"])
         return result["value"]

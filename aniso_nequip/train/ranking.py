@@ -3,13 +3,13 @@
 A discovery screen keeps the crystals a model ranks highest (e.g. by ``a_r``), so a validation
 rank correlation is the checkpoint-selection criterion closest to that use (the discovery
 benchmark's Spearman of ``a_r``); MAEs weigh every crystal's error alike, however it changes the
-order. ``DielectricMetrics`` logs ``a_r_spearman`` with it; select by it with
+order. ``DielectricMetrics`` logs ``a_r_spearman`` with it; the configs select by it (checkpoint
+and early stopping) with
 
 .. code-block:: yaml
 
-    # ModelCheckpoint and EarlyStopping (trainer.callbacks 0 and 1 of the shipped configs)
-    monitor: val0_epoch/a_r_spearman
-    mode: max
+    monitor: val0_epoch/a_r_spearman   # configs/anisonet_foundation.yaml does
+    monitor_mode: max
 """
 
 import warnings

@@ -122,7 +122,11 @@ def test_ship_model_rebuilds_the_ready_model_elsewhere(accuracy_run, tmp_path):
         assert 0 < card["test_metrics"][key] < 100
     assert card["test_metrics"] == card["test_metrics_ensemble"]
     assert len(card["test_metrics"]["largest_a_r_errors"]) == 5
-    assert "Built" in (shipped / "MODEL_CARD.md").read_text()
+    # the recipe as trained: the tiny config's readout and checkpoint selection
+    assert card["readout"] == "linear"
+    assert card["checkpoint_selection"] == {"monitor": "val0_epoch/weighted_sum", "mode": "min"}
+    text = (shipped / "MODEL_CARD.md").read_text()
+    assert "Built" in text and "Cartesian readout" in text and "does not force them" in text
     with np.load(shipped / "domain_reference.npz") as reference:
         assert len(reference.files) > 0
 

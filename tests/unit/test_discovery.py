@@ -78,20 +78,20 @@ def _fold_result(path, row, fold, spearman, recall, mae, **extra):
     )
 
 
-def test_discovery_table_pairs_each_row_with_the_shipped_folds(tmp_path):
+def test_discovery_table_pairs_each_row_with_the_baseline_folds(tmp_path):
     from benchmarks.discovery import table
 
     for fold, spearman in enumerate((0.8, 0.9, 0.7)):
         # fold 0 resumed after its training: its wall is the prediction (1 min) + 9 min training
         trained = {"train_wall_s": 540.0} if fold == 0 else {"train_wall_s": 50.0}
-        _fold_result(tmp_path / "shipped", "shipped", fold, spearman, 0.5, 0.6, **trained)
-    for fold, spearman in ((0, 0.85), (2, 0.71), (3, 0.99)):  # fold 3: shipped has none
+        _fold_result(tmp_path / "baseline", "baseline", fold, spearman, 0.5, 0.6, **trained)
+    for fold, spearman in ((0, 0.85), (2, 0.71), (3, 0.99)):  # fold 3: baseline has none
         _fold_result(tmp_path / "readout_log", "readout_log", fold, spearman, 0.6, 0.5)
     lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in table(tmp_path).splitlines()}
     assert lines["readout_log"][2] == "3 x 1"
     assert lines["readout_log"][11] == "+0.030 / +0.100 / -0.100 (2)"
-    assert lines["shipped"][11] == "" and "not run yet" in lines["backbone_1"][2]
-    assert lines["shipped"][12] == "4.0 ± 4.2" and lines["readout_log"][12] == "1.0 ± 0.0"
+    assert lines["baseline"][11] == "" and "not run yet" in lines["backbone_1"][2]
+    assert lines["baseline"][12] == "4.0 ± 4.2" and lines["readout_log"][12] == "1.0 ± 0.0"
 
 
 def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(
@@ -130,7 +130,7 @@ def test_discovery_jobs_run_each_unfinished_fold_once_sharing_the_cores(
 
 
 def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path):
-    """``--card ROW``: mean and std over the row's folds, the paired differences from shipped,
+    """``--card ROW``: mean and std over the row's folds, the paired differences from baseline,
     the crystals whose out-of-fold a_r is furthest from DFPT's, and the card's section."""
     import types
 
@@ -143,11 +143,11 @@ def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path)
     for fold, (spearman, index) in enumerate(((0.8, [0, 1, 2]), (0.6, [3, 4, 5]))):
         fake = {"test_index": index, "test_ids": [f"id{i}" for i in index]}
         fake |= {"predicted": predicted[index].reshape(-1, 9).tolist()}
-        fake |= {"overrides": ["readout=log"], "n_crystals": 6}
+        fake |= {"n_crystals": 6}
         _fold_result(
             tmp_path / "out" / "readout_log", "readout_log", fold, spearman, 0.5, 0.6, **fake
         )
-        _fold_result(tmp_path / "out" / "shipped", "shipped", fold, 0.7, 0.5, 0.5)
+        _fold_result(tmp_path / "out" / "baseline", "baseline", fold, 0.7, 0.5, 0.5)
     shipped = tmp_path / "pretrained"
     shipped.mkdir()
     card = {"files": ["m.nequip.zip"], "ensemble": False, "seeds": [0], "config": "c.yaml"}
@@ -162,8 +162,14 @@ def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path)
         summary = discovery.update_card(bench, "readout_log", shipped, tmp_path / "out")
     assert summary["folds"] == [0, 1] and summary["seeds"] == [0]
     assert summary["mp"]["spearman_a_r"] == pytest.approx({"mean": 0.7, "std": 0.1})
-    assert summary["paired_vs_shipped"]["spearman_a_r"] == pytest.approx(0.0)
-    assert summary["paired_vs_shipped"]["eps_poly_mae"] == pytest.approx(0.1)
+    assert summary["paired_vs_baseline"]["spearman_a_r"] == pytest.approx(0.0)
+    assert summary["paired_vs_baseline"]["eps_poly_mae"] == pytest.approx(0.1)
+    # the row as defined: readout log on the baseline's selection by validation loss
+    assert summary["overrides"] == [
+        "monitor=val0_epoch/weighted_sum",
+        "monitor_mode=min",
+        "readout=log",
+    ]
     worst = summary["largest_a_r_errors"]
     assert worst[0]["id"] == "id2" and {e["id"] for e in worst[1:3]} == {"id1", "id4"}
     assert worst[0]["a_r"] == pytest.approx(3.0) and worst[0]["a_r_pred"] == pytest.approx(1.5)
@@ -172,5 +178,6 @@ def test_model_card_gets_a_rows_out_of_fold_figures_and_worst_crystals(tmp_path)
     text = (shipped / "MODEL_CARD.md").read_text()
     assert "| `mp_subset`, out of fold | 0.700 ± 0.100 | 0.500 ± 0.000 |" in text
     assert f"| {frames[2].get_chemical_formula()} (id2) | 3.00 | 1.50 |" in text
+    assert "paired on the same folds and seeds: Spearman `a_r` +0.000" in text
     with pytest.raises(SystemExit, match="backbone_1.*no fold results"):
         discovery.card_summary(bench, "backbone_1", tmp_path / "out")

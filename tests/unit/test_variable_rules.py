@@ -7,7 +7,7 @@ import math
 import lightning
 import pytest
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from aniso_nequip.data import DielectricDataModule
 from aniso_nequip.errors import InputError
@@ -87,6 +87,11 @@ def _patience(name, value):
     assert EarlyStopping(monitor="val0_epoch/weighted_sum", patience=value).patience == value
 
 
+def _monitor_mode(name, value):
+    for callback in (ModelCheckpoint, EarlyStopping):
+        assert callback(monitor="val0_epoch/weighted_sum", mode=value).mode == value
+
+
 def _loss_metric(name, value):
     assert list(DielectricLoss(metric=value).entries) == [f"irreps_{value}"]
 
@@ -126,6 +131,7 @@ CONSUMERS = {
     "lr_decay": _lr_decay,
     "max_epochs": _max_epochs,
     "early_stopping_patience": _patience,
+    "monitor_mode": _monitor_mode,
     "loss_metric": _loss_metric,
     "num_workers": _num_workers,
     "wandb": _wandb,
@@ -234,3 +240,19 @@ def test_radial_rules_are_the_bounds_of_the_radial_module():
         )
         encoding = dict(model.model.named_children())["radial_basis"]
         assert encoding.irreps_out["edge_embedding"].dim == radial.MIN_NUM_BASIS
+
+
+@pytest.mark.parametrize(
+    "monitor, mode",
+    [("val0_epoch/a_r_spearman", "min"), ("val0_epoch/weighted_sum", "max")],
+)
+def test_monitor_mode_must_suit_the_monitor(monitor, mode):
+    """A Spearman kept at its lowest, or a loss at its highest, would select the worst epoch."""
+    wanted = {"min": "max", "max": "min"}[mode]
+    with pytest.raises(InputError) as err:
+        check_config({"monitor": monitor, "monitor_mode": mode})
+    assert str(err.value) == (
+        f"`monitor_mode` must be {wanted} for `monitor: {monitor}` "
+        f"({'higher' if wanted == 'max' else 'lower'} is better), got {mode!r}"
+    )
+    check_config({"monitor": monitor, "monitor_mode": wanted})

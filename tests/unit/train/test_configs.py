@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_method, instantiate
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
 from aniso_nequip.data import DielectricStatisticsManager
@@ -121,6 +122,19 @@ def test_config_instantiates(name, trained, stub_statistics):
     ]
     assert any(isinstance(c, SelfContainedCheckpoints) for c in callbacks)
     assert any(isinstance(c, TrainingProgress) for c in callbacks)
+    # checkpoint and early stopping follow `monitor`, a metric the config logs
+    (stopping,) = [c for c in callbacks if isinstance(c, EarlyStopping)]
+    assert (stopping.monitor, stopping.mode) == (cfg.monitor, cfg.monitor_mode)
+    assert cfg.monitor.removeprefix("val0_epoch/") in {*metrics.entries, "weighted_sum"}
+    checkpoint = OmegaConf.to_container(cfg.trainer.callbacks[0])
+    assert checkpoint["_target_"].endswith("ModelCheckpoint")
+    assert (checkpoint["monitor"], checkpoint["mode"]) == ("${monitor}", "${monitor_mode}")
+    if name == "anisonet_foundation":  # the discovery benchmark's winner (row log_select_spearman)
+        assert (cfg.readout, cfg.monitor, cfg.monitor_mode) == (
+            "log",
+            "val0_epoch/a_r_spearman",
+            "max",
+        )
 
     model_config = OmegaConf.to_container(cfg.training_module.model, resolve=True)
     model = get_method(model_config.pop("_target_"))(**model_config)
