@@ -238,9 +238,12 @@ def render(runs_dir: pathlib.Path) -> str:
         "log-space row run after the linear one of its block reuses that row's kernel "
         "decompositions (its time is the fit alone); their wall times were measured while "
         "other jobs shared the 2-core CPU (load average 15-20), the neural rows' with the "
-        "machine otherwise idle. The folds differ more from each other than most rows do "
-        "from the shipped one: compare rows by the paired column (the mean difference from "
-        "the shipped row on the same folds and seeds; negative is better for MAE).\n",
+        "machine otherwise idle. Every neural row is one change (or a named combination) on "
+        "`baseline`, the foundation config as shipped until 2026-12-01; "
+        "`log_select_spearman`, which beat it with 3 seeds, is the ready model's recipe "
+        "since. The folds differ more from each other than most rows do from the baseline: "
+        "compare rows by the paired column (the mean difference from the baseline row on "
+        "the same folds and seeds; negative is better for MAE).\n",
         discovery_table(runs_dir / "discovery"),
     ]
     if "best" in runs:
