@@ -128,4 +128,6 @@ def test_saved_model_metadata_of_a_package():
     info = training_info(path)
     assert model_config(path) == info["training_module"]["model"]
     assert model_config(path)["_target_"].startswith("aniso_nequip.model.")
-    assert {"train_dataset", "val_dataset", "test_dataset"} <= set(info["data"])
+    # the run's data: the bundled split, read by the project's datamodule
+    assert info["data"]["_target_"] == "aniso_nequip.data.DielectricDataModule"
+    assert info["data"]["train_file_path"].endswith("mp_subset_train.extxyz.gz")
