@@ -408,10 +408,11 @@ def main(argv=None):
     )
     parser.add_argument(
         "--training-paths",
-        nargs="+",
+        nargs="*",
         choices=list(TRAINING_PATHS),
         default=list(TRAINING_PATHS),
-        help="with --foundation: the training paths to measure (default: all)",
+        help="with --foundation: the training paths to measure (default: all; none: the "
+        "inference levers only)",
     )
     parser.add_argument(
         "--one", nargs=3, metavar=("CONFIG", "DEVICE", "MODE"), help=argparse.SUPPRESS

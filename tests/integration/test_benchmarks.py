@@ -185,8 +185,7 @@ def test_speed_foundation_levers_agree_with_todays_predictions(data_slice, tmp_p
         "--foundation",
         "--modes",
         "eager",
-        "--training-paths",
-        "head_input_16",
+        "--training-paths",  # none: test_speed_measures_training_and_inference times training
         "--train-batches",
         1,
         "--infer-batches",
@@ -198,13 +197,7 @@ def test_speed_foundation_levers_agree_with_todays_predictions(data_slice, tmp_p
         *data_slice,
     )
     figures = json.loads(out.read_text())["foundation"]
-    # one training path (with the cache and frames in memory): the others differ in overrides
-    assert [r["path"] for r in figures["training"]] == [
-        "feature cache + frames in memory + head_input_features=16 (another recipe)",
-    ]
-    for row in figures["training"]:
-        assert "error" not in row, row.get("error")
-        assert row["train_structures_per_s"] > 0 and row["trainable_parameters"] < row["parameters"]
+    assert figures["training"] == []
     rows = figures["inference"]
     assert all("error" not in r for r in rows), rows
     assert {r["batch_size"] for r in rows} == {32, 1}

@@ -46,8 +46,8 @@ def test_head_dropout_trains_packages_and_spearman_selects_the_checkpoint(tmp_pa
         tmp_path,
         "head_dropout=0.1",
         "max_epochs=2",
-        *(f"trainer.callbacks.{i}.monitor=val0_epoch/a_r_spearman" for i in (0, 1)),
-        *(f"+trainer.callbacks.{i}.mode=max" for i in (0, 1)),
+        "monitor=val0_epoch/a_r_spearman",
+        "monitor_mode=max",
     )
     checkpoint = torch.load(run_dir / "best.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["model"]["head_dropout"] == 0.1
