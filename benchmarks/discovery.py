@@ -91,7 +91,7 @@ SELECT_SPEARMAN = ("monitor=val0_epoch/a_r_spearman", "monitor_mode=max")
 BASELINE_ROW = "baseline"  # what every row is paired with
 
 
-def _on_baseline(*changes: str) -> Tuple[str, ...]:
+def on_baseline(*changes: str) -> Tuple[str, ...]:
     """:data:`BASELINE` with ``changes`` (``name=value``) in place of its own values of those
     variables: one change at a time."""
     names = {c.split("=")[0] for c in changes}
@@ -105,64 +105,64 @@ ROWS = [
         "readout linear, MAE loss, selection by validation loss",
         BASELINE,
     ),
-    Row("backbone_1", "backbone depth 1 block", _on_baseline("backbone_layers=1")),
+    Row("backbone_1", "backbone depth 1 block", on_baseline("backbone_layers=1")),
     *(
-        Row(f"readout_{r}", f"readout {r}", _on_baseline(f"readout={r}"))
+        Row(f"readout_{r}", f"readout {r}", on_baseline(f"readout={r}"))
         for r in ("square", "log", "local_field")  # linear: the baseline row
     ),
-    Row("loss_mse", "MSE loss on the 0e+2e coefficients", _on_baseline("loss_metric=mse")),
+    Row("loss_mse", "MSE loss on the 0e+2e coefficients", on_baseline("loss_metric=mse")),
     Row(
         "loss_log_eigen",
         "loss on log-eigenvalues: MAE of the 0e+2e coefficients of logm(eps - I)",
-        _on_baseline("loss_metric=log_mae"),
+        on_baseline("loss_metric=log_mae"),
     ),
-    Row("weight_decay_0", "no weight decay (baseline 0.03)", _on_baseline("weight_decay=0.0")),
-    Row("weight_decay_0.3", "weight decay 0.3 (baseline 0.03)", _on_baseline("weight_decay=0.3")),
-    Row("head_16", "head of 16 features (baseline 32)", _on_baseline("num_features=16")),
-    Row("head_64", "head of 64 features (baseline 32)", _on_baseline("num_features=64")),
+    Row("weight_decay_0", "no weight decay (baseline 0.03)", on_baseline("weight_decay=0.0")),
+    Row("weight_decay_0.3", "weight decay 0.3 (baseline 0.03)", on_baseline("weight_decay=0.3")),
+    Row("head_16", "head of 16 features (baseline 32)", on_baseline("num_features=16")),
+    Row("head_64", "head of 64 features (baseline 32)", on_baseline("num_features=64")),
     Row(
         "dropout_0.1",
         "head dropout 0.1 (whole irreps of the features the readout reads)",
-        _on_baseline("head_dropout=0.1"),
+        on_baseline("head_dropout=0.1"),
     ),
     Row(
         "head_input_16",
         "backbone features mapped to 16 channels of each irrep before the head (baseline: "
         "all 448 channels; epochs about 3x faster)",
-        _on_baseline("head_input_features=16"),
+        on_baseline("head_input_features=16"),
     ),
     Row(
         "linear_probe",
         "no head convolution: per-atom linear readout",
-        _on_baseline("num_layers=0"),
+        on_baseline("num_layers=0"),
     ),
     Row(
         "select_a_r",
         "checkpoint and early stopping by validation MAE a_r",
-        _on_baseline("monitor=val0_epoch/a_r_mae"),
+        on_baseline("monitor=val0_epoch/a_r_mae"),
     ),
     Row(
         "select_spearman",
         "checkpoint and early stopping by validation Spearman a_r",
-        _on_baseline(*SELECT_SPEARMAN),
+        on_baseline(*SELECT_SPEARMAN),
     ),
     Row(
         "finetune",
         "backbone fine-tuned at backbone_lr 3e-4",
-        _on_baseline("freeze_backbone=false"),
+        on_baseline("freeze_backbone=false"),
     ),
     Row(
         "log_select_spearman",
         "combination: readout log and selection by validation Spearman a_r (the two single "
         "changes that raised top-5% recall on the first folds); the ready model's recipe "
         f"since 2026-12-01 ({FOUNDATION} as it is now)",
-        _on_baseline("readout=log", *SELECT_SPEARMAN),
+        on_baseline("readout=log", *SELECT_SPEARMAN),
     ),
     Row(
         "log_select_spearman_input_16",
         "combination: log_select_spearman on backbone features mapped to 16 channels of each "
         "irrep (head_input_16)",
-        _on_baseline("readout=log", *SELECT_SPEARMAN, "head_input_features=16"),
+        on_baseline("readout=log", *SELECT_SPEARMAN, "head_input_features=16"),
     ),
     *(_ridge_row(block, space) for block in (1, 2) for space in ("linear", "log")),
 ]

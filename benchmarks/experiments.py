@@ -20,7 +20,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.discovery import BASELINE
+from benchmarks.discovery import on_baseline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEST = "configs/anisonet_best.yaml"
@@ -29,8 +29,6 @@ PRETRAIN = "configs/anisonet_pretrain.yaml"
 FOUNDATION = "configs/anisonet_foundation.yaml"
 # anisonet_best.yaml with every idea off = configs/anisonet.yaml
 IDEAS_OFF = {"loss_metric": "mse", "max_epochs": 120}
-# configs/anisonet_foundation.yaml as shipped until 2026-12-01
-FOUNDATION_BEFORE = list(BASELINE)
 EMA = (
     "training_module._target_=nequip.train.EMALightningModule",
     "+training_module.ema_decay=0.999",
@@ -132,7 +130,7 @@ EXPERIMENTS = {
         "configs/anisonet_foundation.yaml as shipped until 2026-12-01: frozen SevenNet-0 "
         "(2 blocks) + 1 head convolution, readout linear, checkpoint by validation loss",
         FOUNDATION,
-        FOUNDATION_BEFORE,
+        list(on_baseline()),  # configs/anisonet_foundation.yaml as shipped until 2026-12-01
         [0, 1, 2],
         None,
     ),
@@ -140,7 +138,7 @@ EXPERIMENTS = {
         "foundation",
         "the same with the I + PSD readout (eigenvalues >= 1), 15 epochs",
         FOUNDATION,
-        [*FOUNDATION_BEFORE, "readout=square", "max_epochs=15"],
+        list(on_baseline("readout=square", "max_epochs=15")),
         [0, 1, 2],
         None,
     ),
@@ -148,7 +146,7 @@ EXPERIMENTS = {
         "foundation",
         "the same, backbone fine-tuned at lr 3e-4, 6 epochs",
         FOUNDATION,
-        [*FOUNDATION_BEFORE, "freeze_backbone=false", "max_epochs=6"],
+        list(on_baseline("freeze_backbone=false", "max_epochs=6")),
         [0, 1, 2],
         None,
     ),
